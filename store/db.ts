@@ -1,0 +1,136 @@
+import fs from 'node:fs';
+import path from 'node:path';
+import { PGlite, types as pgliteTypes } from '@electric-sql/pglite';
+import { Kysely, PostgresDialect } from 'kysely';
+import pg from 'pg';
+import type { Database } from './database.js';
+import { PGliteDialect } from './pglite-dialect.js';
+import { ExchangeError } from './errors.js';
+
+export type Db = Kysely<Database>;
+
+export interface DatabaseHandle {
+  db: Db;
+  kind: 'postgres' | 'embedded';
+  /** Safe to call twice. */
+  close(): Promise<void>;
+}
+
+export interface DatabaseOptions {
+  dataDir: string;
+  databaseUrl: string | undefined;
+  /** Pool size for PostgreSQL. */
+  poolSize?: number;
+}
+
+// Both backends return the same JavaScript types: int8 as number (sizes and counts stay far below
+// 2^53; a larger value is an error, not a silent rounding), bytea as Buffer, numeric as string.
+function parseInt8(v: string): number {
+  const n = Number(v);
+  if (!Number.isSafeInteger(n)) throw new Error(`int8 value ${v} exceeds the safe integer range`);
+  return n;
+}
+pg.types.setTypeParser(pg.types.builtins.INT8, parseInt8);
+
+export async function openDatabase(opts: DatabaseOptions): Promise<DatabaseHandle> {
+  if (opts.databaseUrl) {
+    const pool = new pg.Pool({ connectionString: opts.databaseUrl, max: opts.poolSize ?? 10 });
+    // An idle client that loses its server must not crash the process.
+    pool.on('error', () => {});
+    const db = new Kysely<Database>({ dialect: new PostgresDialect({ pool }) });
+    let closed: Promise<void> | undefined;
+    return { db, kind: 'postgres', close: () => (closed ??= db.destroy()) };
+  }
+  const dir = path.join(opts.dataDir, 'pglite');
+  fs.mkdirSync(dir, { recursive: true });
+  const release = acquireEmbeddedLock(opts.dataDir);
+  try {
+    const pglite = await PGlite.create(dir, {
+      parsers: {
+        [pgliteTypes.INT8]: parseInt8,
+        [pgliteTypes.BYTEA]: (v: string) => Buffer.from(v.slice(2), 'hex'),
+      },
+    });
+    const db = new Kysely<Database>({ dialect: new PGliteDialect(pglite) });
+    let closed: Promise<void> | undefined;
+    const close = () =>
+      (closed ??= db.destroy().finally(release));
+    return { db, kind: 'embedded', close };
+  } catch (e) {
+    release();
+    throw e;
+  }
+}
+
+/**
+ * The embedded database is one process's: PGlite corrupts a data folder opened twice. The owner
+ * holds `exchange.lock`; when a server owns it, the lock names the URL the CLI can talk to.
+ */
+export interface EmbeddedLock {
+  pid: number;
+  url?: string;
+  since: string;
+}
+
+export function lockPath(dataDir: string): string {
+  return path.join(dataDir, 'exchange.lock');
+}
+
+export function readEmbeddedLock(dataDir: string): EmbeddedLock | undefined {
+  try {
+    const lock = JSON.parse(fs.readFileSync(lockPath(dataDir), 'utf8')) as EmbeddedLock;
+    return isAlive(lock.pid) ? lock : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+/** Records the URL a running server answers on, so that CLI commands can find it. */
+export function advertiseServerUrl(dataDir: string, url: string): void {
+  const lock: EmbeddedLock = { pid: process.pid, url, since: new Date().toISOString() };
+  fs.writeFileSync(lockPath(dataDir), JSON.stringify(lock));
+}
+
+function acquireEmbeddedLock(dataDir: string): () => void {
+  const file = lockPath(dataDir);
+  for (let attempt = 0; attempt < 2; attempt++) {
+    try {
+      fs.writeFileSync(file, JSON.stringify({ pid: process.pid, since: new Date().toISOString() }), { flag: 'wx' });
+      let released = false;
+      return () => {
+        if (released) return;
+        released = true;
+        try {
+          const held = JSON.parse(fs.readFileSync(file, 'utf8')) as EmbeddedLock;
+          if (held.pid === process.pid) fs.unlinkSync(file);
+        } catch {
+          /* already gone */
+        }
+      };
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code !== 'EEXIST') throw e;
+      const held = readEmbeddedLock(dataDir);
+      if (held) {
+        const where = held.url ? ` and serves ${held.url}` : '';
+        throw new ExchangeError(
+          'conflict',
+          `the embedded database in ${dataDir} is in use by process ${held.pid}${where}; ` +
+            `stop it first, or use a command that talks to the running exchange`,
+          { pid: held.pid, url: held.url },
+        );
+      }
+      fs.rmSync(file, { force: true }); // left by a process that is gone
+    }
+  }
+  throw new ExchangeError('conflict', `could not take the lock ${file}`);
+}
+
+function isAlive(pid: number): boolean {
+  if (!Number.isInteger(pid) || pid <= 0) return false;
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (e) {
+    return (e as NodeJS.ErrnoException).code === 'EPERM';
+  }
+}

@@ -1,0 +1,30 @@
+import { Command, CommanderError } from 'commander';
+import { exitCodeFor } from './output.js';
+import { registerServerCommands } from './server.commands.js';
+import { registerDemoCommand } from './demo.command.js';
+
+/** Builds the `hakobune` command line from each feature's commands. */
+export function buildProgram(): Command {
+  const program = new Command('hakobune')
+    .description('Hakobune regional health information exchange')
+    .showHelpAfterError()
+    .exitOverride();
+  registerServerCommands(program);
+  registerDemoCommand(program);
+  return program;
+}
+
+/** Runs the CLI; resolves with the process exit code. */
+export async function main(argv: string[]): Promise<number> {
+  const program = buildProgram();
+  try {
+    await program.parseAsync(argv);
+    return 0;
+  } catch (err) {
+    if (err instanceof CommanderError) {
+      // commander has already printed its message (or the help/version text).
+      return err.exitCode === 0 ? 0 : 2;
+    }
+    return exitCodeFor(err);
+  }
+}

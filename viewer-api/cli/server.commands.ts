@@ -1,0 +1,59 @@
+import type { Command } from 'commander';
+import { readConfig } from '../config.js';
+import { createExchange, type Exchange } from '../exchange.js';
+import { openDatabase } from '../../store/db.js';
+import { migrateToLatest } from '../../store/migrate.js';
+import { report, type OutputOptions } from './output.js';
+
+/** Runs until SIGINT/SIGTERM, then stops the exchange cleanly. */
+export async function serveUntilSignal(exchange: Exchange): Promise<void> {
+  await new Promise<void>((resolve) => {
+    const onSignal = () => {
+      process.off('SIGINT', onSignal);
+      process.off('SIGTERM', onSignal);
+      exchange.log.info('stopping');
+      exchange.stop().then(resolve, (e) => {
+        exchange.log.error({ err: e }, 'error while stopping');
+        resolve();
+      });
+    };
+    process.on('SIGINT', onSignal);
+    process.on('SIGTERM', onSignal);
+  });
+}
+
+export function registerServerCommands(program: Command): void {
+  program
+    .command('serve')
+    .description('run the exchange (HTTP API, upload protocol and, in the embedded mode, jobs)')
+    .action(async () => {
+      const exchange = await createExchange(readConfig());
+      try {
+        const url = await exchange.listen();
+        process.stdout.write(`Hakobune exchange listening on ${url} (database: ${exchange.databaseKind})\n`);
+      } catch (e) {
+        await exchange.stop();
+        throw e;
+      }
+      await serveUntilSignal(exchange);
+    });
+
+  program
+    .command('migrate')
+    .description('bring the database schema up to date')
+    .option('--json', 'print the result as JSON')
+    .action(async (opts: OutputOptions) => {
+      const config = readConfig();
+      const database = await openDatabase(config);
+      try {
+        const result = await migrateToLatest(database.db);
+        report(opts, { database: database.kind, ...result }, () =>
+          result.applied.length
+            ? `applied ${result.applied.length} migration(s): ${result.applied.join(', ')}`
+            : 'the schema is up to date',
+        );
+      } finally {
+        await database.close();
+      }
+    });
+}

@@ -1,0 +1,95 @@
+import http from 'node:http';
+import type { AddressInfo } from 'node:net';
+import type Router from '@koa/router';
+import { pino, type Logger } from 'pino';
+import { sql } from 'kysely';
+import type { Config } from './config.js';
+import { createHttpApp } from './app.js';
+import { advertiseServerUrl, openDatabase, type DatabaseHandle, type Db } from '../store/db.js';
+import { migrateToLatest } from '../store/migrate.js';
+
+/**
+ * The composition root: the one place that builds the exchange's parts from the configuration
+ * and wires them together. Nothing else constructs a database, a store or a queue.
+ */
+export interface Exchange {
+  readonly config: Config;
+  readonly log: Logger;
+  readonly db: Db;
+  readonly databaseKind: DatabaseHandle['kind'];
+  /** Starts the HTTP server; resolves with the URL it answers on. */
+  listen(): Promise<string>;
+  /** Stops HTTP, then workers, then the database. Safe to call twice. */
+  stop(): Promise<void>;
+}
+
+export interface ExchangeOptions {
+  /** Run migrations when opening (default true). */
+  migrate?: boolean;
+}
+
+export async function createExchange(config: Config, opts: ExchangeOptions = {}): Promise<Exchange> {
+  const log = pino({ level: config.logLevel, base: { service: 'hakobune' } });
+  const database = await openDatabase({ dataDir: config.dataDir, databaseUrl: config.databaseUrl });
+  const { db } = database;
+  try {
+    if (opts.migrate !== false) await migrateToLatest(db);
+  } catch (e) {
+    await database.close();
+    throw e;
+  }
+
+  const routers: Router[] = [];
+  const app = createHttpApp({
+    log,
+    routers,
+    health: async () => {
+      try {
+        await sql`select 1`.execute(db);
+        return { database: 'ok' };
+      } catch {
+        return { database: 'unreachable' };
+      }
+    },
+  });
+
+  let server: http.Server | undefined;
+  let stopping: Promise<void> | undefined;
+
+  return {
+    config,
+    log,
+    db,
+    databaseKind: database.kind,
+    async listen() {
+      if (server) throw new Error('the exchange is already listening');
+      const s = http.createServer(app.callback());
+      // Slow clients must not hold sockets for ever; uploads of big batches still fit.
+      s.requestTimeout = 5 * 60_000;
+      s.headersTimeout = 30_000;
+      s.keepAliveTimeout = 10_000;
+      server = s;
+      await new Promise<void>((resolve, reject) => {
+        s.once('error', reject);
+        s.listen(config.port, config.host, () => resolve());
+      });
+      const { port } = s.address() as AddressInfo;
+      const url = `http://${config.host.includes(':') ? `[${config.host}]` : config.host}:${port}`;
+      if (database.kind === 'embedded') advertiseServerUrl(config.dataDir, url);
+      log.info({ url }, 'exchange listening');
+      return url;
+    },
+    stop() {
+      return (stopping ??= (async () => {
+        if (server) {
+          const s = server;
+          await new Promise<void>((resolve) => {
+            s.close(() => resolve());
+            s.closeIdleConnections();
+          });
+        }
+        await database.close();
+      })());
+    },
+  };
+}
