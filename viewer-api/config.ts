@@ -17,7 +17,36 @@ export interface Config {
   host: string;
   port: number;
   logLevel: 'fatal' | 'error' | 'warn' | 'info' | 'debug' | 'trace' | 'silent';
+  /** PEM certificate and key; when set the server speaks HTTPS only, TLS 1.2 or later. */
+  tls: { certFile: string; keyFile: string } | undefined;
+  /** Login, session and lockout settings of the viewer API. */
+  auth: AuthSettings;
 }
+
+export interface AuthSettings {
+  /** Absolute lifetime of a session. */
+  sessionMaxMinutes: number;
+  /** A session unused for this long ends. */
+  sessionIdleMinutes: number;
+  /** Failed logins in a row after which an account is locked. */
+  maxFailedLogins: number;
+  /** How long a locked account stays locked. */
+  lockoutMinutes: number;
+  /** Login attempts allowed per source address per minute. */
+  loginAttemptsPerMinute: number;
+  /** File of the 32-byte key that encrypts TOTP secrets at rest (created on first use). */
+  secretKeyFile: string;
+  /** JSON file overriding the role matrix; unset: the built-in matrix. */
+  rolePolicyFile: string | undefined;
+}
+
+export const DEFAULT_AUTH: Omit<AuthSettings, 'secretKeyFile' | 'rolePolicyFile'> = {
+  sessionMaxMinutes: 8 * 60,
+  sessionIdleMinutes: 15,
+  maxFailedLogins: 5,
+  lockoutMinutes: 15,
+  loginAttemptsPerMinute: 30,
+};
 
 const urlOf = (protocols: string[]) =>
   z
@@ -40,6 +69,18 @@ const EnvSchema = z.object({
   HOST: z.string().trim().min(1).default('127.0.0.1'),
   PORT: z.coerce.number().int().min(0).max(65535).default(8080),
   LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
+  TLS_CERT_FILE: z.string().trim().min(1).optional(),
+  TLS_KEY_FILE: z.string().trim().min(1).optional(),
+  SESSION_MAX_MINUTES: z.coerce.number().int().min(1).max(24 * 60).default(DEFAULT_AUTH.sessionMaxMinutes),
+  SESSION_IDLE_MINUTES: z.coerce.number().int().min(1).max(24 * 60).default(DEFAULT_AUTH.sessionIdleMinutes),
+  LOGIN_MAX_FAILURES: z.coerce.number().int().min(1).max(100).default(DEFAULT_AUTH.maxFailedLogins),
+  LOGIN_LOCKOUT_MINUTES: z.coerce.number().int().min(1).max(24 * 60).default(DEFAULT_AUTH.lockoutMinutes),
+  LOGIN_RATE_PER_MINUTE: z.coerce.number().int().min(1).max(100_000).default(DEFAULT_AUTH.loginAttemptsPerMinute),
+  HAKOBUNE_SECRET_KEY_FILE: z.string().trim().min(1).optional(),
+  ROLE_POLICY_FILE: z.string().trim().min(1).optional(),
+}).refine((e) => (e.TLS_CERT_FILE === undefined) === (e.TLS_KEY_FILE === undefined), {
+  path: ['TLS_CERT_FILE'],
+  message: 'TLS_CERT_FILE and TLS_KEY_FILE must be set together',
 });
 
 export class ConfigError extends Error {
@@ -65,6 +106,18 @@ export function readConfig(env: NodeJS.ProcessEnv = process.env): Config {
     host: e.HOST,
     port: e.PORT,
     logLevel: e.LOG_LEVEL,
+    tls: e.TLS_CERT_FILE && e.TLS_KEY_FILE
+      ? { certFile: path.resolve(e.TLS_CERT_FILE), keyFile: path.resolve(e.TLS_KEY_FILE) }
+      : undefined,
+    auth: {
+      sessionMaxMinutes: e.SESSION_MAX_MINUTES,
+      sessionIdleMinutes: e.SESSION_IDLE_MINUTES,
+      maxFailedLogins: e.LOGIN_MAX_FAILURES,
+      lockoutMinutes: e.LOGIN_LOCKOUT_MINUTES,
+      loginAttemptsPerMinute: e.LOGIN_RATE_PER_MINUTE,
+      secretKeyFile: path.resolve(e.HAKOBUNE_SECRET_KEY_FILE ?? path.join(dataDir, 'secret.key')),
+      rolePolicyFile: e.ROLE_POLICY_FILE ? path.resolve(e.ROLE_POLICY_FILE) : undefined,
+    },
   };
 }
 
@@ -78,6 +131,8 @@ export function testConfig(dataDir: string, overrides: Partial<Config> = {}): Co
     host: '127.0.0.1',
     port: 0,
     logLevel: 'silent',
+    tls: undefined,
+    auth: { ...DEFAULT_AUTH, secretKeyFile: path.join(dataDir, 'secret.key'), rolePolicyFile: undefined },
     ...overrides,
   };
 }
