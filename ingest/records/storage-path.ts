@@ -1,0 +1,43 @@
+/**
+ * Where a file sits in a facility's SS-MIX2 tree, read from its path (standardized storage:
+ * `<ID1-3>/<ID4-6>/<patientID>/<careDate|->/<dataType>/<file>`, file name
+ * `patientID_careDate_dataType_orderNo_timestamp_dept_conditionFlag`; extended storage adds a
+ * content folder named like a file). Pure; paths are relative to the facility's root.
+ */
+export interface StoragePath {
+  area: 'standard' | 'extended';
+  /** The patient ID, date and data type of the folders. */
+  folder: { patientId: string; careDate: string; dataType: string };
+  /** The seven fields of the file (or content-folder) name; undefined when it is not one. */
+  name: FileNameFields | undefined;
+  /** For extended storage: the file inside the content folder. */
+  entry?: string;
+}
+
+export interface FileNameFields {
+  patientId: string;
+  careDate: string;
+  dataType: string;
+  orderNo: string;
+  timestamp: string;
+  department: string;
+  condition: string;
+}
+
+export function parseFileName(name: string): FileNameFields | undefined {
+  const parts = name.split('_');
+  // Extended-storage content folders sometimes carry only six fields (no condition flag).
+  if (parts.length !== 7 && parts.length !== 6) return undefined;
+  const [patientId, careDate, dataType, orderNo, timestamp, department, condition] = parts as [string, string, string, string, string, string, string?];
+  return { patientId, careDate, dataType, orderNo, timestamp, department, condition: condition ?? '' };
+}
+
+/** Reads a relative path; undefined when it is not inside a patient's folder at all. */
+export function parseStoragePath(relPath: string): StoragePath | undefined {
+  const parts = relPath.split('/').filter((p) => p !== '' && p !== '.');
+  if (parts.length < 6) return undefined;
+  const [, , patientId, careDate, dataType, ...rest] = parts as [string, string, string, string, string, ...string[]];
+  const folder = { patientId, careDate, dataType };
+  if (rest.length === 1) return { area: 'standard', folder, name: parseFileName(rest[0]!) };
+  return { area: 'extended', folder, name: parseFileName(rest[0]!), entry: rest.slice(1).join('/') };
+}
