@@ -119,7 +119,7 @@ function dateTypo(a: string, b: string): boolean {
 /**
  * Weights in points. A true pair agreeing on everything scores 30; twins (same family name,
  * birth date, address, phone; different given names) stay at 3; a married woman who moved (new
- * family name, address and phone; same given name and birth date) scores 13 and goes to review.
+ * family name, address and phone; same given name and birth date) scores 12 and goes to review.
  * Addresses and phones change over a life, so their disagreement costs nothing.
  */
 export const WEIGHTS = {
@@ -136,7 +136,7 @@ export const WEIGHTS = {
   familySame: 5,
   familyKanaSame: 4,
   familySimilar: 2,
-  familyChanged: -1,
+  familyChanged: -2,
   phoneSame: 5,
   postalSame: 2,
   postalDiffers: 0,
