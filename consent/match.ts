@@ -57,14 +57,21 @@ export function pairKey(a: LocalKey, b: LocalKey): string {
 
 export function normaliseRecord(r: IdentityRecord): NormalisedRecord {
   const birth = (r.birthDate ?? '').replace(/\D/g, '');
+  let familyKana = r.familyKana ?? '';
+  let givenKana = r.givenKana ?? '';
+  // Systems with one kana field keep the whole name there, family and given split by a space.
+  if (!givenKana.trim()) {
+    const parts = familyKana.trim().split(/[\s\u3000]+/);
+    if (parts.length === 2) [familyKana, givenKana] = parts as [string, string];
+  }
   return {
     facilityId: r.facilityId,
     localId: r.localId,
     key: localKey(r),
     fam: normaliseKanjiName(r.familyKanji),
     giv: normaliseKanjiName(r.givenKanji),
-    famKana: normaliseKanaName(r.familyKana),
-    givKana: normaliseKanaName(r.givenKana),
+    famKana: normaliseKanaName(familyKana),
+    givKana: normaliseKanaName(givenKana),
     birth: birth.length === 8 ? birth : '',
     sex: r.sex === 'M' || r.sex === 'F' || r.sex === 'O' ? r.sex : 'U',
     postal: normalisePostalCode(r.postalCode),
@@ -330,18 +337,21 @@ export function comparePairs(
   floor: number,
   visit: (i: number, j: number, s: PairScore) => void,
 ): BlockStats {
+  const recordKeys: string[][] = new Array(records.length);
   const blocks = new Map<string, number[]>();
   for (let i = 0; i < records.length; i++) {
-    for (const k of blockKeys(records[i])) {
+    const keys = blockKeys(records[i]);
+    recordKeys[i] = keys;
+    for (const k of keys) {
       let list = blocks.get(k);
       if (!list) blocks.set(k, (list = []));
       list.push(i);
     }
   }
-  const seen = new Set<number>();
   const n = records.length;
   let pairsCompared = 0;
   let oversizedBlocks = 0;
+  const usable = (k: string) => (blocks.get(k) as number[]).length <= MAX_BLOCK;
   const keys = [...blocks.keys()].sort();
   for (const k of keys) {
     const list = blocks.get(k) as number[];
@@ -351,12 +361,20 @@ export function comparePairs(
       continue;
     }
     for (let x = 0; x < list.length; x++) {
+      const i = list[x];
+      const ki = recordKeys[i];
       for (let y = x + 1; y < list.length; y++) {
-        const i = list[x];
         const j = list[y];
-        const id = i * n + j;
-        if (seen.has(id)) continue;
-        seen.add(id);
+        // A pair sharing several blocks is compared once, in the first usable one (in key order);
+        // no set of seen pairs, which would not fit for a million records.
+        let earlier = false;
+        for (const q of recordKeys[j]) {
+          if (q < k && ki.includes(q) && usable(q)) {
+            earlier = true;
+            break;
+          }
+        }
+        if (earlier) continue;
         pairsCompared++;
         const s = scorePair(records[i], records[j]);
         if (s.score >= floor) visit(i, j, s);

@@ -148,13 +148,41 @@ export function toKatakana(s: string): string {
 
 /**
  * A kana name as a matching key: NFKC (half-width to full-width, combined voiced marks),
- * katakana, small kana as large, ヂ/ヅ/ヴ as ジ/ズ/ブ, no spaces and no long-vowel mark
- * (ユウコ / ユーコ differ only in that; the score compares similarity, not just equality).
+ * katakana, small kana as large, ヂ/ヅ/ヴ as ジ/ズ/ブ, no spaces, long vowels folded.
  */
 export function normaliseKanaName(s: string | null | undefined): string {
   if (!s) return '';
-  const k = toKatakana(nfkc(s)).replace(SPACES, '').replace(/[ー\-‐―~〜]/g, '');
-  return mapChars(k, KANA_FOLD);
+  const k = mapChars(toKatakana(nfkc(s)).replace(SPACES, '').replace(/[ー\-‐―~〜]/g, ''), KANA_FOLD);
+  return foldLongVowels(k);
+}
+
+const VOWEL_ROWS: [string, string][] = [
+  ['a', 'アカサタナハマヤラワガザダバパ'],
+  ['i', 'イキシチニヒミリギジビピ'],
+  ['u', 'ウクスツヌフムユルグズブプ'],
+  ['e', 'エケセテネヘメレゲゼデベペ'],
+  ['o', 'オコソトノホモヨロゴゾドボポ'],
+];
+const VOWEL_OF = new Map<string, string>();
+for (const [v, chars] of VOWEL_ROWS) for (const c of chars) VOWEL_OF.set(c, v);
+const VOWEL_KANA: Record<string, string> = { ア: 'a', イ: 'i', ウ: 'u', エ: 'e', オ: 'o' };
+
+/**
+ * Long vowels are written three ways (サトウ / サトー / サト, オオノ / オーノ, ケイコ / ケーコ):
+ * after the long-vowel mark is dropped, a vowel kana that only lengthens the one before it
+ * (same vowel, or ウ after an o-row kana, or イ after an e-row kana) is dropped too.
+ */
+function foldLongVowels(k: string): string {
+  let out = '';
+  let prev = '';
+  for (const ch of k) {
+    const v = VOWEL_KANA[ch];
+    const pv = VOWEL_OF.get(prev);
+    if (v && pv && (v === pv || (pv === 'o' && v === 'u') || (pv === 'e' && v === 'i'))) continue;
+    out += ch;
+    prev = ch;
+  }
+  return out;
 }
 
 /** Digits only; an international +81 prefix becomes the domestic 0. */
