@@ -2,6 +2,7 @@ import { Command, CommanderError } from 'commander';
 import { exitCodeFor } from './output.js';
 import { registerServerCommands } from './server.commands.js';
 import { registerDemoCommand } from './demo.command.js';
+import { registerFixturesCommands } from '../../fixtures/fixtures.commands.js';
 
 /** Builds the `hakobune` command line from each feature's commands. */
 export function buildProgram(): Command {
@@ -11,6 +12,7 @@ export function buildProgram(): Command {
     .exitOverride();
   registerServerCommands(program);
   registerDemoCommand(program);
+  registerFixturesCommands(program);
   return program;
 }
 
