@@ -1,4 +1,6 @@
+import fs from 'node:fs';
 import http from 'node:http';
+import https from 'node:https';
 import type { AddressInfo } from 'node:net';
 import type Router from '@koa/router';
 import { pino, type Logger } from 'pino';
@@ -7,6 +9,10 @@ import type { Config } from './config.js';
 import { createHttpApp } from './app.js';
 import { advertiseServerUrl, openDatabase, type DatabaseHandle, type Db } from '../store/db.js';
 import { migrateToLatest } from '../store/migrate.js';
+import { LocalPackStore } from '../store/backup/pack-store.js';
+import { BackupService } from '../store/backup/backup.service.js';
+import { uploadRouter } from '../store/backup/upload.routes.js';
+import { createViewer, type Viewer } from './routes/viewer.js';
 
 /**
  * The composition root: the one place that builds the exchange's parts from the configuration
@@ -17,6 +23,10 @@ export interface Exchange {
   readonly log: Logger;
   readonly db: Db;
   readonly databaseKind: DatabaseHandle['kind'];
+  /** The deduplicated backup store: facilities, uploads, snapshots, restore and verify. */
+  readonly backup: BackupService;
+  /** Viewer API: authentication, administration of users and devices, audit. */
+  readonly viewer: Viewer;
   /** Starts the HTTP server; resolves with the URL it answers on. */
   listen(): Promise<string>;
   /** Stops HTTP, then workers, then the database. Safe to call twice. */
@@ -26,6 +36,8 @@ export interface Exchange {
 export interface ExchangeOptions {
   /** Run migrations when opening (default true). */
   migrate?: boolean;
+  /** Milliseconds since the epoch (default Date.now): sessions, lockouts, TOTP and audit times. */
+  clock?: () => number;
 }
 
 export async function createExchange(config: Config, opts: ExchangeOptions = {}): Promise<Exchange> {
@@ -40,6 +52,17 @@ export async function createExchange(config: Config, opts: ExchangeOptions = {})
   }
 
   const routers: Router[] = [];
+  const packStore = new LocalPackStore(config.packDir);
+  const backup = new BackupService(db, packStore);
+  routers.push(uploadRouter(backup));
+  let viewer: Viewer;
+  try {
+    viewer = createViewer({ db, config, log, clock: opts.clock ?? Date.now });
+  } catch (e) {
+    await database.close();
+    throw e;
+  }
+  routers.push(...viewer.routers);
   const app = createHttpApp({
     log,
     routers,
@@ -53,7 +76,7 @@ export async function createExchange(config: Config, opts: ExchangeOptions = {})
     },
   });
 
-  let server: http.Server | undefined;
+  let server: http.Server | https.Server | undefined;
   let stopping: Promise<void> | undefined;
 
   return {
@@ -61,9 +84,18 @@ export async function createExchange(config: Config, opts: ExchangeOptions = {})
     log,
     db,
     databaseKind: database.kind,
+    backup,
+    viewer,
     async listen() {
       if (server) throw new Error('the exchange is already listening');
-      const s = http.createServer(app.callback());
+      // With a certificate the exchange speaks HTTPS only, TLS 1.2 or later (the guideline's
+      // encrypted channel for remote access); without one it is plain HTTP for loopback and tests.
+      const s = config.tls
+        ? https.createServer(
+            { cert: fs.readFileSync(config.tls.certFile), key: fs.readFileSync(config.tls.keyFile), minVersion: 'TLSv1.2' },
+            app.callback(),
+          )
+        : http.createServer(app.callback());
       // Slow clients must not hold sockets for ever; uploads of big batches still fit.
       s.requestTimeout = 5 * 60_000;
       s.headersTimeout = 30_000;
@@ -74,7 +106,7 @@ export async function createExchange(config: Config, opts: ExchangeOptions = {})
         s.listen(config.port, config.host, () => resolve());
       });
       const { port } = s.address() as AddressInfo;
-      const url = `http://${config.host.includes(':') ? `[${config.host}]` : config.host}:${port}`;
+      const url = `${config.tls ? 'https' : 'http'}://${config.host.includes(':') ? `[${config.host}]` : config.host}:${port}`;
       if (database.kind === 'embedded') advertiseServerUrl(config.dataDir, url);
       log.info({ url }, 'exchange listening');
       return url;
@@ -88,6 +120,7 @@ export async function createExchange(config: Config, opts: ExchangeOptions = {})
             s.closeIdleConnections();
           });
         }
+        await packStore.close();
         await database.close();
       })());
     },

@@ -1,0 +1,116 @@
+import { sql } from 'kysely';
+import { createExchange, type Exchange } from '../viewer-api/exchange.js';
+import { testConfig, type Config } from '../viewer-api/config.js';
+import type { AdminContext, Enrolment } from '../viewer-api/auth/admin.service.js';
+import { totpCode } from '../viewer-api/auth/totp.js';
+import { createTestDatabase, type TestDatabase } from './support/postgres.js';
+import { tempDir } from './support/tmp.js';
+
+/** A clock the test moves by hand: sessions, lockouts, TOTP steps and audit times all follow it. */
+export class TestClock {
+  constructor(public ms = Date.parse('2026-11-21T09:00:00.000Z')) {}
+  readonly now = () => this.ms;
+  advance(ms: number): void {
+    this.ms += ms;
+  }
+}
+
+export type Backend = 'embedded' | 'postgres';
+
+export interface ViewerHarness {
+  exchange: Exchange;
+  url: string;
+  clock: TestClock;
+  /** The command line as actor (what `hakobune user add` uses). */
+  cli: AdminContext;
+  close(): Promise<void>;
+}
+
+export async function startViewer(backend: Backend, overrides: (c: Config) => Partial<Config> = () => ({})): Promise<ViewerHarness> {
+  const tmp = tempDir('hakobune-viewer-');
+  let pg: TestDatabase | undefined;
+  try {
+    if (backend === 'postgres') pg = await createTestDatabase('hkviewer');
+    const base = testConfig(tmp.dir, pg ? { databaseUrl: pg.url } : {});
+    const config = { ...base, ...overrides(base) };
+    const clock = new TestClock();
+    const exchange = await createExchange(config, { clock: clock.now });
+    const url = await exchange.listen();
+    return {
+      exchange,
+      url,
+      clock,
+      cli: { actor: { username: 'cli:test' }, address: null, endpoint: 'cli' },
+      async close() {
+        await exchange.stop();
+        await pg?.drop();
+        tmp.remove();
+      },
+    };
+  } catch (e) {
+    await pg?.drop();
+    tmp.remove();
+    throw e;
+  }
+}
+
+export const PASSWORD = 'a long test passphrase';
+
+export interface TestUser extends Enrolment {
+  password: string;
+  device: string;
+}
+
+/** Enrols a user and registers a device of the same facility. */
+export async function enrol(h: ViewerHarness, facilityId: string, username: string, role: string): Promise<TestUser> {
+  const e = await h.exchange.viewer.admin.addUser(h.cli, { facilityId, username, displayName: username, role, password: PASSWORD });
+  const d = await h.exchange.viewer.admin.registerDevice(h.cli, facilityId, `${username}'s terminal`);
+  return { ...e, password: PASSWORD, device: d.credential };
+}
+
+export interface LoginOptions {
+  password?: string;
+  totp?: string;
+  device?: string | null;
+  /** Move the clock to a fresh TOTP step first (default true): a code is accepted once only. */
+  freshStep?: boolean;
+}
+
+export async function login(h: ViewerHarness, u: TestUser, o: LoginOptions = {}): Promise<Response> {
+  if (o.freshStep !== false) h.clock.advance(31_000);
+  const totp = o.totp ?? (await totpCode(u.totpSecret, h.clock.ms));
+  const headers: Record<string, string> = { 'content-type': 'application/json' };
+  const device = o.device === undefined ? u.device : o.device;
+  if (device !== null) headers['x-device-credential'] = device;
+  return fetch(`${h.url}/api/auth/login`, {
+    method: 'POST',
+    headers,
+    body: JSON.stringify({ facilityId: u.facilityId, username: u.username, password: o.password ?? u.password, totp }),
+  });
+}
+
+/** Logs in and resolves with the bearer token (fails the test when the login fails). */
+export async function tokenFor(h: ViewerHarness, u: TestUser): Promise<string> {
+  const res = await login(h, u);
+  if (res.status !== 200) throw new Error(`login of ${u.username} failed: ${res.status} ${await res.text()}`);
+  return ((await res.json()) as { token: string }).token;
+}
+
+export function get(h: ViewerHarness, path: string, token?: string, headers: Record<string, string> = {}): Promise<Response> {
+  return fetch(`${h.url}${path}`, { headers: { ...(token ? { authorization: `Bearer ${token}` } : {}), ...headers } });
+}
+
+/** The newest audit entries (newest first), read straight from the table. */
+export async function lastAudit(h: ViewerHarness, n = 1) {
+  return h.exchange.db.selectFrom('audit_event').selectAll().orderBy('seq', 'desc').limit(n).execute();
+}
+
+/** What an intruder with the database owner's rights does first: switch the append-only guard off. */
+export async function withGuardOff<T>(h: ViewerHarness, fn: () => Promise<T>): Promise<T> {
+  await sql`alter table audit_event disable trigger user`.execute(h.exchange.db);
+  try {
+    return await fn();
+  } finally {
+    await sql`alter table audit_event enable trigger user`.execute(h.exchange.db);
+  }
+}

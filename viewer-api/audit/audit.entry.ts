@@ -1,0 +1,71 @@
+import { canonicalJson, entryHash, type AuditOutcome, type AuditRecord } from './audit.chain.js';
+
+/** Who did something: a signed-in user, or (for the command line) an operator of the machine. */
+export interface AuditActor {
+  userId?: number | null;
+  username?: string | null;
+  facilityId?: string | null;
+  role?: string | null;
+}
+
+/** What a caller records; the log adds seq, time and the chain. */
+export interface AuditInput {
+  /** Dotted name of what happened: auth.login, record.read, admin.device.register, audit.export ... */
+  action: string;
+  outcome: AuditOutcome;
+  reason?: string | null;
+  actor?: AuditActor;
+  address?: string | null;
+  deviceId?: string | null;
+  endpoint?: string | null;
+  patient?: string | null;
+  purpose?: string | null;
+  breakGlassReason?: string | null;
+  /** Categories, record ids, targets of a change: anything else worth keeping (JSON values). */
+  detail?: Record<string, unknown>;
+}
+
+const MAX_TEXT = 2000;
+
+/**
+ * PostgreSQL text cannot hold NUL, and an attacker's 1 MB query string does not deserve to be
+ * kept whole: clean text before it is hashed, so that what is stored is exactly what was hashed.
+ */
+function clean(s: string | null | undefined): string | null {
+  if (s === undefined || s === null) return null;
+  const t = s.replace(/\u0000/g, '\uFFFD');
+  return t.length > MAX_TEXT ? t.slice(0, MAX_TEXT) + '…' : t;
+}
+
+function cleanDeep(v: unknown): unknown {
+  if (typeof v === 'string') return clean(v);
+  if (Array.isArray(v)) return v.slice(0, 1000).map(cleanDeep);
+  if (v && typeof v === 'object' && !(v instanceof Date)) {
+    return Object.fromEntries(Object.entries(v).map(([k, x]) => [clean(k)!, cleanDeep(x)]));
+  }
+  return v;
+}
+
+/** Builds the stored entry that follows `prevHash` at position `seq`. */
+export function buildEntry(input: AuditInput, seq: number, at: Date, prevHash: string): AuditRecord {
+  const body: Omit<AuditRecord, 'hash'> = {
+    seq,
+    at: at.toISOString(),
+    action: clean(input.action)!,
+    outcome: input.outcome,
+    reason: clean(input.reason),
+    userId: input.actor?.userId ?? null,
+    username: clean(input.actor?.username),
+    facilityId: clean(input.actor?.facilityId),
+    role: clean(input.actor?.role),
+    address: clean(input.address),
+    deviceId: clean(input.deviceId),
+    endpoint: clean(input.endpoint),
+    patient: clean(input.patient),
+    purpose: clean(input.purpose),
+    breakGlassReason: clean(input.breakGlassReason),
+    detail: canonicalJson(cleanDeep(input.detail ?? {})),
+    prevHash,
+  };
+  return { ...body, hash: entryHash(body) };
+}
