@@ -3,6 +3,7 @@ import { exitCodeFor } from './output.js';
 import { registerServerCommands } from './server.commands.js';
 import { registerDemoCommand } from './demo.command.js';
 import { registerFixturesCommands } from '../../fixtures/fixtures.commands.js';
+import { registerUploadCommand } from '../../ingest/uploader/upload.command.js';
 
 /** Builds the `hakobune` command line from each feature's commands. */
 export function buildProgram(): Command {
@@ -13,6 +14,7 @@ export function buildProgram(): Command {
   registerServerCommands(program);
   registerDemoCommand(program);
   registerFixturesCommands(program);
+  registerUploadCommand(program);
   return program;
 }
 

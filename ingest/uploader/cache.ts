@@ -1,0 +1,350 @@
+import fs from 'node:fs';
+import fsp from 'node:fs/promises';
+import path from 'node:path';
+import readline from 'node:readline';
+import { compareDirs, compareNames, escapeField, unescapeField } from './order.js';
+
+/**
+ * The uploader's local cache: for every file of the last committed snapshot, its size, mtime,
+ * inode and SHA-256, so that a file whose metadata did not change is not read again.
+ *
+ * A text file, one directory block after another in walk order (see order.ts), so it is read
+ * as a stream beside the walk with flat memory however many millions of files it lists:
+ *
+ *     hakobune-upload-cache 1
+ *     facility<TAB>F001
+ *     server<TAB>https://exchange.example
+ *     snapshot<TAB><id, padded with spaces so it can be filled in place after commit>
+ *     feed<TAB><name of the last change-feed file taken into account, or ->
+ *     <empty line>
+ *     /standard/999/901/9999013/-/ADT-00
+ *     <name><TAB><size><TAB><mtimeMs><TAB><inode><TAB><sha256>
+ *     ...
+ *     //end<TAB><files><TAB><bytes>
+ *
+ * Directory lines start with `/` (a path never does); `//end` cannot be a directory (empty
+ * segment), so a file without it was cut short and is not trusted. The file is only ever
+ * replaced whole: written beside, fsynced, renamed.
+ */
+
+export const CACHE_MAGIC = 'hakobune-upload-cache 1';
+const SNAPSHOT_FIELD_WIDTH = 200;
+
+export interface CachedFile {
+  name: string;
+  size: number;
+  /** As stat reports it (may carry a fraction): compared exactly to detect a change. */
+  mtimeMs: number;
+  ino: number;
+  sha256: string;
+}
+
+export interface CacheBlock {
+  /** Directory path, `standard/...` or `extended/...`. */
+  dir: string;
+  /** In name order. */
+  files: CachedFile[];
+}
+
+export interface CacheHeader {
+  facilityId: string;
+  server: string;
+  /** The snapshot this cache describes, once committed. */
+  snapshotId: string | null;
+  /** The last transaction-storage feed file taken into account (TR_... name). */
+  feedPosition: string | null;
+}
+
+export interface CacheTotals {
+  files: number;
+  bytes: number;
+}
+
+export class CacheCorruptError extends Error {
+  override name = 'CacheCorruptError';
+  constructor(
+    readonly file: string,
+    detail: string,
+  ) {
+    super(`the upload cache ${file} is damaged (${detail}); it will be rebuilt by a full scan`);
+  }
+}
+
+const SHA256_HEX = /^[0-9a-f]{64}$/;
+
+/** Reads a cache file block by block, in order. */
+export class CacheReader {
+  private lines: AsyncIterator<string>;
+  private readError: Error | null = null;
+  private pendingDir: string | null = null;
+  private lastDir: string | null = null;
+  private done = false;
+  private lineNo: number;
+
+  private constructor(
+    readonly file: string,
+    readonly header: CacheHeader,
+    readonly totals: CacheTotals,
+    private readonly rl: readline.Interface,
+    headerLines: number,
+    private readonly stream: fs.ReadStream,
+  ) {
+    this.lines = rl[Symbol.asyncIterator]();
+    this.lineNo = headerLines;
+  }
+
+  /** Opens a cache file; null when there is none. Throws CacheCorruptError on a damaged file. */
+  static async open(file: string): Promise<CacheReader | null> {
+    let fh: fsp.FileHandle;
+    try {
+      fh = await fsp.open(file, 'r');
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code === 'ENOENT') return null;
+      throw e;
+    }
+    let totals: CacheTotals;
+    let header: CacheHeader;
+    let headerLines = 0;
+    let bodyStart = 0;
+    try {
+      const { size } = await fh.stat();
+      // The trailer proves the file was written to the end.
+      const tailLen = Math.min(size, 200);
+      const tail = Buffer.alloc(tailLen);
+      await fh.read(tail, 0, tailLen, size - tailLen);
+      const m = /\n\/\/end\t(\d+)\t(\d+)\n$/.exec(tail.toString('utf8'));
+      if (!m) throw new CacheCorruptError(file, 'no end marker: it was cut short');
+      totals = { files: Number(m[1]), bytes: Number(m[2]) };
+      const headLen = Math.min(size, 4096);
+      const head = Buffer.alloc(headLen);
+      await fh.read(head, 0, headLen, 0);
+      const text = head.toString('utf8');
+      const end = text.indexOf('\n\n');
+      if (end < 0) throw new CacheCorruptError(file, 'no header');
+      const lines = text.slice(0, end).split('\n');
+      if (lines[0] !== CACHE_MAGIC) throw new CacheCorruptError(file, `unknown format "${lines[0]?.slice(0, 40)}"`);
+      const kv = new Map(lines.slice(1).map((l) => [l.slice(0, l.indexOf('\t')), l.slice(l.indexOf('\t') + 1)]));
+      const opt = (v: string | undefined) => {
+        const t = (v ?? '').trim();
+        return t === '' || t === '-' ? null : t;
+      };
+      const facilityId = kv.get('facility');
+      if (!facilityId) throw new CacheCorruptError(file, 'no facility in the header');
+      header = {
+        facilityId,
+        server: kv.get('server') ?? '',
+        snapshotId: opt(kv.get('snapshot')),
+        feedPosition: opt(kv.get('feed')),
+      };
+      headerLines = lines.length + 1;
+      bodyStart = Buffer.byteLength(text.slice(0, end + 2), 'utf8');
+    } finally {
+      await fh.close();
+    }
+    const stream = fs.createReadStream(file, { start: bodyStart, encoding: 'utf8', highWaterMark: 256 * 1024 });
+    const rl = readline.createInterface({ input: stream, crlfDelay: Infinity });
+    const reader = new CacheReader(file, header, totals, rl, headerLines, stream);
+    // readline does not pass read errors on to its iterator: keep them and end the lines.
+    stream.on('error', (e) => {
+      reader.readError = e;
+      rl.close();
+    });
+    return reader;
+  }
+
+  private async nextLine(): Promise<string | null> {
+    const r = await this.lines.next();
+    if (this.readError) throw new CacheCorruptError(this.file, `cannot be read: ${this.readError.message}`);
+    if (r.done) return null;
+    this.lineNo++;
+    return r.value;
+  }
+
+  private corrupt(detail: string): CacheCorruptError {
+    this.close();
+    return new CacheCorruptError(this.file, `line ${this.lineNo}: ${detail}`);
+  }
+
+  /** The next directory block, or null at the end. */
+  async next(): Promise<CacheBlock | null> {
+    if (this.done) return null;
+    let dirLine = this.pendingDir;
+    this.pendingDir = null;
+    if (dirLine === null) {
+      const l = await this.nextLine();
+      if (l === null) throw this.corrupt('unexpected end');
+      dirLine = l;
+    }
+    if (dirLine.startsWith('//end\t')) {
+      this.done = true;
+      this.close();
+      return null;
+    }
+    if (!dirLine.startsWith('/')) throw this.corrupt('expected a directory line');
+    const dir = unescapeField(dirLine.slice(1));
+    if (this.lastDir !== null && compareDirs(this.lastDir, dir) >= 0) throw this.corrupt(`directories out of order at ${dir}`);
+    this.lastDir = dir;
+    const files: CachedFile[] = [];
+    for (;;) {
+      const l = await this.nextLine();
+      if (l === null) throw this.corrupt('unexpected end');
+      if (l.startsWith('/')) {
+        this.pendingDir = l;
+        break;
+      }
+      const f = l.split('\t');
+      if (f.length !== 5) throw this.corrupt('expected 5 fields');
+      const [name, size, mtime, ino, sha] = f as [string, string, string, string, string];
+      const file: CachedFile = { name: unescapeField(name), size: Number(size), mtimeMs: Number(mtime), ino: Number(ino), sha256: sha };
+      if (!Number.isSafeInteger(file.size) || file.size < 0 || !Number.isFinite(file.mtimeMs) || !SHA256_HEX.test(sha)) {
+        throw this.corrupt('bad field');
+      }
+      const prev = files[files.length - 1];
+      if (prev && compareNames(prev.name, file.name) >= 0) throw this.corrupt(`names out of order at ${file.name}`);
+      files.push(file);
+    }
+    return { dir, files };
+  }
+
+  close(): void {
+    this.done = true;
+    this.rl.close();
+    this.stream.destroy();
+  }
+}
+
+/** A cursor over a cache that hands out blocks in order, with one block of look-ahead. */
+export class CacheCursor {
+  private head: CacheBlock | null | undefined;
+  constructor(private readonly reader: CacheReader | null) {}
+
+  async peek(): Promise<CacheBlock | null> {
+    if (this.head === undefined) this.head = this.reader ? await this.reader.next() : null;
+    return this.head;
+  }
+
+  async take(): Promise<CacheBlock | null> {
+    const b = await this.peek();
+    this.head = undefined;
+    return b;
+  }
+
+  close(): void {
+    this.reader?.close();
+  }
+}
+
+/** Writes a cache file beside its final place; `commit()` fsyncs and renames it into place. */
+export class CacheWriter {
+  private buf: string[] = [];
+  private bufLen = 0;
+  private lastDir: string | null = null;
+  readonly totals: CacheTotals = { files: 0, bytes: 0 };
+  private finished = false;
+
+  private constructor(
+    readonly file: string,
+    private readonly fh: fsp.FileHandle,
+  ) {}
+
+  static async create(file: string, header: Omit<CacheHeader, 'snapshotId'>): Promise<CacheWriter> {
+    await fsp.mkdir(path.dirname(file), { recursive: true });
+    const fh = await fsp.open(file, 'w', 0o600);
+    const w = new CacheWriter(file, fh);
+    w.push(
+      [
+        CACHE_MAGIC,
+        `facility\t${escapeField(header.facilityId)}`,
+        `server\t${escapeField(header.server)}`,
+        // Filled in place after commit (see setSnapshotId), so the width is reserved here.
+        `snapshot\t${'-'.padEnd(SNAPSHOT_FIELD_WIDTH)}`,
+        `feed\t${header.feedPosition ?? '-'}`,
+        '',
+        '',
+      ].join('\n'),
+    );
+    return w;
+  }
+
+  private push(s: string): void {
+    this.buf.push(s);
+    this.bufLen += s.length;
+  }
+
+  private async flushIfFull(): Promise<void> {
+    if (this.bufLen >= 1 << 20) await this.flush();
+  }
+
+  private async flush(): Promise<void> {
+    if (this.buf.length === 0) return;
+    const data = this.buf.join('');
+    this.buf = [];
+    this.bufLen = 0;
+    await this.fh.write(data, null, 'utf8');
+  }
+
+  /** Appends one directory block (blocks must come in walk order; empty blocks are skipped). */
+  async writeBlock(block: CacheBlock): Promise<void> {
+    if (block.files.length === 0) return;
+    if (this.lastDir !== null && compareDirs(this.lastDir, block.dir) >= 0) {
+      throw new Error(`cache blocks out of order: ${block.dir} after ${this.lastDir}`);
+    }
+    this.lastDir = block.dir;
+    this.push(`/${escapeField(block.dir)}\n`);
+    for (const f of block.files) {
+      this.push(`${escapeField(f.name)}\t${f.size}\t${f.mtimeMs}\t${f.ino}\t${f.sha256}\n`);
+      this.totals.files++;
+      this.totals.bytes += f.size;
+    }
+    await this.flushIfFull();
+  }
+
+  /** Writes the end marker and fsyncs; the file is complete but not yet in place. */
+  async finish(): Promise<void> {
+    this.push(`//end\t${this.totals.files}\t${this.totals.bytes}\n`);
+    await this.flush();
+    await this.fh.sync();
+    await this.fh.close();
+    this.finished = true;
+  }
+
+  /** Closes without finishing (the partial file is left for the caller to remove). */
+  async abandon(): Promise<void> {
+    if (!this.finished) await this.fh.close().catch(() => undefined);
+  }
+}
+
+/** Fills in the snapshot id of a finished cache file in place, then fsyncs it. */
+export async function setCacheSnapshotId(file: string, snapshotId: string): Promise<void> {
+  if (snapshotId.length > SNAPSHOT_FIELD_WIDTH || /[\t\n\r\s]/.test(snapshotId) || snapshotId.length === 0) {
+    throw new Error(`the exchange answered a snapshot id the cache cannot hold: "${snapshotId.slice(0, 60)}"`);
+  }
+  const fh = await fsp.open(file, 'r+');
+  try {
+    const head = Buffer.alloc(4096);
+    const { bytesRead } = await fh.read(head, 0, head.length, 0);
+    const text = head.subarray(0, bytesRead).toString('latin1');
+    const at = text.indexOf('\nsnapshot\t');
+    if (at < 0) throw new Error(`${file}: no snapshot field`);
+    const start = at + '\nsnapshot\t'.length;
+    const field = Buffer.from(snapshotId.padEnd(SNAPSHOT_FIELD_WIDTH), 'utf8');
+    if (field.length !== SNAPSHOT_FIELD_WIDTH) throw new Error('the snapshot id is not plain ASCII');
+    await fh.write(field, 0, field.length, start);
+    await fh.sync();
+  } finally {
+    await fh.close();
+  }
+}
+
+/** Renames a finished file into place and fsyncs the directory, so the rename survives a crash. */
+export async function replaceFile(from: string, to: string): Promise<void> {
+  await fsp.rename(from, to);
+  const dir = await fsp.open(path.dirname(to), 'r');
+  try {
+    await dir.sync();
+  } catch {
+    // Some filesystems refuse fsync on a directory; the rename itself is still atomic.
+  } finally {
+    await dir.close();
+  }
+}

@@ -1,0 +1,105 @@
+import { createHash } from 'node:crypto';
+import type { Stats } from 'node:fs';
+import type { TreeFs } from './walk.js';
+
+export interface HashedFile {
+  size: number;
+  mtimeMs: number;
+  ino: number;
+  sha256: string;
+}
+
+export type HashOutcome =
+  | ({ ok: true } & HashedFile)
+  | { ok: false; reason: 'vanished' | 'unreadable' | 'unstable' | 'too-large' | 'not-a-file'; detail: string };
+
+const CHUNK = 1 << 20;
+const ATTEMPTS = 3;
+
+function sameVersion(a: Stats, b: Stats): boolean {
+  return a.size === b.size && a.mtimeMs === b.mtimeMs && a.ino === b.ino;
+}
+
+/**
+ * Hashes a file's bytes with SHA-256 and the metadata they belong to. A file that changes while
+ * it is read (size or mtime differ before and after, or more/fewer bytes than its size) is read
+ * again, up to three times, then reported as unstable rather than recorded with a hash that
+ * matches no version of it.
+ */
+export async function hashFile(fs: TreeFs, abs: string, maxBytes: number): Promise<HashOutcome> {
+  let lastDetail = '';
+  for (let attempt = 0; attempt < ATTEMPTS; attempt++) {
+    let fh;
+    try {
+      fh = await fs.open(abs, 'r');
+    } catch (e) {
+      const err = e as NodeJS.ErrnoException;
+      if (err.code === 'ENOENT') return { ok: false, reason: 'vanished', detail: 'deleted while the tree was read' };
+      return { ok: false, reason: 'unreadable', detail: `${err.code ?? 'error'}: ${err.message}` };
+    }
+    try {
+      const before = await fh.stat();
+      if (!before.isFile()) return { ok: false, reason: 'not-a-file', detail: 'no longer a regular file' };
+      if (before.size > maxBytes) {
+        return { ok: false, reason: 'too-large', detail: `${before.size} bytes, more than the ${maxBytes} bytes one upload batch can carry` };
+      }
+      const hash = createHash('sha256');
+      // Read one byte past the size so a file that grew is noticed.
+      const buf = Buffer.allocUnsafe(Math.min(before.size + 1, CHUNK));
+      let total = 0;
+      for (;;) {
+        const { bytesRead } = await fh.read(buf, 0, buf.length, total);
+        if (bytesRead === 0) break;
+        hash.update(buf.subarray(0, bytesRead));
+        total += bytesRead;
+        if (total > before.size) break;
+      }
+      const after = await fh.stat();
+      if (total === before.size && sameVersion(before, after)) {
+        return { ok: true, size: total, mtimeMs: after.mtimeMs, ino: after.ino, sha256: hash.digest('hex') };
+      }
+      lastDetail = `changed while being read (size ${before.size} -> ${after.size}, read ${total} bytes)`;
+    } catch (e) {
+      const err = e as NodeJS.ErrnoException;
+      return { ok: false, reason: 'unreadable', detail: `${err.code ?? 'error'}: ${err.message}` };
+    } finally {
+      await fh.close().catch(() => undefined);
+    }
+  }
+  return { ok: false, reason: 'unstable', detail: `${lastDetail}, ${ATTEMPTS} times` };
+}
+
+/** Reads a file whole and checks it still has the expected SHA-256 (for sending its bytes). */
+export async function readVerified(
+  fs: TreeFs,
+  abs: string,
+  sha256: string,
+  size: number,
+): Promise<{ ok: true; bytes: Buffer } | { ok: false; detail: string }> {
+  let fh;
+  try {
+    fh = await fs.open(abs, 'r');
+  } catch (e) {
+    const err = e as NodeJS.ErrnoException;
+    return { ok: false, detail: err.code === 'ENOENT' ? 'the file was deleted or renamed' : `${err.code ?? 'error'}: ${err.message}` };
+  }
+  try {
+    const buf = Buffer.allocUnsafe(size + 1);
+    let total = 0;
+    while (total < buf.length) {
+      const { bytesRead } = await fh.read(buf, total, buf.length - total, total);
+      if (bytesRead === 0) break;
+      total += bytesRead;
+    }
+    if (total !== size) return { ok: false, detail: `the file is now ${total > size ? 'larger' : `${total} bytes`}, it was ${size}` };
+    const bytes = buf.subarray(0, size);
+    const actual = createHash('sha256').update(bytes).digest('hex');
+    if (actual !== sha256) return { ok: false, detail: 'the file changed since it was scanned' };
+    return { ok: true, bytes };
+  } catch (e) {
+    const err = e as NodeJS.ErrnoException;
+    return { ok: false, detail: `${err.code ?? 'error'}: ${err.message}` };
+  } finally {
+    await fh.close().catch(() => undefined);
+  }
+}

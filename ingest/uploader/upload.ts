@@ -1,0 +1,729 @@
+import { randomUUID } from 'node:crypto';
+import fs from 'node:fs';
+import fsp from 'node:fs/promises';
+import path from 'node:path';
+import readline from 'node:readline';
+import { CacheCorruptError, CacheReader, CacheWriter, replaceFile, setCacheSnapshotId } from './cache.js';
+import { FeedError, listFeedFiles, readFeedChanges } from './feed.js';
+import { readVerified } from './hash.js';
+import { manifestEntries, type FileEntry, type ManifestEntry } from './manifest.js';
+import { escapeField, unescapeField } from './order.js';
+import { DEFAULT_RETRY, RetriesExhaustedError, withRetry, type RetryDeps, type RetryPolicy } from './retry.js';
+import { scanTree, type Mount, type ScanStats, type WalkRoot } from './scan.js';
+import { FRAME_OVERHEAD, UploadHttpError, frameBlobs, type CommitAnswer, type UploadTransport } from './transport.js';
+import { Limiter, nodeTreeFs, type Problem, type ProblemKind, type TreeFs } from './walk.js';
+
+/** PROTOCOL.md step 2 and 3 limits. */
+export const MAX_MANIFEST_BATCH = 10_000;
+export const MAX_BLOB_BATCH_BYTES = 32 * 1024 * 1024;
+
+export interface UploadOptions {
+  /** Exchange base URL: recorded in the cache, whose base snapshot is only valid for that exchange. */
+  server: string;
+  facilityId: string;
+  /** The standardized-storage root. */
+  root: string;
+  /** The extended-storage root, if the facility has one. */
+  extended?: string;
+  /** The cache file; its session and journal files sit beside it. */
+  cacheFile: string;
+  /** A transaction-storage feed folder (TR_*.DAT): rescan only the folders it names. */
+  changesDir?: string;
+  manifestBatch?: number;
+  blobBatchBytes?: number;
+  /** Files stat-ed or hashed at once. */
+  concurrency?: number;
+  retry?: RetryPolicy;
+}
+
+export type UploadPhase = 'scan' | 'manifest' | 'blobs' | 'commit' | 'done';
+
+export interface UploadProgress {
+  phase: UploadPhase;
+  scan: Readonly<ScanStats>;
+  /** Files the previous snapshot had: the expected scan total, when known. */
+  expectedFiles: number | null;
+  manifestTotal: number;
+  manifestSent: number;
+  blobsSent: number;
+  bytesSent: number;
+}
+
+export interface UploadDeps {
+  transport: UploadTransport;
+  fs?: TreeFs;
+  sleep?: (ms: number) => Promise<void>;
+  now?: () => number;
+  random?: () => number;
+  onProblem?: (p: Problem) => void;
+  /** Called often; throttling is the listener's business. */
+  onProgress?: (p: Readonly<UploadProgress>) => void;
+  /** Operational notes (retries, fall-backs, resumptions). */
+  onNote?: (message: string) => void;
+}
+
+export interface UploadSummary {
+  facilityId: string;
+  snapshotId: string;
+  createdAt: string;
+  /** full: every entry sent; delta: only changes against the base snapshot. */
+  manifest: 'full' | 'delta';
+  baseSnapshotId: string | null;
+  /** full: the whole tree walked; feed: only folders named by the change feed; none: resumed from a finished scan. */
+  scan: 'full' | 'feed' | 'none';
+  resumed: boolean;
+  files: number;
+  bytes: number;
+  hashedFiles: number;
+  hashedBytes: number;
+  unchangedFiles: number;
+  renamedFiles: number;
+  manifestEntries: number;
+  deletedEntries: number;
+  blobsSent: number;
+  bytesSent: number;
+  newBlobs: number;
+  newBytes: number;
+  problems: Partial<Record<ProblemKind, number>>;
+  seconds: number;
+}
+
+/** Bad input: the caller must change something (exit 2). */
+export class UploadInputError extends Error {
+  override name = 'UploadInputError';
+}
+
+/** The upload did not complete (exit 1); running it again resumes. */
+export class UploadFailedError extends Error {
+  override name = 'UploadFailedError';
+}
+
+/** A file's bytes no longer match the manifest already sent: the upload must start over. */
+class FileChangedError extends Error {
+  override name = 'FileChangedError';
+}
+
+/** The base snapshot stopped being the latest before commit: start over (the next open falls back to full). */
+class BaseMovedError extends Error {
+  override name = 'BaseMovedError';
+}
+
+interface SessionState {
+  version: 1;
+  server: string;
+  facilityId: string;
+  clientSession: string;
+  uploadId: string | null;
+  manifest: 'full' | 'delta';
+  base: string | null;
+  scan: 'full' | 'feed';
+  /** Identifies the finished scan (.next) this session sends. */
+  next: { size: number; mtimeMs: number };
+  startedAt: string;
+}
+
+const MAX_RESTARTS = 2;
+
+/**
+ * Backs up one facility's tree: scan (with the cache) into a new cache file, then open an
+ * upload, send the manifest in batches and the blobs the exchange lacks, commit, and make the
+ * new cache current. Every step is recorded beside the cache, so a run that is killed at any
+ * point resumes the same upload and sends nothing the exchange already has.
+ */
+export async function uploadTree(opts: UploadOptions, deps: UploadDeps): Promise<UploadSummary> {
+  const started = (deps.now ?? Date.now)();
+  const mounts = await checkInput(opts);
+  const files = {
+    cache: opts.cacheFile,
+    next: `${opts.cacheFile}.next`,
+    partial: `${opts.cacheFile}.next.partial`,
+    session: `${opts.cacheFile}.session`,
+    journal: `${opts.cacheFile}.journal`,
+  };
+  const ctx: Ctx = {
+    opts,
+    deps,
+    fs: deps.fs ?? nodeTreeFs,
+    mounts,
+    files,
+    retry: opts.retry ?? DEFAULT_RETRY,
+    retryDeps: {
+      sleep: deps.sleep ?? ((ms) => new Promise((r) => setTimeout(r, ms))),
+      now: deps.now ?? Date.now,
+      random: deps.random ?? Math.random,
+      onRetry: ({ step, attempt, delayMs, error }) =>
+        deps.onNote?.(`${error.message}; retry ${attempt} of ${step} in ${(delayMs / 1000).toFixed(1)} s`),
+    },
+    problems: {},
+    progress: {
+      phase: 'scan',
+      scan: { files: 0, bytes: 0, hashed: 0, hashedBytes: 0, unchanged: 0, renamed: 0, copied: 0, problems: 0 },
+      expectedFiles: null,
+      manifestTotal: 0,
+      manifestSent: 0,
+      blobsSent: 0,
+      bytesSent: 0,
+    },
+  };
+  for (let restart = 0; ; restart++) {
+    try {
+      const s = await runOnce(ctx);
+      return { ...s, problems: ctx.problems, seconds: Math.round(((deps.now ?? Date.now)() - started) / 100) / 10 };
+    } catch (e) {
+      if ((e instanceof FileChangedError || e instanceof BaseMovedError) && restart < MAX_RESTARTS) {
+        deps.onNote?.(`${e.message}; starting the upload over with a fresh scan`);
+        await discardSession(ctx);
+        continue;
+      }
+      if (e instanceof FileChangedError) throw new UploadFailedError(`${e.message}; the tree keeps changing, run the upload again later`);
+      throw e;
+    }
+  }
+}
+
+interface Ctx {
+  opts: UploadOptions;
+  deps: UploadDeps;
+  fs: TreeFs;
+  mounts: Mount[];
+  files: { cache: string; next: string; partial: string; session: string; journal: string };
+  retry: RetryPolicy;
+  retryDeps: RetryDeps;
+  problems: Partial<Record<ProblemKind, number>>;
+  progress: UploadProgress;
+}
+
+async function checkInput(opts: UploadOptions): Promise<Mount[]> {
+  if (!/^[A-Za-z0-9][A-Za-z0-9._-]{0,31}$/.test(opts.facilityId)) {
+    throw new UploadInputError(`the facility ID "${opts.facilityId}" must be 1 to 32 letters, digits, ".", "_" or "-"`);
+  }
+  const mounts: Mount[] = [];
+  const check = async (prefix: Mount['prefix'], dir: string, option: string) => {
+    let st: fs.Stats;
+    try {
+      st = await fsp.stat(dir);
+    } catch (e) {
+      throw new UploadInputError(`${option} ${dir}: ${(e as NodeJS.ErrnoException).code === 'ENOENT' ? 'no such folder' : (e as Error).message}`);
+    }
+    if (!st.isDirectory()) throw new UploadInputError(`${option} ${dir} is not a folder`);
+    mounts.push({ prefix, root: path.resolve(dir) });
+  };
+  if (opts.extended !== undefined) await check('extended', opts.extended, '--extended');
+  await check('standard', opts.root, '--root');
+  if (opts.extended !== undefined) {
+    const a = path.resolve(opts.root);
+    const b = path.resolve(opts.extended);
+    if (a === b || a.startsWith(b + path.sep) || b.startsWith(a + path.sep)) {
+      throw new UploadInputError('--root and --extended must be separate folders, neither inside the other');
+    }
+  }
+  if (opts.changesDir !== undefined) {
+    const st = await fsp.stat(opts.changesDir).catch(() => null);
+    if (!st?.isDirectory()) throw new UploadInputError(`--changes ${opts.changesDir}: no such folder`);
+  }
+  const mb = opts.manifestBatch ?? MAX_MANIFEST_BATCH;
+  if (mb < 1 || mb > MAX_MANIFEST_BATCH) throw new UploadInputError(`manifest batches hold 1 to ${MAX_MANIFEST_BATCH} entries`);
+  const bb = opts.blobBatchBytes ?? MAX_BLOB_BATCH_BYTES;
+  if (bb < 1024 || bb > MAX_BLOB_BATCH_BYTES) throw new UploadInputError(`blob batches hold 1 KiB to ${MAX_BLOB_BATCH_BYTES} bytes`);
+  return mounts.sort((x, y) => (x.prefix < y.prefix ? -1 : 1));
+}
+
+async function readSession(file: string): Promise<SessionState | null> {
+  try {
+    const s = JSON.parse(await fsp.readFile(file, 'utf8')) as SessionState;
+    return s && s.version === 1 && typeof s.clientSession === 'string' ? s : null;
+  } catch {
+    return null;
+  }
+}
+
+async function writeAtomic(file: string, text: string): Promise<void> {
+  const tmp = `${file}.tmp`;
+  const fh = await fsp.open(tmp, 'w', 0o600);
+  try {
+    await fh.writeFile(text);
+    await fh.sync();
+  } finally {
+    await fh.close();
+  }
+  await replaceFile(tmp, file);
+}
+
+async function statOf(file: string): Promise<{ size: number; mtimeMs: number } | null> {
+  const st = await fsp.stat(file).catch(() => null);
+  return st ? { size: st.size, mtimeMs: st.mtimeMs } : null;
+}
+
+/** Gives up the recorded upload (best effort) and forgets it, keeping the finished scan for its hashes. */
+async function discardSession(ctx: Ctx): Promise<void> {
+  const s = await readSession(ctx.files.session);
+  if (s?.uploadId) {
+    await ctx.deps.transport.abort(s.uploadId).catch((e: Error) => ctx.deps.onNote?.(`could not abort the earlier upload: ${e.message}`));
+  }
+  await fsp.rm(ctx.files.session, { force: true });
+  await fsp.rm(ctx.files.journal, { force: true });
+}
+
+async function openCache(file: string, note: UploadDeps['onNote']): Promise<CacheReader | null> {
+  try {
+    return await CacheReader.open(file);
+  } catch (e) {
+    if (e instanceof CacheCorruptError) {
+      note?.(e.message);
+      return null;
+    }
+    throw e;
+  }
+}
+
+/** Scans into `.next` and records a new session for it. */
+async function scan(ctx: Ctx): Promise<SessionState> {
+  const { opts, deps, files } = ctx;
+  let prev = await openCache(files.cache, deps.onNote);
+  const baseUsable = prev !== null && prev.header.snapshotId !== null && prev.header.facilityId === opts.facilityId && prev.header.server === opts.server;
+  if (prev && prev.header.facilityId !== opts.facilityId) {
+    // Another facility's cache says nothing about this tree.
+    deps.onNote?.(`the cache ${files.cache} belongs to facility ${prev.header.facilityId}; scanning without it`);
+    prev.close();
+    prev = null;
+  }
+  const extra = await openCache(files.next, undefined);
+  ctx.progress.expectedFiles = prev?.totals.files ?? null;
+
+  let walkRoots: WalkRoot[] | undefined;
+  let feedPosition: string | null = null;
+  let scanKind: 'full' | 'feed' = 'full';
+  if (opts.changesDir !== undefined) {
+    try {
+      if (baseUsable && prev!.header.feedPosition !== null) {
+        const changes = await readFeedChanges(opts.changesDir, prev!.header.feedPosition);
+        if (changes.needsFullScan) {
+          deps.onNote?.(`change feed: ${changes.needsFullScan}; scanning the whole tree`);
+          feedPosition = changes.lastFile;
+        } else {
+          const std = ctx.mounts.find((m) => m.prefix === 'standard')!;
+          walkRoots = [
+            ...ctx.mounts.filter((m) => m.prefix !== 'standard').map((m) => ({ dir: m.prefix, abs: m.root })),
+            ...changes.folders.map((f) => ({ dir: `standard/${f}`, abs: path.join(std.root, ...f.split('/')) })),
+          ];
+          feedPosition = changes.lastFile;
+          scanKind = 'feed';
+          deps.onNote?.(`change feed: ${changes.files} new file(s), ${changes.records} record(s): rescanning ${changes.folders.length} folder(s)`);
+        }
+      } else {
+        // No trusted starting point: scan everything and start following the feed from here.
+        const { files: trFiles } = await listFeedFiles(opts.changesDir);
+        feedPosition = trFiles.length > 0 ? trFiles[trFiles.length - 1]! : null;
+        deps.onNote?.('change feed: no previous snapshot in the cache, so this run scans the whole tree');
+      }
+    } catch (e) {
+      prev?.close();
+      extra?.close();
+      if (e instanceof FeedError) throw new UploadInputError(`${e.message}. Fix or move the file, or run without --changes for a full scan`);
+      throw e;
+    }
+  }
+
+  const out = await CacheWriter.create(files.partial, { facilityId: opts.facilityId, server: opts.server, feedPosition });
+  let stats: ScanStats;
+  try {
+    stats = await scanTree({
+      mounts: ctx.mounts,
+      walkRoots,
+      previous: prev,
+      extra,
+      out,
+      fs: ctx.fs,
+      maxBlobBytes: (opts.blobBatchBytes ?? MAX_BLOB_BATCH_BYTES) - FRAME_OVERHEAD,
+      concurrency: opts.concurrency ?? 8,
+      onProblem: (p) => {
+        ctx.problems[p.kind] = (ctx.problems[p.kind] ?? 0) + 1;
+        deps.onProblem?.(p);
+      },
+      onProgress: (s) => {
+        ctx.progress.scan = s;
+        deps.onProgress?.(ctx.progress);
+      },
+    });
+    await out.finish();
+  } catch (e) {
+    await out.abandon();
+    await fsp.rm(files.partial, { force: true });
+    if (e instanceof CacheCorruptError) {
+      // Found mid-way: the damaged cache goes and the next attempt scans without it.
+      deps.onNote?.(e.message);
+      await fsp.rm(files.cache, { force: true });
+    }
+    throw e;
+  }
+  ctx.progress.scan = stats;
+  await replaceFile(files.partial, files.next);
+  const session: SessionState = {
+    version: 1,
+    server: opts.server,
+    facilityId: opts.facilityId,
+    clientSession: randomUUID(),
+    uploadId: null,
+    manifest: baseUsable ? 'delta' : 'full',
+    base: baseUsable ? prev!.header.snapshotId : null,
+    scan: scanKind,
+    next: (await statOf(files.next))!,
+    startedAt: new Date().toISOString(),
+  };
+  // Before the exchange hears of the session, so a kill right after open still resumes it.
+  await writeAtomic(files.session, JSON.stringify(session));
+  await fsp.rm(files.journal, { force: true });
+  return session;
+}
+
+/** The journal: what the exchange acknowledged, so a resumed run sends only the rest. */
+interface Journal {
+  /** Manifest entries acknowledged. */
+  acked: number;
+  /** Blobs the exchange said it lacks and that were not acknowledged yet: sha -> entry. */
+  pending: Map<string, { path: string; size: number }>;
+}
+
+async function readJournal(file: string): Promise<Journal> {
+  const j: Journal = { acked: 0, pending: new Map() };
+  let stream: fs.ReadStream;
+  try {
+    await fsp.access(file);
+    stream = fs.createReadStream(file, { encoding: 'utf8' });
+  } catch {
+    return j;
+  }
+  const rl = readline.createInterface({ input: stream, crlfDelay: Infinity });
+  for await (const line of rl) {
+    const f = line.split('\t');
+    // A line cut short by a kill is ignored: the commit check finds anything it stood for.
+    if (f[0] === 'A' && f.length === 2 && /^\d+$/.test(f[1]!)) j.acked = Number(f[1]);
+    else if (f[0] === 'M' && f.length === 4 && /^[0-9a-f]{64}$/.test(f[1]!)) j.pending.set(f[1]!, { size: Number(f[2]), path: unescapeField(f[3]!) });
+    else if (f[0] === 'B' && f.length === 2) j.pending.delete(f[1]!);
+  }
+  return j;
+}
+
+async function runOnce(ctx: Ctx): Promise<Omit<UploadSummary, 'problems' | 'seconds'>> {
+  const { opts, deps, files } = ctx;
+  const t = deps.transport;
+  let session = await readSession(files.session);
+  let scanKind: UploadSummary['scan'] = 'none';
+  const nextStat = await statOf(files.next);
+  const resumable =
+    session !== null &&
+    session.server === opts.server &&
+    session.facilityId === opts.facilityId &&
+    nextStat !== null &&
+    nextStat.size === session.next.size &&
+    nextStat.mtimeMs === session.next.mtimeMs;
+  if (session && !resumable) {
+    deps.onNote?.('an earlier upload was interrupted before its scan was kept; starting over');
+    await discardSession(ctx);
+    session = null;
+  }
+  if (session?.uploadId) {
+    // Killed after the commit but before the cache was replaced? Then only the cache is left to do.
+    const st = await withRetry('upload state', () => t.state(session!.uploadId!), ctx.retry, ctx.retryDeps).catch((e: unknown) => {
+      if (e instanceof UploadHttpError && e.status === 404) return null;
+      throw describe(e, opts);
+    });
+    if (st?.state === 'committed' && st.snapshotId) {
+      deps.onNote?.(`upload ${session.uploadId} was committed as snapshot ${st.snapshotId} before the interruption`);
+      return finish(ctx, session, { snapshotId: st.snapshotId, createdAt: '', newBlobs: 0, newBytes: 0 }, 'none', true, 0, 0);
+    }
+    if (st && st.state !== 'open') {
+      deps.onNote?.(`the interrupted upload ${session.uploadId} is ${st.state ?? 'gone'} on the exchange; starting a new one from the same scan`);
+    }
+  }
+  if (session) {
+    deps.onNote?.(`resuming the upload started ${session.startedAt}`);
+  } else {
+    session = await scan(ctx);
+    scanKind = session.scan;
+  }
+
+  // Open (or re-open) the upload.
+  const open = async (s: SessionState) =>
+    withRetry(
+      'open upload',
+      () => t.open({ facilityId: opts.facilityId, clientSession: s.clientSession, ...(s.base ? { baseSnapshotId: s.base } : {}) }),
+      ctx.retry,
+      ctx.retryDeps,
+    );
+  let opened;
+  try {
+    opened = await open(session);
+  } catch (e) {
+    if (e instanceof UploadHttpError && e.status === 409 && session.base !== null && 'latestSnapshotId' in e.problem) {
+      // The exchange has a newer snapshot than ours (another machine uploaded, or a restore):
+      // the delta would be against the wrong tree, so send everything.
+      deps.onNote?.(`snapshot ${session.base} is not the facility's latest on the exchange; sending a full manifest`);
+      session = { ...session, manifest: 'full', base: null };
+      await writeAtomic(files.session, JSON.stringify(session));
+      opened = await open(session).catch((e2: unknown) => {
+        throw describe(e2, opts);
+      });
+    } else throw describe(e, opts);
+  }
+  session = { ...session, uploadId: opened.uploadId };
+  await writeAtomic(files.session, JSON.stringify(session));
+  const uploadId = opened.uploadId;
+
+  let journal: Journal = { acked: 0, pending: new Map() };
+  let serverEntries = 0;
+  if (opened.resumed) {
+    journal = await readJournal(files.journal);
+    serverEntries = opened.received?.entries ?? journal.acked;
+    if (serverEntries < journal.acked) {
+      throw new UploadFailedError(`the exchange has ${serverEntries} manifest entries of upload ${uploadId}, fewer than the ${journal.acked} it acknowledged; delete ${files.session} to start over`);
+    }
+  } else {
+    await fsp.rm(files.journal, { force: true });
+  }
+  const journalFh = await fsp.open(files.journal, 'a', 0o600);
+  const summary = await (async () => {
+    try {
+      return await sendAndCommit(ctx, session!, uploadId, journal, serverEntries, journalFh);
+    } finally {
+      await journalFh.close();
+    }
+  })();
+
+  return finish(ctx, session, summary.commit, scanKind, opened.resumed, summary.entries, summary.deleted);
+}
+
+/** The snapshot exists: make the scan the current cache, then forget the session. */
+async function finish(
+  ctx: Ctx,
+  session: SessionState,
+  commit: Pick<CommitAnswer, 'snapshotId' | 'createdAt' | 'newBlobs' | 'newBytes'>,
+  scanKind: UploadSummary['scan'],
+  resumed: boolean,
+  entries: number,
+  deleted: number,
+): Promise<Omit<UploadSummary, 'problems' | 'seconds'>> {
+  const { opts, deps, files } = ctx;
+  const summary = { commit, entries, deleted };
+  await setCacheSnapshotId(files.next, summary.commit.snapshotId);
+  await replaceFile(files.next, files.cache);
+  await fsp.rm(files.session, { force: true });
+  await fsp.rm(files.journal, { force: true });
+  ctx.progress.phase = 'done';
+  deps.onProgress?.(ctx.progress);
+  const s = ctx.progress.scan;
+  const next = await CacheReader.open(files.cache);
+  const totals = next!.totals;
+  next!.close();
+  return {
+    facilityId: opts.facilityId,
+    snapshotId: summary.commit.snapshotId,
+    createdAt: summary.commit.createdAt,
+    manifest: session.manifest,
+    baseSnapshotId: session.base,
+    scan: scanKind,
+    resumed,
+    files: totals.files,
+    bytes: totals.bytes,
+    hashedFiles: s.hashed,
+    hashedBytes: s.hashedBytes,
+    unchangedFiles: s.unchanged + s.copied,
+    renamedFiles: s.renamed,
+    manifestEntries: summary.entries,
+    deletedEntries: summary.deleted,
+    blobsSent: ctx.progress.blobsSent,
+    bytesSent: ctx.progress.bytesSent,
+    newBlobs: summary.commit.newBlobs,
+    newBytes: summary.commit.newBytes,
+  };
+}
+
+/** Turns a final HTTP answer into the error the command shows. */
+function describe(e: unknown, opts: UploadOptions): Error {
+  if (e instanceof UploadHttpError) {
+    if (e.status === 401 || e.status === 403) {
+      return new UploadInputError(`the exchange refused the uploader token for facility ${opts.facilityId} (${e.status}): check --token or HAKOBUNE_UPLOAD_TOKEN`);
+    }
+    if (e.status === 404) return new UploadInputError(`${e.message} (is ${opts.server} a Hakobune exchange, and is facility ${opts.facilityId} registered?)`);
+    if (e.status === 409) return new UploadFailedError(`${e.message}: another upload for facility ${opts.facilityId} is open (from another machine or cache); it must commit or be aborted first`);
+    if (e.status === 400) return new UploadInputError(e.message);
+    return new UploadFailedError(e.message);
+  }
+  if (e instanceof RetriesExhaustedError) return new UploadFailedError(`${e.message}; running the same command again resumes the upload`);
+  return e as Error;
+}
+
+async function sendAndCommit(
+  ctx: Ctx,
+  session: SessionState,
+  uploadId: string,
+  journal: Journal,
+  serverEntries: number,
+  jfh: fsp.FileHandle,
+): Promise<{ commit: CommitAnswer; entries: number; deleted: number }> {
+  const { opts, deps, files } = ctx;
+  const t = ctx.deps.transport;
+  const p = ctx.progress;
+  const batchSize = opts.manifestBatch ?? MAX_MANIFEST_BATCH;
+  const write = (s: string) => jfh.write(s);
+
+  const generate = async function* (): AsyncGenerator<ManifestEntry> {
+    const next = await CacheReader.open(files.next);
+    if (!next) throw new UploadFailedError(`the scan result ${files.next} disappeared`);
+    const base = session.base ? await CacheReader.open(files.cache) : null;
+    if (session.base && base?.header.snapshotId !== session.base) {
+      next.close();
+      base?.close();
+      throw new UploadFailedError(`the cache ${files.cache} changed during the upload; run again`);
+    }
+    yield* manifestEntries(next, base);
+  };
+
+  // Count first (cheap: two sequential reads) for progress and the commit's entry count.
+  let total = 0;
+  let deleted = 0;
+  for await (const e of generate()) {
+    total++;
+    if ('deleted' in e) deleted++;
+  }
+  p.manifestTotal = total;
+  p.manifestSent = serverEntries;
+
+  const run = async <T>(step: string, fn: () => Promise<T>, beforeRetry?: () => Promise<{ settled: T } | null>) => {
+    try {
+      return await withRetry(step, fn, ctx.retry, ctx.retryDeps, beforeRetry);
+    } catch (e) {
+      throw describe(e, opts);
+    }
+  };
+
+  const absOf = (p: string): string => {
+    const slash = p.indexOf('/');
+    const mount = ctx.mounts.find((m) => m.prefix === p.slice(0, slash))!;
+    return path.join(mount.root, ...p.slice(slash + 1).split('/'));
+  };
+
+  /** Sends the given blobs (distinct hashes) in framed batches, acknowledging each in the journal. */
+  const sendBlobs = async (items: { sha256: string; path: string; size: number }[]) => {
+    if (items.length === 0) return;
+    p.phase = 'blobs';
+    const maxBytes = opts.blobBatchBytes ?? MAX_BLOB_BATCH_BYTES;
+    const limiter = new Limiter(4);
+    let i = 0;
+    while (i < items.length) {
+      const group: typeof items = [];
+      let bytes = 0;
+      while (i < items.length && (group.length === 0 || bytes + items[i]!.size + FRAME_OVERHEAD <= maxBytes)) {
+        bytes += items[i]!.size + FRAME_OVERHEAD;
+        group.push(items[i++]!);
+      }
+      const read = await Promise.all(
+        group.map((it) =>
+          limiter.run(async () => {
+            const r = await readVerified(ctx.fs, absOf(it.path), it.sha256, it.size);
+            if (!r.ok) throw new FileChangedError(`${it.path}: ${r.detail}`);
+            return { sha256: it.sha256, bytes: r.bytes };
+          }),
+        ),
+      );
+      const body = frameBlobs(read);
+      // Re-sending a batch is harmless (the exchange counts what it already has), so plain retry.
+      await run('send blobs', () => t.blobs(uploadId, body));
+      await write(group.map((g) => `B\t${g.sha256}\n`).join(''));
+      p.blobsSent += group.length;
+      p.bytesSent += body.length;
+      deps.onProgress?.(p);
+    }
+  };
+
+  // 1. Blobs the exchange asked for before the interruption.
+  await sendBlobs([...journal.pending].map(([sha256, v]) => ({ sha256, ...v })));
+
+  // 2. The rest of the manifest, batch by batch, each followed by the blobs it lacks.
+  let sent = serverEntries;
+  // Entries whose "missing" answer was lost (the batch arrived but its answer did not).
+  const unanswered = new Map<string, FileEntry>();
+  let index = 0;
+  let batch: ManifestEntry[] = [];
+  const flush = async () => {
+    if (batch.length === 0) return;
+    p.phase = 'manifest';
+    const entries = batch;
+    batch = [];
+    const before = sent;
+    const answer = await run<{ missing: string[] } | null>(
+      'send manifest',
+      () => t.manifest(uploadId, entries),
+      async () => {
+        // A retry would repeat paths if the batch did arrive (a 400): ask first.
+        const got = (await t.state(uploadId)).entries;
+        if (got !== null && got >= before + entries.length) return { settled: null };
+        return null;
+      },
+    );
+    sent += entries.length;
+    const byHash = new Map<string, FileEntry>();
+    for (const e of entries) if (!('deleted' in e)) byHash.set(e.sha256, e);
+    let missing: FileEntry[] = [];
+    if (answer === null) {
+      for (const [h, e] of byHash) unanswered.set(h, e);
+    } else {
+      missing = answer.missing.map((h) => {
+        const e = byHash.get(h);
+        if (!e) throw new UploadFailedError(`the exchange asked for blob ${h}, which the batch did not list`);
+        return e;
+      });
+    }
+    await write(missing.map((m) => `M\t${m.sha256}\t${m.size}\t${escapeField(m.path)}\n`).join('') + `A\t${sent}\n`);
+    p.manifestSent = sent;
+    deps.onProgress?.(p);
+    await sendBlobs(missing.map((m) => ({ sha256: m.sha256, path: m.path, size: m.size })));
+  };
+  for await (const e of generate()) {
+    if (index++ < serverEntries) continue;
+    batch.push(e);
+    if (batch.length >= batchSize) await flush();
+  }
+  await flush();
+  if (sent !== total) throw new UploadFailedError(`sent ${sent} manifest entries of ${total}; run again`);
+
+  // 3. Commit; if the exchange still lacks blobs (answers lost to a kill or a network failure), send those and commit again.
+  p.phase = 'commit';
+  deps.onProgress?.(p);
+  for (let round = 0; ; round++) {
+    try {
+      const commit = await withRetry('commit', () => t.commit(uploadId, total), ctx.retry, ctx.retryDeps);
+      return { commit, entries: total, deleted };
+    } catch (e) {
+      const he = e instanceof UploadHttpError ? e : null;
+      const missing = he && he.status === 409 && Array.isArray(he.problem.missing) ? (he.problem.missing as string[]) : null;
+      const missingCount = String(he?.problem.missingBlobs ?? missing?.length ?? 0);
+      if (!missing || missing.length === 0) {
+        if (he && he.status === 409 && 'latestSnapshotId' in he.problem) {
+          throw new BaseMovedError(`snapshot ${session.base} stopped being the facility's latest during the upload`);
+        }
+        if (he && he.status === 409) {
+          throw new UploadFailedError(`${he.message}; the upload and this client disagree on what was sent, delete ${files.session} to start over`);
+        }
+        throw describe(e, opts);
+      }
+      if (round >= 1000) throw new UploadFailedError(`the exchange still lacks ${missingCount} blob(s) after ${round} rounds`);
+      const found = new Map<string, FileEntry>();
+      const want = new Set(missing);
+      for (const h of missing) {
+        const hit = unanswered.get(h);
+        if (hit) found.set(h, hit);
+      }
+      if (found.size < want.size) {
+        // Rare: look the hashes up in the whole manifest.
+        for await (const m of generate()) {
+          if (!('deleted' in m) && want.has(m.sha256) && !found.has(m.sha256)) found.set(m.sha256, m);
+          if (found.size === want.size) break;
+        }
+      }
+      if (found.size === 0) throw new UploadFailedError(`the exchange lacks blobs that no file of this upload has (${missing[0]}...)`);
+      deps.onNote?.(`the exchange still lacks ${missingCount} blob(s); sending them`);
+      await sendBlobs([...found.values()].map((m) => ({ sha256: m.sha256, path: m.path, size: m.size })));
+    }
+  }
+}
