@@ -1,4 +1,4 @@
-import { XMLParser } from 'fast-xml-parser';
+import { XMLParser, XMLValidator } from 'fast-xml-parser';
 import type { DocumentRecord, Person } from '../records/types.js';
 
 /**
@@ -49,6 +49,9 @@ export function readCda(xml: Uint8Array | string): Omit<DocumentRecord, 'attachm
   if (/<!DOCTYPE/i.test(text) || /<!ENTITY/i.test(text)) {
     throw new UnsafeXmlError('the XML declares a DOCTYPE or entities, which CDA R2 never needs; refused (entity expansion / external entity risk)');
   }
+  // The parser is lenient about mismatched tags; a document must be well formed to be trusted.
+  const valid = XMLValidator.validate(text);
+  if (valid !== true) throw new CdaError(`the XML is not well formed: ${valid.err.msg} (line ${valid.err.line})`);
   let doc: Node;
   try {
     doc = parser.parse(text) as Node;
