@@ -1,0 +1,223 @@
+import { createHash } from 'node:crypto';
+import type { Db } from '../db.js';
+import { ExchangeError } from '../errors.js';
+import type { PackStore } from './pack-store.js';
+import { compressBlob, decompressBlob, dictionaryHash, trainDictionary, type Dictionary } from './compression.js';
+import * as repo from './backup.repository.js';
+
+/** One frame of a blob batch: the hash the client claims and the bytes it sent. */
+export interface BlobFrame {
+  sha256: Buffer;
+  data: Buffer;
+}
+
+/**
+ * Splits a blob batch (PROTOCOL.md §3: 32 bytes SHA-256, 4-byte big-endian length, bytes) and
+ * re-hashes every frame. Any bad frame rejects the whole batch before anything is stored.
+ */
+export function parseBlobFrames(body: Buffer, maxBlob: number): BlobFrame[] {
+  const frames: BlobFrame[] = [];
+  let pos = 0;
+  while (pos < body.length) {
+    if (body.length - pos < 36) {
+      throw new ExchangeError('unprocessable', `truncated frame header at byte ${pos}`, { offset: pos });
+    }
+    const sha256 = body.subarray(pos, pos + 32);
+    const length = body.readUInt32BE(pos + 32);
+    const hex = sha256.toString('hex');
+    if (length > maxBlob) {
+      throw new ExchangeError('unprocessable', `blob ${hex} is ${length} bytes, over the limit of ${maxBlob}`, { sha256: hex, limit: maxBlob });
+    }
+    if (pos + 36 + length > body.length) {
+      throw new ExchangeError('unprocessable', `blob ${hex} is truncated: ${length} bytes announced, ${body.length - pos - 36} sent`, { sha256: hex });
+    }
+    const data = body.subarray(pos + 36, pos + 36 + length);
+    if (!createHash('sha256').update(data).digest().equals(sha256)) {
+      throw new ExchangeError('unprocessable', `blob ${hex} does not match its hash`, { sha256: hex });
+    }
+    frames.push({ sha256, data });
+    pos += 36 + length;
+  }
+  return frames;
+}
+
+export interface BlobStoreOptions {
+  /** Target size of a pack object (bytes, compressed). */
+  packTarget?: number;
+  /** Train a dictionary from the first batch holding at least this many small blobs. */
+  trainAfter?: number;
+}
+
+export type BlobRead = { sha256: Buffer; data: Buffer } | { sha256: Buffer; error: string };
+
+/**
+ * The content-addressed blob store: blobs compressed one by one into immutable packs of a few
+ * MiB, indexed in PostgreSQL. A pack is written and fsynced before its index rows commit, so
+ * the index never names bytes that are not on disk; a crash in between leaves an orphan pack
+ * that nothing refers to (harmless; verify reports it).
+ */
+export class BlobStore {
+  private dictionary: Dictionary | undefined | null = null; // null: not loaded yet
+  private readonly dictionaries = new Map<number, Buffer>();
+  private readonly packTarget: number;
+  private readonly trainAfter: number;
+
+  constructor(
+    private readonly db: Db,
+    private readonly packs: PackStore,
+    opts: BlobStoreOptions = {},
+  ) {
+    this.packTarget = opts.packTarget ?? 4 * 1024 * 1024;
+    this.trainAfter = opts.trainAfter ?? 200;
+  }
+
+  private async currentDictionary(): Promise<Dictionary | undefined> {
+    if (this.dictionary === null) {
+      const d = await repo.latestDictionary(this.db);
+      this.dictionary = d && { id: d.id, hash: d.hash, content: d.content };
+      if (d) this.dictionaries.set(d.id, d.content);
+    }
+    return this.dictionary;
+  }
+
+  /** Trains a new dictionary from sample messages and makes it the current one. */
+  async installDictionary(samples: Buffer[]): Promise<Dictionary | undefined> {
+    const content = trainDictionary(samples);
+    if (content.length < 256) return undefined; // too little in common to help
+    const d = await repo.insertDictionary(this.db, { hash: dictionaryHash(content), content, sampleBlobs: samples.length });
+    this.dictionary = { id: d.id, hash: d.hash, content: d.content };
+    this.dictionaries.set(d.id, d.content);
+    return this.dictionary;
+  }
+
+  /** Retrains the dictionary from a random sample of stored small blobs. */
+  async retrainDictionary(sampleSize = 2000): Promise<{ dictionaryId: number; bytes: number; samples: number } | undefined> {
+    const hashes = await repo.sampleSmallBlobs(this.db, sampleSize, 64 * 1024);
+    const samples: Buffer[] = [];
+    for await (const r of this.readMany(hashes)) if ('data' in r) samples.push(r.data);
+    const d = await this.installDictionary(samples);
+    return d && { dictionaryId: d.id, bytes: d.content.length, samples: samples.length };
+  }
+
+  /**
+   * Stores verified frames. `inTransaction` runs in the same transaction as the index rows (the
+   * upload's counters move with the blobs they count).
+   */
+  async store(
+    frames: BlobFrame[],
+    inTransaction?: (trx: Db, stored: { blobs: number; bytes: number }) => Promise<void>,
+  ): Promise<{ stored: number; alreadyPresent: number; storedBytes: number }> {
+    const unique = new Map<string, BlobFrame>();
+    for (const f of frames) unique.set(f.sha256.toString('hex'), f);
+    const present = new Set((await repo.presentBlobs(this.db, [...unique.values()].map((f) => f.sha256))).map((h) => h.toString('hex')));
+    const todo = [...unique.entries()].filter(([h]) => !present.has(h)).map(([, f]) => f);
+
+    let dict = await this.currentDictionary();
+    if (!dict) {
+      const small = todo.filter((f) => f.data.length <= 64 * 1024 && f.data.length >= 64);
+      if (small.length >= this.trainAfter) dict = await this.installDictionary(small.slice(0, 4000).map((f) => f.data));
+    }
+
+    // Compress and cut into packs of about packTarget bytes; a blob bigger than that gets a
+    // pack of its own (the pack layout needs no special case for large files).
+    interface Pending {
+      parts: Buffer[];
+      size: number;
+      blobs: repo.NewBlob[];
+    }
+    const packs: Pending[] = [];
+    let cur: Pending = { parts: [], size: 0, blobs: [] };
+    for (const f of todo) {
+      const c = compressBlob(f.data, dict);
+      if (cur.size > 0 && cur.size + c.data.length > this.packTarget) {
+        packs.push(cur);
+        cur = { parts: [], size: 0, blobs: [] };
+      }
+      cur.blobs.push({ sha256: f.sha256, size: f.data.length, offset: cur.size, length: c.data.length, codec: c.codec, dictionaryId: c.dictionaryId });
+      cur.parts.push(c.data);
+      cur.size += c.data.length;
+    }
+    if (cur.blobs.length) packs.push(cur);
+
+    const written: { hash: string; objectName: string; size: number; blobs: repo.NewBlob[] }[] = [];
+    for (const p of packs) {
+      const data = Buffer.concat(p.parts, p.size);
+      const hash = createHash('sha256').update(data).digest('hex');
+      const objectName = `data/${hash.slice(0, 2)}/${hash}`;
+      await this.packs.put(objectName, data); // durable before any index row names it
+      written.push({ hash, objectName, size: data.length, blobs: p.blobs });
+    }
+
+    let storedBlobs = 0;
+    let storedBytes = 0;
+    await this.db.transaction().execute(async (trx) => {
+      for (const w of written) {
+        const packId = await repo.insertPack(trx, { hash: w.hash, objectName: w.objectName, size: w.size, blobCount: w.blobs.length });
+        const claimed = new Set((await repo.insertBlobs(trx, packId, w.blobs)).map((h) => h.toString('hex')));
+        for (const b of w.blobs) {
+          if (claimed.has(b.sha256.toString('hex'))) {
+            storedBlobs += 1;
+            storedBytes += b.size;
+          }
+        }
+      }
+      if (inTransaction) await inTransaction(trx, { blobs: storedBlobs, bytes: storedBytes });
+    });
+    return { stored: storedBlobs, alreadyPresent: frames.length - storedBlobs, storedBytes };
+  }
+
+  private async dictionaryContent(id: number): Promise<Buffer> {
+    let d = this.dictionaries.get(id);
+    if (!d) {
+      const row = await repo.dictionaryById(this.db, id);
+      if (!row) throw new Error(`dictionary ${id} is missing`);
+      d = row.content;
+      this.dictionaries.set(id, d);
+    }
+    return d;
+  }
+
+  /** Reads and checks one stored blob at a known location. */
+  async readAt(loc: repo.BlobLocation): Promise<Buffer> {
+    const stored = await this.packs.get(loc.objectName, { offset: loc.offset, length: loc.length });
+    if (stored.length !== loc.length) throw new Error(`pack ${loc.objectName} is truncated`);
+    const dict = loc.dictionaryId === null ? undefined : await this.dictionaryContent(loc.dictionaryId);
+    let data: Buffer;
+    try {
+      data = decompressBlob(stored, loc.codec, dict, loc.size);
+    } catch (e) {
+      throw new Error(`stored bytes are damaged (${(e as Error).message})`);
+    }
+    if (!createHash('sha256').update(data).digest().equals(loc.sha256)) throw new Error('content does not match its hash');
+    return data;
+  }
+
+  /** Reads many blobs (in pack order, for locality); each comes back as bytes or an error. */
+  async *readMany(hashes: Buffer[], batch = 2000): AsyncGenerator<BlobRead> {
+    for (let i = 0; i < hashes.length; i += batch) {
+      const chunk = hashes.slice(i, i + batch);
+      const locs = await repo.blobLocations(this.db, chunk);
+      const found = new Set(locs.map((l) => l.sha256.toString('hex')));
+      for (const h of chunk) if (!found.has(h.toString('hex'))) yield { sha256: h, error: 'blob is not in the index' };
+      locs.sort((a, b) => a.packId - b.packId || a.offset - b.offset);
+      for (const loc of locs) {
+        try {
+          yield { sha256: loc.sha256, data: await this.readAt(loc) };
+        } catch (e) {
+          yield { sha256: loc.sha256, error: (e as Error).message };
+        }
+      }
+    }
+  }
+
+  /** The exact bytes of one blob; a missing or damaged blob is an error that says which. */
+  async read(sha256: Buffer): Promise<Buffer> {
+    const [loc] = await repo.blobLocations(this.db, [sha256]);
+    if (!loc) throw new ExchangeError('not-found', `blob ${sha256.toString('hex')} is not in the store`);
+    try {
+      return await this.readAt(loc);
+    } catch (e) {
+      throw new Error(`blob ${sha256.toString('hex')} cannot be read: ${(e as Error).message}`);
+    }
+  }
+}

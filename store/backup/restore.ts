@@ -1,0 +1,106 @@
+import fs from 'node:fs';
+import path from 'node:path';
+import { ExchangeError, badRequest } from '../errors.js';
+import type { BackupService } from './backup.service.js';
+import type { SnapshotRow } from './backup.repository.js';
+import { walkFiles, type SnapshotFile } from './tree-store.js';
+
+export interface RestoreOptions {
+  to: string;
+  /** Only these patients' folders (`<id1-3>/<id4-6>/<pid>/` under standard/ and extended/). */
+  patients?: string[];
+  /** Write into a non-empty folder (existing files of the same name are replaced). */
+  force?: boolean;
+  onProgress?: (p: RestoreProgress) => void;
+}
+
+export interface RestoreProgress {
+  files: number;
+  bytes: number;
+  totalFiles: number;
+  totalBytes: number;
+}
+
+export interface RestoreResult {
+  snapshotId: string;
+  facilityId: string;
+  files: number;
+  bytes: number;
+  failed: { path: string; sha256: string; reason: string }[];
+}
+
+/** The folders of one patient in the standard and extended storage (SS-MIX2 layout). */
+export function patientPrefixes(pid: string): string[] {
+  if (!/^[A-Za-z0-9_-]{1,64}$/.test(pid)) throw badRequest(`"${pid}" is not a patient id`);
+  const rel = `${pid.slice(0, 3)}/${pid.slice(3, 6)}/${pid}/`;
+  return [`standard/${rel}`, `extended/${rel}`];
+}
+
+/**
+ * Writes a snapshot's tree byte for byte: folders, file contents (each re-hashed before it is
+ * written), mtimes. Streams: files come from the tree walk in batches, blobs are read in pack
+ * order within a batch. A file whose blob is missing or damaged is not written; it is named in
+ * `failed` and every other file is still restored.
+ */
+export async function restoreSnapshot(backup: BackupService, snapshot: SnapshotRow, opts: RestoreOptions): Promise<RestoreResult> {
+  const root = path.resolve(opts.to);
+  if (fs.existsSync(root)) {
+    if (!fs.statSync(root).isDirectory()) throw badRequest(`${opts.to} exists and is not a folder`);
+    if (!opts.force && fs.readdirSync(root).length > 0) {
+      throw new ExchangeError('conflict', `${opts.to} is not empty; restore into an empty folder or pass --force`);
+    }
+  }
+  fs.mkdirSync(root, { recursive: true });
+  const prefixes = opts.patients?.length ? opts.patients.flatMap(patientPrefixes) : undefined;
+  const result: RestoreResult = { snapshotId: snapshot.id, facilityId: snapshot.facilityId, files: 0, bytes: 0, failed: [] };
+  const made = new Set<string>();
+  const progress = { files: 0, bytes: 0, totalFiles: snapshot.files, totalBytes: snapshot.bytes };
+
+  const writeBatch = async (batch: SnapshotFile[]) => {
+    const byHash = new Map<string, SnapshotFile[]>();
+    for (const f of batch) {
+      const k = f.sha256.toString('hex');
+      const list = byHash.get(k);
+      if (list) list.push(f);
+      else byHash.set(k, [f]);
+    }
+    for await (const r of backup.blobs.readMany([...byHash.values()].map((l) => l[0]!.sha256))) {
+      const files = byHash.get(r.sha256.toString('hex')) ?? [];
+      for (const f of files) {
+        if ('error' in r) {
+          result.failed.push({ path: f.path, sha256: r.sha256.toString('hex'), reason: r.error });
+          continue;
+        }
+        // Paths were checked at upload (no "..", not absolute); check again before writing.
+        const target = path.join(root, ...f.path.split('/'));
+        if (!target.startsWith(root + path.sep)) throw new Error(`refusing to write outside ${root}: ${f.path}`);
+        const dir = path.dirname(target);
+        if (!made.has(dir)) {
+          fs.mkdirSync(dir, { recursive: true });
+          made.add(dir);
+        }
+        fs.writeFileSync(target, r.data);
+        // The manifest has whole milliseconds; a time in seconds as a double can fall a hair
+        // below the millisecond and truncate to the one before, so aim at its middle.
+        const t = (f.mtime + 0.5) / 1000;
+        fs.utimesSync(target, t, t);
+        result.files += 1;
+        result.bytes += f.size;
+      }
+      progress.files += files.length;
+      progress.bytes += files.length * ('data' in r ? r.data.length : 0);
+    }
+    opts.onProgress?.({ ...progress });
+  };
+
+  let batch: SnapshotFile[] = [];
+  for await (const f of walkFiles(backup.trees, snapshot.rootTree, { prefixes })) {
+    batch.push(f);
+    if (batch.length >= 2000) {
+      await writeBatch(batch);
+      batch = [];
+    }
+  }
+  if (batch.length) await writeBatch(batch);
+  return result;
+}
