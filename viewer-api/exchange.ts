@@ -12,9 +12,6 @@ import { migrateToLatest } from '../store/migrate.js';
 import { LocalPackStore } from '../store/backup/pack-store.js';
 import { BackupService } from '../store/backup/backup.service.js';
 import { uploadRouter } from '../store/backup/upload.routes.js';
-import { LocalPackStore } from '../store/backup/pack-store.js';
-import { BackupService } from '../store/backup/backup.service.js';
-import { uploadRouter } from '../store/backup/upload.routes.js';
 import { createViewer, type Viewer } from './routes/viewer.js';
 
 /**
@@ -26,8 +23,6 @@ export interface Exchange {
   readonly log: Logger;
   readonly db: Db;
   readonly databaseKind: DatabaseHandle['kind'];
-  /** The deduplicated backup store: facilities, uploads, snapshots, restore and verify. */
-  readonly backup: BackupService;
   /** The deduplicated backup store: facilities, uploads, snapshots, restore and verify. */
   readonly backup: BackupService;
   /** Viewer API: authentication, administration of users and devices, audit. */
@@ -60,9 +55,6 @@ export async function createExchange(config: Config, opts: ExchangeOptions = {})
   const packStore = new LocalPackStore(config.packDir);
   const backup = new BackupService(db, packStore);
   routers.push(uploadRouter(backup));
-  const packStore = new LocalPackStore(config.packDir);
-  const backup = new BackupService(db, packStore);
-  routers.push(uploadRouter(backup));
   let viewer: Viewer;
   try {
     viewer = createViewer({ db, config, log, clock: opts.clock ?? Date.now });
@@ -92,7 +84,6 @@ export async function createExchange(config: Config, opts: ExchangeOptions = {})
     log,
     db,
     databaseKind: database.kind,
-    backup,
     backup,
     viewer,
     async listen() {
@@ -129,7 +120,6 @@ export async function createExchange(config: Config, opts: ExchangeOptions = {})
             s.closeIdleConnections();
           });
         }
-        await packStore.close();
         await packStore.close();
         await database.close();
       })());

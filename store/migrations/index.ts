@@ -1,6 +1,5 @@
 import type { Migration } from 'kysely';
 import * as m0001_backup from './0001_backup.js';
-import * as m0001_backup from './0001_backup.js';
 import * as m0003_identity_consent from './0003_identity_consent.js';
 import * as m0004_viewer from './0004_viewer.js';
 
@@ -10,7 +9,6 @@ import * as m0004_viewer from './0004_viewer.js';
  * so that they do not change meaning when the table types in code move on.
  */
 export const migrations: Record<string, Migration> = {
-  '0001_backup': m0001_backup,
   '0001_backup': m0001_backup,
   '0003_identity_consent': m0003_identity_consent,
   '0004_viewer': m0004_viewer,
