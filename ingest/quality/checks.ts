@@ -29,7 +29,8 @@ export function checkPath(path: string, sp: StoragePath | undefined): Finding[] 
     add('error', 'invalid-date', `the date folder "${folder.careDate}" is not a calendar date`);
   }
   if (!name) {
-    add('error', 'unrecognised-path', 'the file name does not have the seven fields patientID_careDate_dataType_orderNo_timestamp_dept_condition');
+    if (sp.nameProblem?.problem === 'condition-flag') add('error', 'condition-flag-invalid', sp.nameProblem.message);
+    else add('error', 'unrecognised-path', sp.nameProblem?.message ?? 'the name does not have the fields patientID_careDate_dataType_orderNo_timestamp_dept_condition');
     return out;
   }
   if (name.patientId !== folder.patientId) {

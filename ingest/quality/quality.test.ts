@@ -116,6 +116,13 @@ describe('quality checks on valid and constructed messages', () => {
     expect(codes(unknown.findings)).toContain('error:unknown-data-type');
   });
 
+  it('a file name the SS-MIX2 parser rejects is flagged with its reason', () => {
+    const flag = readStoredFile(file(RDE_PATH.replace(/_1$/, '_7'), rde()));
+    expect(flag.findings).toEqual([expect.objectContaining({ severity: 'error', code: 'condition-flag-invalid', reason: expect.stringContaining('condition flag') })]);
+    const short = readStoredFile(file(RDE_PATH.replace('_01_1', '_1'), rde()));
+    expect(short.findings).toEqual([expect.objectContaining({ code: 'unrecognised-path', reason: expect.stringContaining('7') })]);
+  });
+
   it('a parse failure names the bad line', () => {
     const o = readStoredFile(file(RDE_PATH, new TextEncoder().encode('this is not hl7\r')));
     expect(o.findings[0]).toMatchObject({ code: 'parse-failed', reason: expect.stringContaining('MSH') });

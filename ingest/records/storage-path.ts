@@ -1,3 +1,5 @@
+import { tryParseSsmix2FileName } from '../ssmix2/filename.js';
+
 /**
  * Where a file sits in a facility's SS-MIX2 tree, read from its path (standardized storage:
  * `<ID1-3>/<ID4-6>/<patientID>/<careDate|->/<dataType>/<file>`, file name
@@ -10,6 +12,8 @@ export interface StoragePath {
   folder: { patientId: string; careDate: string; dataType: string };
   /** The seven fields of the file (or content-folder) name; undefined when it is not one. */
   name: FileNameFields | undefined;
+  /** Why the name is not a valid SS-MIX2 file name, when it is not. */
+  nameProblem?: { problem: string; message: string };
   /** For extended storage: the file inside the content folder. */
   entry?: string;
 }
@@ -24,9 +28,26 @@ export interface FileNameFields {
   condition: string;
 }
 
-export function parseFileName(name: string): FileNameFields | undefined {
+/** A standardized-storage file name (the shared SS-MIX2 parser), as its seven raw fields. */
+export function parseFileName(name: string): { fields: FileNameFields } | { problem: string; message: string } {
+  const r = tryParseSsmix2FileName(name);
+  if (r instanceof Error) return { problem: r.problem, message: r.message };
+  return {
+    fields: {
+      patientId: r.patientId,
+      careDate: r.careDate ?? '-',
+      dataType: r.dataType,
+      orderNo: r.orderNo,
+      timestamp: r.timestamp,
+      department: r.department ?? '-',
+      condition: r.conditionFlag,
+    },
+  };
+}
+
+/** Extended-storage content folders are named like files, sometimes with only six fields. */
+function parseContentFolderName(name: string): FileNameFields | undefined {
   const parts = name.split('_');
-  // Extended-storage content folders sometimes carry only six fields (no condition flag).
   if (parts.length !== 7 && parts.length !== 6) return undefined;
   const [patientId, careDate, dataType, orderNo, timestamp, department, condition] = parts as [string, string, string, string, string, string, string?];
   return { patientId, careDate, dataType, orderNo, timestamp, department, condition: condition ?? '' };
@@ -38,6 +59,9 @@ export function parseStoragePath(relPath: string): StoragePath | undefined {
   if (parts.length < 6) return undefined;
   const [, , patientId, careDate, dataType, ...rest] = parts as [string, string, string, string, string, ...string[]];
   const folder = { patientId, careDate, dataType };
-  if (rest.length === 1) return { area: 'standard', folder, name: parseFileName(rest[0]!) };
-  return { area: 'extended', folder, name: parseFileName(rest[0]!), entry: rest.slice(1).join('/') };
+  if (rest.length === 1) {
+    const r = parseFileName(rest[0]!);
+    return 'fields' in r ? { area: 'standard', folder, name: r.fields } : { area: 'standard', folder, name: undefined, nameProblem: r };
+  }
+  return { area: 'extended', folder, name: parseContentFolderName(rest[0]!), entry: rest.slice(1).join('/') };
 }
