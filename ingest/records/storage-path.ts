@@ -53,15 +53,26 @@ function parseContentFolderName(name: string): FileNameFields | undefined {
   return { patientId, careDate, dataType, orderNo, timestamp, department, condition: condition ?? '' };
 }
 
-/** Reads a relative path; undefined when it is not inside a patient's folder at all. */
+/**
+ * Reads a path; undefined when it is not inside a patient's folder at all. Snapshot paths carry
+ * the root they came from (`standard/...` or `extended/...`, upload protocol step 2); a path
+ * without that prefix is read as relative to the standardized root.
+ */
 export function parseStoragePath(relPath: string): StoragePath | undefined {
-  const parts = relPath.split('/').filter((p) => p !== '' && p !== '.');
+  let parts = relPath.split('/').filter((p) => p !== '' && p !== '.');
+  let root: 'standard' | 'extended' | undefined;
+  if (parts[0] === 'standard' || parts[0] === 'extended') {
+    root = parts[0];
+    parts = parts.slice(1);
+  }
   if (parts.length < 6) return undefined;
   const [, , patientId, careDate, dataType, ...rest] = parts as [string, string, string, string, string, ...string[]];
   const folder = { patientId, careDate, dataType };
-  if (rest.length === 1) {
+  if (root !== 'extended' && rest.length === 1) {
     const r = parseFileName(rest[0]!);
     return 'fields' in r ? { area: 'standard', folder, name: r.fields } : { area: 'standard', folder, name: undefined, nameProblem: r };
   }
+  if (root === 'standard') return undefined; // deeper than a data-type folder: not SS-MIX2 layout
+  if (rest.length < 2) return undefined;
   return { area: 'extended', folder, name: parseContentFolderName(rest[0]!), entry: rest.slice(1).join('/') };
 }
