@@ -1,5 +1,6 @@
 import type { Migration } from 'kysely';
 import * as m0001_backup from './0001_backup.js';
+import * as m0002_records from './0002_records.js';
 import * as m0003_identity_consent from './0003_identity_consent.js';
 import * as m0004_viewer from './0004_viewer.js';
 
@@ -10,6 +11,7 @@ import * as m0004_viewer from './0004_viewer.js';
  */
 export const migrations: Record<string, Migration> = {
   '0001_backup': m0001_backup,
+  '0002_records': m0002_records,
   '0003_identity_consent': m0003_identity_consent,
   '0004_viewer': m0004_viewer,
 };
