@@ -1,0 +1,118 @@
+import { spawn, type ChildProcess } from 'node:child_process';
+import { createHash, randomBytes } from 'node:crypto';
+import fs from 'node:fs';
+import path from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { startContractServer, type ContractServer } from './upload-contract-server.js';
+import { tempDir } from './support/tmp.js';
+
+const CLI = path.resolve(import.meta.dirname, '../hakobune.js');
+
+interface Run {
+  child: ChildProcess;
+  done: Promise<{ code: number | null; signal: NodeJS.Signals | null; stdout: string; stderr: string }>;
+}
+
+function runCli(args: string[], env: Record<string, string>): Run {
+  const child = spawn(process.execPath, [CLI, ...args], { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
+  let stdout = '';
+  let stderr = '';
+  child.stdout!.on('data', (d: Buffer) => (stdout += d.toString()));
+  child.stderr!.on('data', (d: Buffer) => (stderr += d.toString()));
+  const done = new Promise<{ code: number | null; signal: NodeJS.Signals | null; stdout: string; stderr: string }>((resolve) =>
+    child.on('close', (code, signal) => resolve({ code, signal, stdout, stderr })),
+  );
+  return { child, done };
+}
+
+describe('hakobune upload, killed and run again', () => {
+  let server: ContractServer;
+  const tmp = tempDir('hakobune-resume-');
+  const root = path.join(tmp.dir, 'tree');
+  const cache = path.join(tmp.dir, 'state', 'F001.cache');
+  const files = new Map<string, Buffer>();
+
+  beforeAll(async () => {
+    server = await startContractServer();
+    // 80 files of 1 MiB: three blob batches of at most 32 MiB each.
+    for (let i = 0; i < 80; i++) {
+      const rel = `${String(i % 4).padStart(3, '0')}/000/000000${i % 4}/-/ADT-00/f${String(i).padStart(3, '0')}`;
+      const bytes = randomBytes(1 << 20);
+      files.set(`standard/${rel}`, bytes);
+      fs.mkdirSync(path.dirname(path.join(root, rel)), { recursive: true });
+      fs.writeFileSync(path.join(root, rel), bytes);
+    }
+  });
+  afterAll(async () => {
+    await server.close();
+    tmp.remove();
+  });
+
+  const args = () => ['upload', '--server', server.url, '--facility', 'F001', '--root', root, '--cache', cache, '--json'];
+  const env = () => ({ HAKOBUNE_UPLOAD_TOKEN: server.token });
+
+  /** Runs the CLI and SIGKILLs it when its n-th blob batch reaches the exchange (which never answers that one). */
+  async function runAndKillAtBlobBatch(n: number) {
+    const before = server.log.filter((l) => /blobs 200/.test(l)).length;
+    let run: Run | undefined;
+    let seen = 0;
+    server.faults.push({
+      method: 'POST',
+      path: { test: (u: string) => /blobs$/.test(u) && ++seen === n } as RegExp,
+      times: 1,
+      action: { hang: true },
+      onFire: () => run!.child.kill('SIGKILL'),
+    });
+    run = runCli(args(), env());
+    const r = await run.done;
+    expect(r.signal).toBe('SIGKILL');
+    server.faults.length = 0;
+    return server.log.filter((l) => /blobs 200/.test(l)).length - before;
+  }
+
+  it('resumes after SIGKILL mid-upload without resending what the exchange already has', async () => {
+    // First run: killed while its second blob batch is in flight (the exchange never stores it).
+    expect(await runAndKillAtBlobBatch(2)).toBe(1);
+    expect(fs.existsSync(`${cache}.session`)).toBe(true);
+    expect(fs.existsSync(cache)).toBe(false);
+    const afterFirst = new Set(server.blobArrivals);
+    expect(afterFirst.size).toBeGreaterThan(0);
+
+    // Second run: resumes, sends one more batch, killed again in the next one.
+    expect(await runAndKillAtBlobBatch(2)).toBe(1);
+
+    // Third run completes.
+    const r = await runCli(args(), env()).done;
+    expect(r.stderr).toMatch(/resuming the upload started/);
+    expect(r.code).toBe(0);
+    const summary = JSON.parse(r.stdout) as { resumed: boolean; scan: string; files: number; snapshotId: string; blobsSent: number };
+    expect(summary).toMatchObject({ resumed: true, scan: 'none', files: 80 });
+
+    // Every blob reached the exchange exactly once over the three runs.
+    expect(server.blobArrivals.length).toBe(80);
+    expect(new Set(server.blobArrivals).size).toBe(80);
+    expect([...server.uploads.values()].map((u) => u.state)).toEqual(['committed']);
+    const snap = server.snapshots.get(summary.snapshotId)!;
+    expect(snap.size).toBe(80);
+    for (const [p, bytes] of files) {
+      const e = snap.get(p)!;
+      expect(e.sha256).toBe(createHash('sha256').update(bytes).digest('hex'));
+      expect(server.blobs.get(e.sha256)!.equals(bytes)).toBe(true);
+    }
+    expect(fs.existsSync(`${cache}.session`)).toBe(false);
+
+    // And the next night, nothing changed: nothing is read or sent.
+    const again = await runCli(args(), env()).done;
+    expect(again.code).toBe(0);
+    expect(JSON.parse(again.stdout)).toMatchObject({ manifest: 'delta', manifestEntries: 0, blobsSent: 0, hashedFiles: 0 });
+  });
+
+  it('exits 2 with a clear message for a wrong token and a bad URL', async () => {
+    const bad = await runCli(args(), { HAKOBUNE_UPLOAD_TOKEN: 'wrong' }).done;
+    expect(bad.code).toBe(2);
+    expect(bad.stderr).toMatch(/refused the uploader token for facility F001 \(401\)/);
+    const url = await runCli(['upload', '--server', 'ftp://x', '--facility', 'F001', '--root', root, '--cache', cache], env()).done;
+    expect(url.code).toBe(2);
+    expect(url.stderr).toMatch(/--server must be an http/);
+  });
+});
