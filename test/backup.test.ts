@@ -2,7 +2,6 @@ import { createHash, randomBytes } from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { sql } from 'kysely';
 import { createExchange, type Exchange } from '../viewer-api/exchange.js';
 import { testConfig } from '../viewer-api/config.js';
 import { createTestDatabase, type TestDatabase } from './support/postgres.js';

@@ -4,6 +4,7 @@ import { registerServerCommands } from './server.commands.js';
 import { registerDemoCommand } from './demo.command.js';
 import { registerFixturesCommands } from '../../fixtures/fixtures.commands.js';
 import { registerUploadCommand } from '../../ingest/uploader/upload.command.js';
+import { registerBackupCommands } from '../../store/backup/backup.commands.js';
 
 /** Builds the `hakobune` command line from each feature's commands. */
 export function buildProgram(): Command {
@@ -15,6 +16,7 @@ export function buildProgram(): Command {
   registerDemoCommand(program);
   registerFixturesCommands(program);
   registerUploadCommand(program);
+  registerBackupCommands(program);
   return program;
 }
 
