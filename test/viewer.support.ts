@@ -3,6 +3,7 @@ import { createExchange, type Exchange } from '../viewer-api/exchange.js';
 import { testConfig, type Config } from '../viewer-api/config.js';
 import type { AdminContext, Enrolment } from '../viewer-api/auth/admin.service.js';
 import { totpCode } from '../viewer-api/auth/totp.js';
+import { findFacility, insertFacility } from '../store/backup/backup.repository.js';
 import { createTestDatabase, type TestDatabase } from './support/postgres.js';
 import { tempDir } from './support/tmp.js';
 
@@ -61,8 +62,11 @@ export interface TestUser extends Enrolment {
   device: string;
 }
 
-/** Enrols a user and registers a device of the same facility. */
+/** Enrols a user and registers a device of the same facility (adding the facility when new). */
 export async function enrol(h: ViewerHarness, facilityId: string, username: string, role: string): Promise<TestUser> {
+  if (!(await findFacility(h.exchange.db, facilityId))) {
+    await insertFacility(h.exchange.db, { id: facilityId, name: `Facility ${facilityId}`, kind: 'hospital' });
+  }
   const e = await h.exchange.viewer.admin.addUser(h.cli, { facilityId, username, displayName: username, role, password: PASSWORD });
   const d = await h.exchange.viewer.admin.registerDevice(h.cli, facilityId, `${username}'s terminal`);
   return { ...e, password: PASSWORD, device: d.credential };

@@ -56,8 +56,23 @@ export interface AdminService {
   listDevices(facilityId: string): Promise<repo.DeviceRecord[]>;
 }
 
-export function createAdminService(deps: { db: Db; box: SecretBox; clock: () => number; audit: AuditLog }): AdminService {
+export interface AdminServiceDeps {
+  db: Db;
+  box: SecretBox;
+  clock: () => number;
+  audit: AuditLog;
+  /** Whether a facility participates in the exchange (the backup store keeps the list). */
+  facilityExists(facilityId: string): Promise<boolean>;
+}
+
+export function createAdminService(deps: AdminServiceDeps): AdminService {
   const { db, box, clock, audit } = deps;
+  async function knownFacility(facilityId: string): Promise<void> {
+    if (!FACILITY_ID.test(facilityId)) throw badRequest(`facility id "${facilityId}" is malformed (letters, digits, _ and -)`);
+    // The user and device tables hold the id as text (migration 0004 predates the facility
+    // table), so the reference is checked here.
+    if (!(await deps.facilityExists(facilityId))) throw notFound(`no facility ${facilityId}: add it first (hakobune facility add)`);
+  }
   const trail = (ctx: AdminContext, action: string, detail: Record<string, unknown>) =>
     audit.record({
       action,
@@ -77,13 +92,13 @@ export function createAdminService(deps: { db: Db; box: SecretBox; clock: () => 
 
   return {
     async addUser(ctx, input) {
-      if (!FACILITY_ID.test(input.facilityId)) throw badRequest(`facility id "${input.facilityId}" is malformed (letters, digits, _ and -)`);
       if (!USERNAME.test(input.username)) throw badRequest('a user name is 1-64 lower-case letters, digits, ".", "_" or "-"');
       if (!isRole(input.role)) throw badRequest(`unknown role "${input.role}"; roles: ${ROLES.join(', ')}`);
       const displayName = input.displayName.trim();
       if (!displayName || displayName.length > 200) throw badRequest('a display name is 1-200 characters');
       const problem = passwordProblem(input.password);
       if (problem) throw badRequest(problem);
+      await knownFacility(input.facilityId);
       const totpSecret = newTotpSecret();
       const id = await repo.insertUser(db, {
         facilityId: input.facilityId,
@@ -125,9 +140,9 @@ export function createAdminService(deps: { db: Db; box: SecretBox; clock: () => 
     },
 
     async registerDevice(ctx, facilityId, label) {
-      if (!FACILITY_ID.test(facilityId)) throw badRequest(`facility id "${facilityId}" is malformed (letters, digits, _ and -)`);
       const l = label.trim();
       if (!l || l.length > 200) throw badRequest('a device label is 1-200 characters');
+      await knownFacility(facilityId);
       const deviceId = randomId('dev');
       const credential = randomToken('hkd');
       await repo.insertDevice(db, {

@@ -2,6 +2,7 @@ import { Command, CommanderError } from 'commander';
 import { exitCodeFor } from './output.js';
 import { registerServerCommands } from './server.commands.js';
 import { registerDemoCommand } from './demo.command.js';
+import { registerViewerCommands } from './viewer.commands.js';
 import { registerFixturesCommands } from '../../fixtures/fixtures.commands.js';
 import { registerUploadCommand } from '../../ingest/uploader/upload.command.js';
 import { registerBackupCommands } from '../../store/backup/backup.commands.js';
@@ -14,6 +15,7 @@ export function buildProgram(): Command {
     .exitOverride();
   registerServerCommands(program);
   registerDemoCommand(program);
+  registerViewerCommands(program);
   registerFixturesCommands(program);
   registerUploadCommand(program);
   registerBackupCommands(program);

@@ -6,6 +6,7 @@ import { createAuditLog, type AuditLog } from '../audit/audit.service.js';
 import { createAuthService, type AuthService } from '../auth/auth.service.js';
 import { createAdminService, type AdminService } from '../auth/admin.service.js';
 import { SecretBox } from '../auth/secret-box.js';
+import { findFacility } from '../../store/backup/backup.repository.js';
 import { loadRolePolicy, type RolePolicy } from '../roles/roles.js';
 import { authRouter } from './auth.routes.js';
 import { securityHeaders } from './hygiene.js';
@@ -33,7 +34,13 @@ export function createViewer(deps: ViewerDeps): Viewer {
   const roles = loadRolePolicy(config.auth.rolePolicyFile);
   const audit = createAuditLog(db, clock);
   const auth = createAuthService({ db, box, settings: config.auth, clock, audit });
-  const admin = createAdminService({ db, box, clock, audit });
+  const admin = createAdminService({
+    db,
+    box,
+    clock,
+    audit,
+    facilityExists: async (id) => (await findFacility(db, id)) !== undefined,
+  });
   const hygiene = securityHeaders({ tls: !!config.tls });
   return { routers: [authRouter(auth, hygiene)], audit, auth, admin, roles };
 }
