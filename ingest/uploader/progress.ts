@@ -58,11 +58,20 @@ export function progressView(opts: { bar: boolean; stream: NodeJS.WriteStream; i
   const start = now();
   let phase: string | null = null;
   let phaseStart = start;
-  let lastLine = 0;
+  let lastLine = -Infinity;
   const interval = opts.intervalMs ?? 5000;
   const bar = opts.bar
     ? new cliProgress.SingleBar(
-        { format: '{bar} {percentage}% | {line}', stream: opts.stream, hideCursor: true, fps: 5, barsize: 20 },
+        {
+          format: '{bar} {percentage}% | {line}',
+          stream: opts.stream,
+          hideCursor: true,
+          fps: 5,
+          barsize: 20,
+          // --progress without a terminal: cli-progress otherwise prints nothing at all.
+          noTTYOutput: !opts.stream.isTTY,
+          notTTYSchedule: interval,
+        },
         cliProgress.Presets.shades_classic,
       )
     : null;

@@ -45,7 +45,7 @@ function human(s: UploadSummary): string {
       `${s.hashedFiles} files read (${formatBytes(s.hashedBytes)}), ${s.unchangedFiles} unchanged, ${s.renamedFiles} renamed`,
     `  sent: ${s.manifestEntries} manifest entries (${s.manifest}${s.baseSnapshotId ? ` against ${s.baseSnapshotId}` : ''}, ${s.deletedEntries} deleted), ` +
       `${s.blobsSent} blobs, ${formatBytes(s.bytesSent)}; new on the exchange: ${s.newBlobs} blobs, ${formatBytes(s.newBytes)}`,
-    `  ${s.seconds} s${s.resumed ? ', resumed an interrupted upload' : ''}`,
+    `  ${s.seconds} s (scan ${s.scanSeconds} s)${s.resumed ? ', resumed an interrupted upload' : ''}`,
   ];
   const problems = Object.entries(s.problems);
   if (problems.length > 0) lines.push(`  NOT backed up (see the warnings above): ${problems.map(([k, n]) => `${n} ${k}`).join(', ')}`);

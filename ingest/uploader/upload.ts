@@ -85,6 +85,8 @@ export interface UploadSummary {
   newBlobs: number;
   newBytes: number;
   problems: Partial<Record<ProblemKind, number>>;
+  /** Time spent walking and hashing (0 when resumed from a finished scan). */
+  scanSeconds: number;
   seconds: number;
 }
 
@@ -155,6 +157,7 @@ export async function uploadTree(opts: UploadOptions, deps: UploadDeps): Promise
         deps.onNote?.(`${error.message}; retry ${attempt} of ${step} in ${(delayMs / 1000).toFixed(1)} s`),
     },
     problems: {},
+    scanMs: 0,
     progress: {
       phase: 'scan',
       scan: { files: 0, bytes: 0, hashed: 0, hashedBytes: 0, unchanged: 0, renamed: 0, copied: 0, problems: 0 },
@@ -168,7 +171,8 @@ export async function uploadTree(opts: UploadOptions, deps: UploadDeps): Promise
   for (let restart = 0; ; restart++) {
     try {
       const s = await runOnce(ctx);
-      return { ...s, problems: ctx.problems, seconds: Math.round(((deps.now ?? Date.now)() - started) / 100) / 10 };
+      const secs = (ms: number) => Math.round(ms / 100) / 10;
+      return { ...s, problems: ctx.problems, scanSeconds: secs(ctx.scanMs), seconds: secs((deps.now ?? Date.now)() - started) };
     } catch (e) {
       if ((e instanceof FileChangedError || e instanceof BaseMovedError) && restart < MAX_RESTARTS) {
         deps.onNote?.(`${e.message}; starting the upload over with a fresh scan`);
@@ -191,6 +195,7 @@ interface Ctx {
   retryDeps: RetryDeps;
   problems: Partial<Record<ProblemKind, number>>;
   progress: UploadProgress;
+  scanMs: number;
 }
 
 async function checkInput(opts: UploadOptions): Promise<Mount[]> {
@@ -404,7 +409,7 @@ async function readJournal(file: string): Promise<Journal> {
   return j;
 }
 
-async function runOnce(ctx: Ctx): Promise<Omit<UploadSummary, 'problems' | 'seconds'>> {
+async function runOnce(ctx: Ctx): Promise<Omit<UploadSummary, 'problems' | 'seconds' | 'scanSeconds'>> {
   const { opts, deps, files } = ctx;
   const t = deps.transport;
   let session = await readSession(files.session);
@@ -439,7 +444,9 @@ async function runOnce(ctx: Ctx): Promise<Omit<UploadSummary, 'problems' | 'seco
   if (session) {
     deps.onNote?.(`resuming the upload started ${session.startedAt}`);
   } else {
+    const t0 = ctx.retryDeps.now();
     session = await scan(ctx);
+    ctx.scanMs += ctx.retryDeps.now() - t0;
     scanKind = session.scan;
   }
 
@@ -502,7 +509,7 @@ async function finish(
   resumed: boolean,
   entries: number,
   deleted: number,
-): Promise<Omit<UploadSummary, 'problems' | 'seconds'>> {
+): Promise<Omit<UploadSummary, 'problems' | 'seconds' | 'scanSeconds'>> {
   const { opts, deps, files } = ctx;
   const summary = { commit, entries, deleted };
   await setCacheSnapshotId(files.next, summary.commit.snapshotId);
