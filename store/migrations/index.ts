@@ -3,6 +3,8 @@ import * as m0001_backup from './0001_backup.js';
 import * as m0002_records from './0002_records.js';
 import * as m0003_identity_consent from './0003_identity_consent.js';
 import * as m0004_viewer from './0004_viewer.js';
+import * as m0005_dr from './0005_dr.js';
+import * as m0006_ai from './0006_ai.js';
 
 /**
  * The exchange's migrations, in order. Each is frozen once it has landed: a change to the schema
@@ -14,4 +16,6 @@ export const migrations: Record<string, Migration> = {
   '0002_records': m0002_records,
   '0003_identity_consent': m0003_identity_consent,
   '0004_viewer': m0004_viewer,
+  '0005_dr': m0005_dr,
+  '0006_ai': m0006_ai,
 };
