@@ -5,6 +5,7 @@ import {
   DEFAULT_MATCH_CONFIG,
   findCandidates,
   localKey,
+  nameKeys,
   normaliseRecord,
   pairKey,
   planMatches,
@@ -435,15 +436,17 @@ export function createIdentityService(deps: IdentityServiceDeps) {
       const n = normaliseRecord(record);
       return db.transaction().execute(async (trx) => {
         const at = now();
-        await repo.upsertLocalPatient(trx, record, { kanaKey: n.famKana && n.givKana ? `${n.famKana}\u0000${n.givKana}` : '', kanjiKey: n.fam && n.giv ? `${n.fam}\u0000${n.giv}` : '' }, at);
+        const names = nameKeys(n);
+        // Birth date and sex are stored normalised (YYYYMMDD, M/F/O/U): they are the block keys.
+        await repo.upsertLocalPatient(trx, { ...record, birthDate: n.birth, sex: n.sex }, { kanaKey: names.kana, kanjiKey: names.kanji }, at);
         if (!n.birth) return { autoLinked: [], queued: [] };
         const mates = await repo.findBlockMates(
           trx,
           {
             birthDate: n.birth,
-            sex: record.sex,
-            kanaKey: n.famKana && n.givKana ? `${n.famKana}\u0000${n.givKana}` : '',
-            kanjiKey: n.fam && n.giv ? `${n.fam}\u0000${n.giv}` : '',
+            sex: n.sex,
+            kanaKey: names.kana,
+            kanjiKey: names.kanji,
             except: k,
           },
           500,

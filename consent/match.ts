@@ -296,6 +296,17 @@ export interface Candidate {
 }
 
 /**
+ * The full normalised names as keys (empty when a part is missing). The separator is U+001F,
+ * not NUL, because the keys are also stored in PostgreSQL text columns.
+ */
+export function nameKeys(r: Pick<NormalisedRecord, 'fam' | 'giv' | 'famKana' | 'givKana'>): { kana: string; kanji: string } {
+  return {
+    kana: r.famKana && r.givKana ? `${r.famKana}\u001f${r.givKana}` : '',
+    kanji: r.fam && r.giv ? `${r.fam}\u001f${r.giv}` : '',
+  };
+}
+
+/**
  * Block keys of a record. Birth date + sex is the main block; two fallbacks keep a pair whose
  * birth date (or sex) was mistyped: the full kana name with the birth year, and with the month
  * and day; the same with the kanji name for records without kana.
@@ -303,15 +314,14 @@ export interface Candidate {
 export function blockKeys(r: NormalisedRecord): string[] {
   const keys: string[] = [];
   if (r.birth) keys.push(`b|${r.birth}|${r.sex}`);
-  const kana = r.famKana + '\u0000' + r.givKana;
-  const kanji = r.fam + '\u0000' + r.giv;
+  const { kana, kanji } = nameKeys(r);
   const y = r.birth.slice(0, 4);
   const md = r.birth.slice(4);
-  if (r.famKana && r.givKana) {
+  if (kana) {
     keys.push(`ky|${kana}|${y}`);
     if (md) keys.push(`km|${kana}|${md}`);
   }
-  if (r.fam && r.giv) {
+  if (kanji) {
     keys.push(`jy|${kanji}|${y}`);
     if (md) keys.push(`jm|${kanji}|${md}`);
   }

@@ -9,7 +9,7 @@ import type { Config } from './config.js';
 import { createHttpApp } from './app.js';
 import { advertiseServerUrl, openDatabase, type DatabaseHandle, type Db } from '../store/db.js';
 import { migrateToLatest } from '../store/migrate.js';
-import { LocalPackStore } from '../store/backup/pack-store.js';
+import { openPackStore } from '../store/dr/open-pack-store.js';
 import { BackupService } from '../store/backup/backup.service.js';
 import { uploadRouter } from '../store/backup/upload.routes.js';
 import { createViewer, type Viewer } from './routes/viewer.js';
@@ -52,7 +52,8 @@ export async function createExchange(config: Config, opts: ExchangeOptions = {})
   }
 
   const routers: Router[] = [];
-  const packStore = new LocalPackStore(config.packDir);
+  // The local folder or an S3-compatible bucket, encrypted when master keys are configured.
+  const packStore = openPackStore(config, db);
   const backup = new BackupService(db, packStore);
   routers.push(uploadRouter(backup));
   let viewer: Viewer;
