@@ -13,6 +13,7 @@ import { openPackStore } from '../store/dr/open-pack-store.js';
 import { BackupService } from '../store/backup/backup.service.js';
 import { uploadRouter } from '../store/backup/upload.routes.js';
 import { createViewer, type Viewer } from './routes/viewer.js';
+import { backupSource, createJobs, type Jobs, type JobsOptions } from '../jobs/jobs.js';
 
 /**
  * The composition root: the one place that builds the exchange's parts from the configuration
@@ -27,6 +28,8 @@ export interface Exchange {
   readonly backup: BackupService;
   /** Viewer API: authentication, administration of users and devices, audit. */
   readonly viewer: Viewer;
+  /** Background jobs (BullMQ with REDIS_URL, in-process otherwise): snapshot indexing. */
+  readonly jobs: Jobs;
   /** Starts the HTTP server; resolves with the URL it answers on. */
   listen(): Promise<string>;
   /** Stops HTTP, then workers, then the database. Safe to call twice. */
@@ -38,6 +41,8 @@ export interface ExchangeOptions {
   migrate?: boolean;
   /** Milliseconds since the epoch (default Date.now): sessions, lockouts, TOTP and audit times. */
   clock?: () => number;
+  /** Job queue options (tests give a unique BullMQ prefix). */
+  jobs?: JobsOptions;
 }
 
 export async function createExchange(config: Config, opts: ExchangeOptions = {}): Promise<Exchange> {
@@ -54,12 +59,24 @@ export async function createExchange(config: Config, opts: ExchangeOptions = {})
   const routers: Router[] = [];
   // The local folder or an S3-compatible bucket, encrypted when master keys are configured.
   const packStore = openPackStore(config, db);
-  const backup = new BackupService(db, packStore);
+  // Committing a snapshot queues its indexing (jobs is assigned just below, before any request).
+  // A queue that is down must not fail a commit that succeeded: the catch-up sweep of the next
+  // worker start queues what was missed.
+  const onCommitted = async (snapshotId: string) => {
+    try {
+      await jobs.enqueueIndexing(snapshotId);
+    } catch (err) {
+      log.warn({ err, snapshotId }, 'could not queue the indexing of a committed snapshot');
+    }
+  };
+  const backup = new BackupService(db, packStore, { onCommitted });
+  const jobs: Jobs = createJobs({ config, db, log, source: backupSource(backup) }, opts.jobs);
   routers.push(uploadRouter(backup));
   let viewer: Viewer;
   try {
     viewer = createViewer({ db, config, log, clock: opts.clock ?? Date.now });
   } catch (e) {
+    await jobs.close();
     await database.close();
     throw e;
   }
@@ -87,6 +104,7 @@ export async function createExchange(config: Config, opts: ExchangeOptions = {})
     databaseKind: database.kind,
     backup,
     viewer,
+    jobs,
     async listen() {
       if (server) throw new Error('the exchange is already listening');
       // With a certificate the exchange speaks HTTPS only, TLS 1.2 or later (the guideline's
@@ -109,6 +127,8 @@ export async function createExchange(config: Config, opts: ExchangeOptions = {})
       const { port } = s.address() as AddressInfo;
       const url = `${config.tls ? 'https' : 'http'}://${config.host.includes(':') ? `[${config.host}]` : config.host}:${port}`;
       if (database.kind === 'embedded') advertiseServerUrl(config.dataDir, url);
+      // Embedded mode: this process is the worker (with Redis, `hakobune worker` processes are).
+      if (jobs.runner.kind === 'in-process') await jobs.start();
       log.info({ url }, 'exchange listening');
       return url;
     },
@@ -121,6 +141,7 @@ export async function createExchange(config: Config, opts: ExchangeOptions = {})
             s.closeIdleConnections();
           });
         }
+        await jobs.close();
         await packStore.close();
         await database.close();
       })());

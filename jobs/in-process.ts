@@ -1,0 +1,110 @@
+import type { Logger } from 'pino';
+import { DEFAULT_RETRY, PermanentJobError, type EnqueueOptions, type JobName, type JobPayloads, type JobRunner, type Processors, type RetryPolicy } from './runner.js';
+
+interface Pending {
+  name: JobName;
+  payload: JobPayloads[JobName];
+  jobId: string | undefined;
+  attempt: number;
+  notBefore: number;
+}
+
+/**
+ * Runs jobs in this process, one at a time in arrival order, with the same retry policy as the
+ * BullMQ path (exponential backoff; PermanentJobError is not retried). Jobs are lost if the
+ * process dies: the indexer's catch-up sweep at start re-enqueues what was not finished.
+ */
+export class InProcessRunner implements JobRunner {
+  readonly kind = 'in-process' as const;
+  private readonly queue: Pending[] = [];
+  private running: Promise<void> | undefined;
+  private started = false;
+  private closed = false;
+  private closing: Promise<void> | undefined;
+  private wake: (() => void) | undefined;
+  private timer: NodeJS.Timeout | undefined;
+  private readonly idleWaiters: (() => void)[] = [];
+  private active = 0;
+
+  constructor(
+    private readonly processors: Processors,
+    private readonly log: Logger,
+    private readonly retry: RetryPolicy = DEFAULT_RETRY,
+  ) {}
+
+  async enqueue<N extends JobName>(name: N, payload: JobPayloads[N], opts: EnqueueOptions = {}): Promise<void> {
+    if (this.closed) throw new Error('the job runner is closed');
+    if (opts.jobId && this.queue.some((j) => j.jobId === opts.jobId && j.attempt === 1)) return;
+    this.queue.push({ name, payload, jobId: opts.jobId, attempt: 1, notBefore: 0 });
+    this.kick();
+  }
+
+  async startWorkers(): Promise<void> {
+    if (this.started) return;
+    this.started = true;
+    this.running = this.loop();
+  }
+
+  idle(): Promise<void> {
+    if (this.queue.length === 0 && this.active === 0) return Promise.resolve();
+    return new Promise((resolve) => this.idleWaiters.push(resolve));
+  }
+
+  close(): Promise<void> {
+    return (this.closing ??= (async () => {
+      this.closed = true;
+      this.kick();
+      await this.running;
+      this.queue.length = 0;
+      this.settleIdle();
+    })());
+  }
+
+  private kick() {
+    const w = this.wake;
+    this.wake = undefined;
+    if (this.timer) clearTimeout(this.timer);
+    this.timer = undefined;
+    w?.();
+  }
+
+  private settleIdle() {
+    if (this.queue.length === 0 && this.active === 0) for (const r of this.idleWaiters.splice(0)) r();
+  }
+
+  private async loop(): Promise<void> {
+    while (!this.closed) {
+      const now = Date.now();
+      const i = this.queue.findIndex((j) => j.notBefore <= now);
+      if (i === -1) {
+        this.settleIdle();
+        const next = Math.min(...this.queue.map((j) => j.notBefore));
+        await new Promise<void>((resolve) => {
+          this.wake = resolve;
+          if (Number.isFinite(next)) this.timer = setTimeout(resolve, Math.max(0, next - now));
+        });
+        continue;
+      }
+      const job = this.queue.splice(i, 1)[0]!;
+      this.active++;
+      try {
+        const processor = this.processors[job.name] as (p: unknown, c: { attempt: number; progress: (p: Record<string, number | string>) => Promise<void> }) => Promise<unknown>;
+        await processor(job.payload, {
+          attempt: job.attempt,
+          progress: async (p) => this.log.debug({ job: job.name, ...p }, 'job progress'),
+        });
+      } catch (e) {
+        const permanent = e instanceof PermanentJobError || (e as Error)?.name === 'UnrecoverableError';
+        if (!permanent && job.attempt < this.retry.attempts && !this.closed) {
+          const delay = this.retry.backoffMs * 2 ** (job.attempt - 1);
+          this.log.warn({ err: e, job: job.name, attempt: job.attempt, retryInMs: delay }, 'job failed, will retry');
+          this.queue.push({ ...job, attempt: job.attempt + 1, notBefore: Date.now() + delay });
+        } else {
+          this.log.error({ err: e, job: job.name, attempt: job.attempt }, 'job failed for good');
+        }
+      } finally {
+        this.active--;
+      }
+    }
+  }
+}

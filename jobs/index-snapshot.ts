@@ -1,0 +1,157 @@
+import type { Logger } from 'pino';
+import type { Db } from '../store/db.js';
+import { ExchangeError } from '../store/errors.js';
+import { readStoredFile } from '../ingest/records/read.js';
+import * as records from '../store/records/records.repository.js';
+import { PermanentJobError, type JobContext } from './runner.js';
+
+/**
+ * What indexing needs from the backup store, and no more (the backup service satisfies it):
+ * a snapshot's identity, its files in path order, and blob bytes.
+ */
+export interface SnapshotSource {
+  getSnapshot(snapshotId: string): Promise<{ id: string; facilityId: string; createdAt: Date }>;
+  listSnapshotFiles(snapshotId: string, opts: { afterPath?: string; limit: number }): Promise<{ path: string; sha256: string }[]>;
+  readBlobs(sha256s: string[]): AsyncIterable<{ sha256: string; data: Buffer } | { sha256: string; error: string }>;
+}
+
+export interface IndexOptions {
+  /** Files per page (one transaction and one checkpoint each). */
+  pageSize?: number;
+  /** A running run whose heartbeat is older than this belongs to a dead worker. */
+  staleMs?: number;
+  /** Called after each written page (tests use it to stop a worker mid-job). */
+  afterPage?: (p: { run: records.RunRow; checkpoint: string }) => Promise<void> | void;
+}
+
+export interface IndexResult {
+  snapshotId: string;
+  facilityId: string;
+  outcome: 'indexed' | 'already-indexed' | 'newer-snapshot-indexed';
+  resumed: boolean;
+  filesSeen: number;
+  filesNew: number;
+  filesRemoved: number;
+  recordsOk: number;
+  recordsFlagged: number;
+  findings: number;
+}
+
+/** A facility is being indexed for another snapshot right now: retry later. */
+export class FacilityBusy extends ExchangeError {
+  constructor(facilityId: string, snapshotId: string) {
+    super('conflict', `facility ${facilityId} is being indexed for snapshot ${snapshotId}`);
+  }
+}
+
+/**
+ * Indexes one snapshot: merges the snapshot's files (path order) with the facility's present
+ * versions, reads and maps only new or changed files, marks vanished ones removed, and writes
+ * page by page with a checkpoint; publishes at the end. Idempotent (a finished snapshot is a
+ * no-op; a page written twice is impossible as the checkpoint moves with it) and resumable.
+ */
+export async function indexSnapshot(
+  deps: { db: Db; source: SnapshotSource; log: Logger },
+  snapshotId: string,
+  ctx: Pick<JobContext, 'progress'>,
+  opts: IndexOptions = {},
+): Promise<IndexResult> {
+  const { db, source } = deps;
+  const pageSize = opts.pageSize ?? 2000;
+  let snap;
+  try {
+    snap = await source.getSnapshot(snapshotId);
+  } catch (e) {
+    if (e instanceof ExchangeError && e.code === 'not-found') throw new PermanentJobError(`snapshot ${snapshotId} does not exist`);
+    throw e;
+  }
+  const begun = await records.beginRun(db, snap, opts.staleMs ?? 10 * 60_000);
+  if (begun.kind === 'busy') throw new FacilityBusy(snap.facilityId, begun.other.snapshotId);
+  if (begun.kind === 'skip') return result(begun.run, begun.reason, false);
+  let run = begun.run;
+
+  let after = run.checkpointPath ?? undefined;
+  const totals = { ...run };
+  for (;;) {
+    const files = await source.listSnapshotFiles(snapshotId, { afterPath: after, limit: pageSize });
+    const last = files.length < pageSize; // the final page also takes every present path after it
+    const upTo = last ? null : files[files.length - 1]!.path;
+    const present = await records.presentVersions(db, snap.facilityId, after ?? null, upTo);
+    const byPath = new Map(present.map((p) => [p.path, p]));
+    const removeIds: number[] = [];
+    const todo: { path: string; sha256: string }[] = [];
+    for (const f of files) {
+      const cur = byPath.get(f.path);
+      byPath.delete(f.path);
+      if (cur && cur.sha256 === f.sha256) continue; // unchanged since the last run
+      if (cur) removeIds.push(cur.id); // changed bytes under the same path
+      todo.push(f);
+    }
+    for (const gone of byPath.values()) removeIds.push(gone.id); // renamed away or deleted
+
+    const versions = await readVersions(source, snap.facilityId, todo);
+    const checkpoint = files.length ? files[files.length - 1]!.path : (after ?? '');
+    if (versions.length || removeIds.length || files.length) {
+      await records.writePage(db, { run, removeIds, versions, checkpointPath: checkpoint, filesSeen: files.length });
+      totals.filesSeen += files.length;
+      totals.filesNew += versions.length;
+      totals.filesRemoved += removeIds.length;
+      for (const v of versions) v.status === 'ok' ? totals.recordsOk++ : totals.recordsFlagged++;
+      totals.findings += versions.reduce((n, v) => n + v.findings.length, 0);
+      await ctx.progress({ snapshotId, filesSeen: totals.filesSeen, filesNew: totals.filesNew, filesRemoved: totals.filesRemoved });
+      await opts.afterPage?.({ run, checkpoint });
+    }
+    if (last) break;
+    after = checkpoint;
+  }
+  run = await records.finishRun(db, run);
+  deps.log.info({ snapshotId, facilityId: run.facilityId, filesNew: run.filesNew, flagged: run.recordsFlagged }, 'snapshot indexed');
+  return result(run, 'indexed', begun.resumed);
+}
+
+function result(run: records.RunRow, outcome: IndexResult['outcome'], resumed: boolean): IndexResult {
+  return {
+    snapshotId: run.snapshotId,
+    facilityId: run.facilityId,
+    outcome,
+    resumed,
+    filesSeen: run.filesSeen,
+    filesNew: run.filesNew,
+    filesRemoved: run.filesRemoved,
+    recordsOk: run.recordsOk,
+    recordsFlagged: run.recordsFlagged,
+    findings: run.findings,
+  };
+}
+
+/** Reads the bytes of new files and maps them; a blob the store cannot read fails the job (retry). */
+async function readVersions(source: SnapshotSource, facilityId: string, todo: { path: string; sha256: string }[]): Promise<records.NewVersion[]> {
+  if (todo.length === 0) return [];
+  const bytes = new Map<string, Buffer>();
+  for await (const b of source.readBlobs([...new Set(todo.map((t) => t.sha256))])) {
+    if ('error' in b) throw new Error(`blob ${b.sha256} cannot be read for indexing: ${b.error}`);
+    bytes.set(b.sha256, b.data);
+  }
+  return todo.map((t) => {
+    const data = bytes.get(t.sha256);
+    if (!data) throw new Error(`blob ${t.sha256} of ${t.path} was not returned by the store`);
+    const o = readStoredFile({ facilityId, path: t.path, sha256: t.sha256, bytes: data });
+    return {
+      path: t.path,
+      sha256: t.sha256,
+      status: o.status,
+      record: o.record,
+      category: o.category,
+      findings: o.findings,
+      source: o.source && {
+        patientId: o.source.patientId,
+        dataType: o.source.dataType,
+        careDate: o.source.careDate,
+        orderNo: o.source.orderNo,
+        timestamp: o.source.timestamp,
+        department: o.source.department,
+        condition: o.source.condition,
+      },
+    };
+  });
+}

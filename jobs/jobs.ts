@@ -1,0 +1,78 @@
+import type { Logger } from 'pino';
+import type { Config } from '../viewer-api/config.js';
+import type { Db } from '../store/db.js';
+import { unindexedSnapshots } from '../store/records/records.repository.js';
+import { BullmqRunner } from './bullmq.js';
+import { InProcessRunner } from './in-process.js';
+import { indexSnapshot, type IndexOptions, type SnapshotSource } from './index-snapshot.js';
+import type { JobRunner, Processors, RetryPolicy } from './runner.js';
+
+/** The backup store as the indexer reads it (BackupService has these methods). */
+export interface BackupReader {
+  getSnapshot(id: string): Promise<{ id: string; facilityId: string; createdAt: Date }>;
+  listSnapshotFiles(id: string, opts: { afterPath?: string; limit: number }): Promise<{ path: string; sha256: string }[]>;
+  readonly blobs: { readMany(hashes: Buffer[]): AsyncIterable<{ sha256: Buffer; data: Buffer } | { sha256: Buffer; error: string }> };
+}
+
+export function backupSource(backup: BackupReader): SnapshotSource {
+  return {
+    getSnapshot: (id) => backup.getSnapshot(id),
+    listSnapshotFiles: (id, opts) => backup.listSnapshotFiles(id, opts),
+    async *readBlobs(hashes) {
+      for await (const b of backup.blobs.readMany(hashes.map((h) => Buffer.from(h, 'hex')))) {
+        yield 'data' in b ? { sha256: b.sha256.toString('hex'), data: b.data } : { sha256: b.sha256.toString('hex'), error: b.error };
+      }
+    },
+  };
+}
+
+export interface Jobs {
+  readonly runner: JobRunner;
+  /** Queues the indexing of a committed snapshot (idempotent; called at commit). */
+  enqueueIndexing(snapshotId: string): Promise<void>;
+  /** Starts executing jobs here and queues every snapshot not yet indexed; returns that count. */
+  start(): Promise<number>;
+  /** Queues every snapshot whose indexing has not finished. */
+  catchUp(): Promise<number>;
+  close(): Promise<void>;
+}
+
+export interface JobsOptions {
+  /** BullMQ key prefix (tests use a unique one). */
+  queuePrefix?: string;
+  retry?: RetryPolicy;
+  index?: IndexOptions;
+}
+
+/**
+ * The exchange's background jobs: BullMQ when Redis is configured, in-process otherwise; the
+ * same processors either way.
+ */
+export function createJobs(deps: { config: Config; db: Db; log: Logger; source: SnapshotSource }, opts: JobsOptions = {}): Jobs {
+  const log = deps.log.child({ component: 'jobs' });
+  const processors: Processors = {
+    'index-snapshot': (payload, ctx) => {
+      if (!payload || typeof payload.snapshotId !== 'string') throw new Error('index-snapshot needs a snapshotId');
+      return indexSnapshot({ db: deps.db, source: deps.source, log }, payload.snapshotId, ctx, opts.index);
+    },
+  };
+  const runner: JobRunner = deps.config.redisUrl
+    ? new BullmqRunner(processors, log, { redisUrl: deps.config.redisUrl, prefix: opts.queuePrefix, retry: opts.retry })
+    : new InProcessRunner(processors, log, opts.retry);
+  const enqueueIndexing = (snapshotId: string) => runner.enqueue('index-snapshot', { snapshotId }, { jobId: `index-${snapshotId}` });
+  const catchUp = async () => {
+    const ids = await unindexedSnapshots(deps.db);
+    for (const id of ids) await enqueueIndexing(id);
+    return ids.length;
+  };
+  return {
+    runner,
+    enqueueIndexing,
+    catchUp,
+    async start() {
+      await runner.startWorkers();
+      return catchUp();
+    },
+    close: () => runner.close(),
+  };
+}

@@ -1,0 +1,471 @@
+import { sql, type Expression, type SqlBool } from 'kysely';
+import type { Db } from '../db.js';
+import type { ClinicalRecord, Category } from '../../ingest/records/types.js';
+import type { Finding } from '../../ingest/quality/findings.js';
+
+/**
+ * SQL of the record index. Versions of a facility's files are valid from the run that added
+ * them to the run that removed them; readers see each facility as of its published run
+ * (record_index_state.published_seq), so a run in progress is invisible until it finishes.
+ */
+
+export interface RunRow {
+  snapshotId: string;
+  facilityId: string;
+  seq: number;
+  snapshotCreatedAt: Date;
+  state: 'running' | 'done' | 'superseded';
+  checkpointPath: string | null;
+  filesSeen: number;
+  filesNew: number;
+  filesRemoved: number;
+  recordsOk: number;
+  recordsFlagged: number;
+  findings: number;
+  attempts: number;
+  heartbeatAt: Date;
+  finishedAt: Date | null;
+}
+
+const runColumns = [
+  'snapshot_id', 'facility_id', 'seq', 'snapshot_created_at', 'state', 'checkpoint_path', 'files_seen', 'files_new',
+  'files_removed', 'records_ok', 'records_flagged', 'findings', 'attempts', 'heartbeat_at', 'finished_at',
+] as const;
+
+function toRun(r: {
+  snapshot_id: string; facility_id: string; seq: number; snapshot_created_at: Date; state: RunRow['state']; checkpoint_path: string | null;
+  files_seen: number; files_new: number; files_removed: number; records_ok: number; records_flagged: number; findings: number;
+  attempts: number; heartbeat_at: Date; finished_at: Date | null;
+}): RunRow {
+  return {
+    snapshotId: r.snapshot_id, facilityId: r.facility_id, seq: r.seq, snapshotCreatedAt: new Date(r.snapshot_created_at), state: r.state,
+    checkpointPath: r.checkpoint_path, filesSeen: r.files_seen, filesNew: r.files_new, filesRemoved: r.files_removed,
+    recordsOk: r.records_ok, recordsFlagged: r.records_flagged, findings: r.findings, attempts: r.attempts,
+    heartbeatAt: new Date(r.heartbeat_at), finishedAt: r.finished_at ? new Date(r.finished_at) : null,
+  };
+}
+
+export async function findRun(db: Db, snapshotId: string): Promise<RunRow | undefined> {
+  const r = await db.selectFrom('record_index_run').select(runColumns).where('snapshot_id', '=', snapshotId).executeTakeFirst();
+  return r && toRun(r);
+}
+
+export type BeginOutcome =
+  | { kind: 'run'; run: RunRow; resumed: boolean }
+  | { kind: 'skip'; reason: 'already-indexed' | 'newer-snapshot-indexed'; run: RunRow }
+  | { kind: 'busy'; other: RunRow };
+
+/**
+ * Starts (or resumes) the run of a snapshot, one running run per facility at a time: the
+ * facility's state row is locked while deciding. A run whose heartbeat is older than `staleMs`
+ * belonged to a worker that died; its facility is free again.
+ */
+export async function beginRun(db: Db, snap: { id: string; facilityId: string; createdAt: Date }, staleMs: number): Promise<BeginOutcome> {
+  return db.transaction().execute(async (trx) => {
+    await trx.insertInto('record_index_state').values({ facility_id: snap.facilityId }).onConflict((oc) => oc.column('facility_id').doNothing()).execute();
+    await trx.selectFrom('record_index_state').select('facility_id').where('facility_id', '=', snap.facilityId).forUpdate().execute();
+    const own = await findRun(trx, snap.id);
+    if (own && own.state !== 'running') return { kind: 'skip', reason: own.state === 'done' ? 'already-indexed' : 'newer-snapshot-indexed', run: own };
+    const newer = await trx
+      .selectFrom('record_index_run')
+      .select(runColumns)
+      .where('facility_id', '=', snap.facilityId)
+      .where('state', '=', 'done')
+      .where('snapshot_created_at', '>', snap.createdAt)
+      .orderBy('seq', 'desc')
+      .limit(1)
+      .executeTakeFirst();
+    if (newer) {
+      // An older night arriving after a newer one is already published: indexing it would roll
+      // the facility's view back, and its content is contained in the newer state anyway.
+      const row = own
+        ? await trx.updateTable('record_index_run').set({ state: 'superseded', finished_at: new Date() }).where('snapshot_id', '=', snap.id).returning(runColumns).executeTakeFirstOrThrow()
+        : await trx
+            .insertInto('record_index_run')
+            .values({ snapshot_id: snap.id, facility_id: snap.facilityId, seq: await nextSupersededSeq(trx, snap.facilityId), snapshot_created_at: snap.createdAt, state: 'superseded', finished_at: new Date() })
+            .returning(runColumns)
+            .executeTakeFirstOrThrow();
+      return { kind: 'skip', reason: 'newer-snapshot-indexed', run: toRun(row) };
+    }
+    const running = await trx
+      .selectFrom('record_index_run')
+      .select(runColumns)
+      .where('facility_id', '=', snap.facilityId)
+      .where('state', '=', 'running')
+      .where('snapshot_id', '!=', snap.id)
+      .execute();
+    const alive = running.map(toRun).find((r) => Date.now() - r.heartbeatAt.getTime() < staleMs);
+    if (alive) return { kind: 'busy', other: alive };
+    if (own) {
+      const row = await trx
+        .updateTable('record_index_run')
+        .set((eb) => ({ attempts: eb('attempts', '+', 1), heartbeat_at: new Date() }))
+        .where('snapshot_id', '=', snap.id)
+        .returning(runColumns)
+        .executeTakeFirstOrThrow();
+      return { kind: 'run', run: toRun(row), resumed: true };
+    }
+    const row = await trx
+      .insertInto('record_index_run')
+      .values({ snapshot_id: snap.id, facility_id: snap.facilityId, seq: await nextSeq(trx, snap.facilityId), snapshot_created_at: snap.createdAt, state: 'running' })
+      .returning(runColumns)
+      .executeTakeFirstOrThrow();
+    return { kind: 'run', run: toRun(row), resumed: false };
+  });
+}
+
+/** Superseded runs never publish: they take negative numbers, out of the way of real runs. */
+async function nextSupersededSeq(db: Db, facilityId: string): Promise<number> {
+  const r = await db
+    .selectFrom('record_index_run')
+    .select((eb) => eb.fn.min('seq').as('min'))
+    .where('facility_id', '=', facilityId)
+    .executeTakeFirst();
+  return Math.min(0, Number(r?.min ?? 0)) - 1;
+}
+
+async function nextSeq(db: Db, facilityId: string): Promise<number> {
+  const r = await db
+    .selectFrom('record_index_run')
+    .select((eb) => eb.fn.max('seq').as('max'))
+    .where('facility_id', '=', facilityId)
+    .executeTakeFirst();
+  return Math.max(0, Number(r?.max ?? 0)) + 1;
+}
+
+/** The present (not removed) versions of a facility's paths in (after, upTo], in path order. */
+export async function presentVersions(db: Db, facilityId: string, after: string | null, upTo: string | null): Promise<{ id: number; path: string; sha256: string }[]> {
+  let q = db.selectFrom('record').select(['id', 'path', 'sha256']).where('facility_id', '=', facilityId).where('removed_seq', 'is', null);
+  if (after !== null) q = q.where('path', '>', after);
+  if (upTo !== null) q = q.where('path', '<=', upTo);
+  return q.orderBy('path').execute();
+}
+
+export interface NewVersion {
+  path: string;
+  sha256: string;
+  status: 'ok' | 'flagged';
+  record: ClinicalRecord | undefined;
+  /** From the path, even when the content is flagged. */
+  source: { patientId: string; dataType: string; careDate: string | null; orderNo: string; timestamp: string; department: string | null; condition: '0' | '1' | '2' } | undefined;
+  category: Category | undefined;
+  findings: Finding[];
+}
+
+export interface PageWrite {
+  run: RunRow;
+  removeIds: number[];
+  versions: NewVersion[];
+  checkpointPath: string;
+  filesSeen: number;
+}
+
+const INSERT_BATCH = 1000;
+
+/**
+ * Writes one page of a run in one transaction with the run's checkpoint: a crash leaves either
+ * the whole page and its checkpoint, or neither, so a retry resumes exactly after the last page.
+ */
+export async function writePage(db: Db, w: PageWrite): Promise<void> {
+  const { run } = w;
+  await db.transaction().execute(async (trx) => {
+    if (w.removeIds.length) {
+      await trx.updateTable('record').set({ removed_seq: run.seq }).where('id', 'in', w.removeIds).where('removed_seq', 'is', null).execute();
+    }
+    let ok = 0;
+    let flagged = 0;
+    let findings = 0;
+    for (let i = 0; i < w.versions.length; i += INSERT_BATCH) {
+      const batch = w.versions.slice(i, i + INSERT_BATCH);
+      const ids = await trx
+        .insertInto('record')
+        .values(
+          batch.map((v) => ({
+            facility_id: run.facilityId,
+            path: v.path,
+            sha256: v.sha256,
+            added_seq: run.seq,
+            snapshot_id: run.snapshotId,
+            patient_id: v.source?.patientId ?? null,
+            data_type: v.source?.dataType ?? null,
+            category: v.category ?? null,
+            care_date: v.source?.careDate ?? null,
+            order_no: v.source?.orderNo ?? null,
+            message_ts: v.source?.timestamp ?? null,
+            department: v.source?.department ?? null,
+            condition_flag: v.source?.condition ?? null,
+            status: v.status,
+            // A flagged file is never served: its content is not even stored.
+            content: v.status === 'ok' && v.record ? JSON.stringify(v.record) : null,
+          })),
+        )
+        .returning('id')
+        .execute();
+      const rows = batch.flatMap((v, k) =>
+        v.findings.map((f) => ({
+          record_id: ids[k]!.id,
+          facility_id: run.facilityId,
+          snapshot_id: run.snapshotId,
+          path: v.path,
+          severity: f.severity,
+          code: f.code,
+          reason: f.reason,
+          field: f.field ?? null,
+          byte_offset: f.byteOffset ?? null,
+        })),
+      );
+      for (let j = 0; j < rows.length; j += INSERT_BATCH) await trx.insertInto('record_finding').values(rows.slice(j, j + INSERT_BATCH)).execute();
+      for (const v of batch) v.status === 'ok' ? ok++ : flagged++;
+      findings += rows.length;
+    }
+    await trx
+      .updateTable('record_index_run')
+      .set((eb) => ({
+        checkpoint_path: w.checkpointPath,
+        files_seen: eb('files_seen', '+', w.filesSeen),
+        files_new: eb('files_new', '+', w.versions.length),
+        files_removed: eb('files_removed', '+', w.removeIds.length),
+        records_ok: eb('records_ok', '+', ok),
+        records_flagged: eb('records_flagged', '+', flagged),
+        findings: eb('findings', '+', findings),
+        heartbeat_at: new Date(),
+      }))
+      .where('snapshot_id', '=', run.snapshotId)
+      .where('state', '=', 'running')
+      .execute();
+  });
+}
+
+/** Finishes a run and publishes it: from now on readers see the facility as of this run. */
+export async function finishRun(db: Db, run: RunRow): Promise<RunRow> {
+  return db.transaction().execute(async (trx) => {
+    const row = await trx
+      .updateTable('record_index_run')
+      .set({ state: 'done', finished_at: new Date(), heartbeat_at: new Date() })
+      .where('snapshot_id', '=', run.snapshotId)
+      .returning(runColumns)
+      .executeTakeFirstOrThrow();
+    await trx
+      .updateTable('record_index_state')
+      .set({ published_seq: run.seq, published_snapshot_id: run.snapshotId, published_at: new Date() })
+      .where('facility_id', '=', run.facilityId)
+      .where('published_seq', '<', run.seq)
+      .execute();
+    return toRun(row);
+  });
+}
+
+// ---------------------------------------------------------------------------------------------
+// Reading
+
+export interface IndexedRecord {
+  id: number;
+  facilityId: string;
+  patientId: string;
+  dataType: string;
+  category: Category;
+  careDate: string | null;
+  orderNo: string;
+  timestamp: string;
+  department: string | null;
+  condition: '0' | '1' | '2';
+  sha256: string;
+  path: string;
+  record: ClinicalRecord;
+}
+
+export interface RecordQuery {
+  /** The (facility, local patient ID) pairs of one person. */
+  patients: { facilityId: string; patientId: string }[];
+  categories?: Category[];
+  /** Care dates, inclusive, YYYY-MM-DD. Records without a care date are kept only when no range is given. */
+  from?: string;
+  to?: string;
+  /** Only current records (condition 1); otherwise superseded and cancelled ones too (history). */
+  currentOnly: boolean;
+  limit: number;
+  /** Keyset cursor from the previous page. */
+  after?: RecordCursor;
+}
+
+export interface RecordCursor {
+  careDate: string | null;
+  id: number;
+}
+
+/** Visible versions of a facility: as of its published run, never a flagged file. */
+function visible(current: boolean) {
+  return (eb: any): Expression<SqlBool> =>
+    eb.and([
+      eb('r.status', '=', 'ok'),
+      eb('r.added_seq', '<=', eb.ref('s.published_seq')),
+      eb.or([eb('r.removed_seq', 'is', null), eb('r.removed_seq', '>', eb.ref('s.published_seq'))]),
+      ...(current ? [eb('r.condition_flag', '=', '1')] : []),
+    ]);
+}
+
+/**
+ * A person's records across facilities, newest care date first (undated records last), with
+ * keyset paging on (care date, id). This is the query the viewer's timeline makes; it uses the
+ * record_patient_timeline index per (facility, local id).
+ */
+export async function queryPatientRecords(db: Db, q: RecordQuery): Promise<{ records: IndexedRecord[]; next: RecordCursor | undefined }> {
+  if (q.patients.length === 0) return { records: [], next: undefined };
+  let sel = db
+    .selectFrom('record as r')
+    .innerJoin('record_index_state as s', 's.facility_id', 'r.facility_id')
+    .select([
+      'r.id', 'r.facility_id', 'r.patient_id', 'r.data_type', 'r.category', sql<string | null>`r.care_date::text`.as('care_date'), 'r.order_no',
+      'r.message_ts', 'r.department', 'r.condition_flag', 'r.sha256', 'r.path', 'r.content',
+    ])
+    .where((eb) => eb.or(q.patients.map((p) => eb.and([eb('r.facility_id', '=', p.facilityId), eb('r.patient_id', '=', p.patientId)]))))
+    .where(visible(q.currentOnly));
+  if (q.categories?.length) sel = sel.where('r.category', 'in', q.categories);
+  if (q.from) sel = sel.where('r.care_date', '>=', q.from);
+  if (q.to) sel = sel.where('r.care_date', '<=', q.to);
+  const after = q.after;
+  if (after) {
+    sel = sel.where((eb) =>
+      after.careDate === null
+        ? eb.and([eb('r.care_date', 'is', null), eb('r.id', '<', after.id)])
+        : eb.or([
+            eb('r.care_date', '<', after.careDate),
+            eb.and([eb('r.care_date', '=', after.careDate), eb('r.id', '<', after.id)]),
+            eb('r.care_date', 'is', null),
+          ]),
+    );
+  }
+  const rows = await sel.orderBy(sql`r.care_date desc nulls last`).orderBy('r.id', 'desc').limit(q.limit + 1).execute();
+  const page = rows.slice(0, q.limit);
+  const records = page.map((r) => ({
+    id: r.id,
+    facilityId: r.facility_id,
+    patientId: r.patient_id!,
+    dataType: r.data_type!,
+    category: r.category as Category,
+    careDate: r.care_date,
+    orderNo: r.order_no ?? '',
+    timestamp: r.message_ts ?? '',
+    department: r.department,
+    condition: r.condition_flag ?? '1',
+    sha256: r.sha256,
+    path: r.path,
+    record: (typeof r.content === 'string' ? JSON.parse(r.content) : r.content) as ClinicalRecord,
+  }));
+  const last = page[page.length - 1];
+  return { records, next: rows.length > q.limit && last ? { careDate: last.care_date, id: last.id } : undefined };
+}
+
+/** Counts of visible current records per category over a date range (all facilities). */
+export async function countByCategory(db: Db, range: { from: string; to: string }): Promise<{ category: string; count: number }[]> {
+  const rows = await db
+    .selectFrom('record as r')
+    .innerJoin('record_index_state as s', 's.facility_id', 'r.facility_id')
+    .select(['r.category', (eb) => eb.fn.countAll<number>().as('count')])
+    .where(visible(true))
+    .where('r.care_date', '>=', range.from)
+    .where('r.care_date', '<=', range.to)
+    .groupBy('r.category')
+    .orderBy('r.category')
+    .execute();
+  return rows.map((r) => ({ category: r.category ?? 'unknown', count: Number(r.count) }));
+}
+
+/** What a facility's published state holds, path by path (for checks and tools). */
+export async function publishedFiles(db: Db, facilityId: string): Promise<{ path: string; sha256: string; status: 'ok' | 'flagged'; condition: string | null }[]> {
+  const rows = await db
+    .selectFrom('record as r')
+    .innerJoin('record_index_state as s', 's.facility_id', 'r.facility_id')
+    .select(['r.path', 'r.sha256', 'r.status', 'r.condition_flag'])
+    .where('r.facility_id', '=', facilityId)
+    .where('r.added_seq', '<=', (eb) => eb.ref('s.published_seq'))
+    .where((eb) => eb.or([eb('r.removed_seq', 'is', null), eb('r.removed_seq', '>', eb.ref('s.published_seq'))]))
+    .orderBy('r.path')
+    .execute();
+  return rows.map((r) => ({ path: r.path, sha256: r.sha256, status: r.status, condition: r.condition_flag }));
+}
+
+export async function publishedState(db: Db, facilityId: string) {
+  return db.selectFrom('record_index_state').selectAll().where('facility_id', '=', facilityId).executeTakeFirst();
+}
+
+// ---------------------------------------------------------------------------------------------
+// Quality report
+
+export interface QualityReport {
+  facilityId: string;
+  snapshotId: string | null;
+  scope: 'snapshot' | 'published';
+  files: number;
+  flagged: number;
+  counts: { severity: string; code: string; count: number }[];
+  findings: { path: string; severity: string; code: string; reason: string; field: string | null; byteOffset: number | null }[];
+}
+
+/**
+ * Findings of a facility: of the files new in one snapshot (`snapshotId`), or of every file in
+ * the facility's published state (the default).
+ */
+export async function qualityReport(db: Db, facilityId: string, snapshotId: string | undefined, limit = 10_000): Promise<QualityReport> {
+  const state = await publishedState(db, facilityId);
+  const scope: QualityReport['scope'] = snapshotId ? 'snapshot' : 'published';
+  const publishedSeq = state?.published_seq ?? 0;
+  const base = db
+    .selectFrom('record_finding as f')
+    .innerJoin('record as r', 'r.id', 'f.record_id')
+    .where('f.facility_id', '=', facilityId)
+    .where((eb) =>
+      snapshotId
+        ? eb('r.snapshot_id', '=', snapshotId)
+        : eb.and([eb('r.added_seq', '<=', publishedSeq), eb.or([eb('r.removed_seq', 'is', null), eb('r.removed_seq', '>', publishedSeq)])]),
+    );
+  const counts = await base
+    .select(['f.severity', 'f.code', (eb) => eb.fn.countAll<number>().as('count')])
+    .groupBy(['f.severity', 'f.code'])
+    .orderBy('f.severity')
+    .orderBy(sql`count(*) desc`)
+    .orderBy('f.code')
+    .execute();
+  const findings = await base
+    .select(['f.path', 'f.severity', 'f.code', 'f.reason', 'f.field', 'f.byte_offset'])
+    .orderBy('f.path')
+    .orderBy('f.id')
+    .limit(limit)
+    .execute();
+  const files = await db
+    .selectFrom('record as r')
+    .select([(eb) => eb.fn.countAll<number>().as('files'), sql<number>`count(*) filter (where r.status = 'flagged')`.as('flagged')])
+    .where('r.facility_id', '=', facilityId)
+    .where((eb) =>
+      snapshotId
+        ? eb('r.snapshot_id', '=', snapshotId)
+        : eb.and([eb('r.added_seq', '<=', publishedSeq), eb.or([eb('r.removed_seq', 'is', null), eb('r.removed_seq', '>', publishedSeq)])]),
+    )
+    .executeTakeFirst();
+  return {
+    facilityId,
+    snapshotId: snapshotId ?? state?.published_snapshot_id ?? null,
+    scope,
+    files: Number(files?.files ?? 0),
+    flagged: Number(files?.flagged ?? 0),
+    counts: counts.map((c) => ({ severity: c.severity, code: c.code, count: Number(c.count) })),
+    findings: findings.map((f) => ({ path: f.path, severity: f.severity, code: f.code, reason: f.reason, field: f.field, byteOffset: f.byte_offset })),
+  };
+}
+
+/**
+ * Snapshots of the backup store whose indexing has not finished (never started, or a run left
+ * running by a process that died), oldest first: the catch-up sweep enqueues them.
+ */
+export async function unindexedSnapshots(db: Db, limit = 10_000): Promise<string[]> {
+  const rows = await db
+    .selectFrom('snapshot as s')
+    .leftJoin('record_index_run as r', 'r.snapshot_id', 's.id')
+    .select('s.id')
+    .where((eb) => eb.or([eb('r.snapshot_id', 'is', null), eb('r.state', '=', 'running')]))
+    .orderBy('s.created_at')
+    .orderBy('s.id')
+    .limit(limit)
+    .execute();
+  return rows.map((r) => r.id);
+}
