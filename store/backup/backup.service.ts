@@ -18,6 +18,8 @@ export interface BackupOptions {
   trainDictionaryAfter?: number;
   /** Clock, for the nightly date. */
   now?: () => Date;
+  /** Called once a snapshot is committed (the exchange queues its indexing). */
+  onCommitted?: (snapshotId: string) => Promise<void>;
 }
 
 export const MAX_BLOB_BATCH_BYTES = 32 * 1024 * 1024;
@@ -61,6 +63,7 @@ export class BackupService {
   readonly maxBlobBytes: number;
   private readonly staleUploadMs: number;
   private readonly now: () => Date;
+  private readonly onCommitted: ((snapshotId: string) => Promise<void>) | undefined;
 
   constructor(
     readonly db: Db,
@@ -72,6 +75,7 @@ export class BackupService {
     this.maxBlobBytes = Math.min(opts.maxBlobBytes ?? MAX_BLOB_BATCH_BYTES - 36, MAX_BLOB_BATCH_BYTES - 36);
     this.staleUploadMs = opts.staleUploadMs ?? 12 * 3600_000;
     this.now = opts.now ?? (() => new Date());
+    this.onCommitted = opts.onCommitted;
   }
 
   // --- facilities -------------------------------------------------------------------------
@@ -320,6 +324,7 @@ export class BackupService {
       return this.commitResult(u.snapshotId!);
     }
     await repo.deleteStagedEntries(this.db, uploadId);
+    await this.onCommitted?.(snapshot.id);
     return toCommitResult(snapshot);
   }
 
