@@ -299,6 +299,17 @@ describe('uploadTree against a server implementing PROTOCOL.md', () => {
     expect(server.log.filter((l) => !/ 403$/.test(l))).toEqual([]);
   });
 
+  it('refuses to run beside another uploader of the same cache, and takes over a dead one\'s lock', async () => {
+    fs.mkdirSync(path.dirname(opts.cacheFile), { recursive: true });
+    fs.writeFileSync(`${opts.cacheFile}.lock`, `${process.ppid}\n`);
+    await expect(uploadTree(opts, deps())).rejects.toThrow(new RegExp(`another upload with the cache .* is running \\(process ${process.ppid}\\)`));
+    expect(server.log).toEqual([]);
+    fs.writeFileSync(`${opts.cacheFile}.lock`, '2147483646\n');
+    const s = await uploadTree(opts, deps());
+    expect(s.files).toBe(22);
+    expect(fs.existsSync(`${opts.cacheFile}.lock`)).toBe(false);
+  });
+
   it('rebuilds a damaged cache with a full scan instead of trusting it', async () => {
     await uploadTree(opts, deps());
     const text = fs.readFileSync(opts.cacheFile, 'utf8');

@@ -119,6 +119,8 @@ interface SessionState {
   manifest: 'full' | 'delta';
   base: string | null;
   scan: 'full' | 'feed';
+  /** The roots that were scanned: a resumed run must read the same files. */
+  mounts: Mount[];
   /** Identifies the finished scan (.next) this session sends. */
   next: { size: number; mtimeMs: number };
   startedAt: string;
@@ -168,6 +170,47 @@ export async function uploadTree(opts: UploadOptions, deps: UploadDeps): Promise
       bytesSent: 0,
     },
   };
+  await fsp.mkdir(path.dirname(path.resolve(opts.cacheFile)), { recursive: true });
+  const unlock = await lockCache(`${opts.cacheFile}.lock`);
+  try {
+    return await runWithRestarts(ctx, started);
+  } finally {
+    await unlock();
+  }
+}
+
+/**
+ * One uploader per cache at a time (a nightly job that overran meets the next night's): the
+ * lock file holds the owner's pid; a lock whose process is gone is taken over.
+ */
+async function lockCache(file: string): Promise<() => Promise<void>> {
+  for (let attempt = 0; attempt < 3; attempt++) {
+    try {
+      const fh = await fsp.open(file, 'wx', 0o600);
+      await fh.writeFile(`${process.pid}\n`);
+      await fh.close();
+      return () => fsp.rm(file, { force: true });
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code !== 'EEXIST') throw e;
+      const pid = Number((await fsp.readFile(file, 'utf8').catch(() => '')).trim());
+      let alive = false;
+      if (Number.isSafeInteger(pid) && pid > 0) {
+        try {
+          process.kill(pid, 0);
+          alive = true;
+        } catch (k) {
+          alive = (k as NodeJS.ErrnoException).code === 'EPERM';
+        }
+      }
+      if (alive) throw new UploadInputError(`another upload with the cache ${file.slice(0, -'.lock'.length)} is running (process ${pid})`);
+      await fsp.rm(file, { force: true });
+    }
+  }
+  throw new UploadFailedError(`cannot take the lock ${file}`);
+}
+
+async function runWithRestarts(ctx: Ctx, started: number): Promise<UploadSummary> {
+  const { deps } = ctx;
   for (let restart = 0; ; restart++) {
     try {
       const s = await runOnce(ctx);
@@ -372,6 +415,7 @@ async function scan(ctx: Ctx): Promise<SessionState> {
     manifest: baseUsable ? 'delta' : 'full',
     base: baseUsable ? prev!.header.snapshotId : null,
     scan: scanKind,
+    mounts: ctx.mounts,
     next: (await statOf(files.next))!,
     startedAt: new Date().toISOString(),
   };
@@ -421,9 +465,10 @@ async function runOnce(ctx: Ctx): Promise<Omit<UploadSummary, 'problems' | 'seco
     session.facilityId === opts.facilityId &&
     nextStat !== null &&
     nextStat.size === session.next.size &&
-    nextStat.mtimeMs === session.next.mtimeMs;
+    nextStat.mtimeMs === session.next.mtimeMs &&
+    JSON.stringify(session.mounts) === JSON.stringify(ctx.mounts);
   if (session && !resumable) {
-    deps.onNote?.('an earlier upload was interrupted before its scan was kept; starting over');
+    deps.onNote?.('an earlier upload was interrupted with other options or before its scan was kept; starting over');
     await discardSession(ctx);
     session = null;
   }
