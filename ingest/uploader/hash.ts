@@ -52,7 +52,9 @@ export async function hashFile(fs: TreeFs, abs: string, maxBytes: number): Promi
         if (bytesRead === 0) break;
         hash.update(buf.subarray(0, bytesRead));
         total += bytesRead;
-        if (total > before.size) break;
+        // Past the size: it grew. At the size after a short read: the end (saves one read call
+        // per small file); a short read before the size (network filesystems) just reads on.
+        if (total > before.size || (total === before.size && bytesRead < buf.length)) break;
       }
       const after = await fh.stat();
       if (total === before.size && sameVersion(before, after)) {
