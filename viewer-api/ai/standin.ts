@@ -1,0 +1,172 @@
+import http from 'node:http';
+import type { AddressInfo, Socket } from 'node:net';
+
+/**
+ * A stand-in AI service: a real FHIR server on 127.0.0.1 that records everything it receives
+ * and answers like a risk model would (a RiskAssessment about the Patient of the Bundle it was
+ * sent), with switchable misbehaviour. Also an OAuth 2.0 token endpoint (client credentials).
+ * Used by the tests, the bench and the demo (`hakobune ai stand-in`); never part of the exchange itself.
+ */
+
+export type Behaviour =
+  | { kind: 'ok' }
+  /** Answers correctly after a delay. */
+  | { kind: 'late'; ms: number }
+  /** HTTP 500 (an OperationOutcome). */
+  | { kind: 'error'; status: number; retryAfter?: string }
+  /** 200 with a body that is not JSON. */
+  | { kind: 'not-json' }
+  /** 200 with JSON that is not a valid FHIR resource. */
+  | { kind: 'invalid-fhir' }
+  /** Reads the request and never answers. */
+  | { kind: 'hang' };
+
+export interface Received {
+  method: string;
+  url: string;
+  headers: http.IncomingHttpHeaders;
+  body: string;
+  at: number;
+}
+
+export interface StandInOptions {
+  /** Required bearer token for the FHIR endpoint (or a token issued by the token endpoint). */
+  bearer?: string;
+  oauth?: { clientId: string; clientSecret: string; expiresIn: number };
+  /** Delay of every normal answer. */
+  delayMs?: number;
+}
+
+export interface StandIn {
+  url: string;
+  /** FHIR base URL. */
+  base: string;
+  tokenUrl: string;
+  received: Received[];
+  tokenRequests: number;
+  /** Behaviours to use for the next requests, in order; then `fallback`. */
+  queue: Behaviour[];
+  fallback: Behaviour;
+  /** Tokens the service currently accepts (issued ones; revoke by deleting). */
+  validTokens: Set<string>;
+  close(): Promise<void>;
+}
+
+function riskAssessment(request: unknown): Record<string, unknown> {
+  // Find the Bundle (posted as is, or as parameter `bundle` of a Parameters resource).
+  const r = request as { resourceType?: string; parameter?: { name: string; resource?: unknown }[] };
+  const bundle = (r.resourceType === 'Parameters' ? r.parameter?.find((p) => p.name === 'bundle')?.resource : r) as
+    | { entry?: { resource?: { resourceType?: string; id?: string; effectiveDateTime?: string } }[] }
+    | undefined;
+  const resources = (bundle?.entry ?? []).map((e) => e.resource ?? {});
+  const patient = resources.find((x) => x.resourceType === 'Patient');
+  const subject = patient?.id ? `Patient/${patient.id}` : (resources.map((x) => (x as { subject?: { reference?: string } }).subject?.reference).find(Boolean) ?? 'Patient/unknown');
+  const dates = resources.map((x) => x.effectiveDateTime).filter((d): d is string => typeof d === 'string').sort();
+  const labs = resources.filter((x) => x.resourceType === 'Observation').length;
+  return {
+    resourceType: 'RiskAssessment',
+    status: 'final',
+    subject: { reference: subject },
+    ...(dates.length ? { occurrenceDateTime: dates[dates.length - 1] } : {}),
+    basis: resources.filter((x) => x.resourceType === 'Condition' && x.id).slice(0, 5).map((x) => ({ reference: `Condition/${x.id}` })),
+    prediction: [{ outcome: { text: '5年以内の心血管イベント' }, probabilityDecimal: Math.min(0.95, 0.05 + labs / 100) }],
+    note: [{ text: `stand-in model, ${resources.length} resources read` }],
+  };
+}
+
+export async function startStandIn(opts: StandInOptions = {}): Promise<StandIn> {
+  const sockets = new Set<Socket>();
+  let counter = 0;
+  const state: Omit<StandIn, 'close' | 'url' | 'base' | 'tokenUrl'> = {
+    received: [],
+    tokenRequests: 0,
+    queue: [],
+    fallback: { kind: 'ok' },
+    validTokens: new Set(opts.bearer ? [opts.bearer] : []),
+  };
+
+  const server = http.createServer((req, res) => {
+    const chunks: Buffer[] = [];
+    req.on('data', (c: Buffer) => chunks.push(c));
+    req.on('end', () => {
+      const body = Buffer.concat(chunks).toString('utf8');
+      const send = (status: number, json: unknown, headers: Record<string, string> = {}) => {
+        res.writeHead(status, { 'content-type': 'application/fhir+json', ...headers });
+        res.end(typeof json === 'string' ? json : JSON.stringify(json));
+      };
+      if (req.url === '/oauth/token') {
+        state.tokenRequests++;
+        const auth = req.headers.authorization ?? '';
+        const [id, secret] = Buffer.from(auth.replace(/^Basic /, ''), 'base64').toString('utf8').split(':').map(decodeURIComponent);
+        const form = new URLSearchParams(body);
+        if (!opts.oauth || form.get('grant_type') !== 'client_credentials' || id !== opts.oauth.clientId || secret !== opts.oauth.clientSecret) {
+          res.writeHead(401, { 'content-type': 'application/json' });
+          res.end(JSON.stringify({ error: 'invalid_client' }));
+          return;
+        }
+        const token = `tok-${++counter}-${Math.random().toString(36).slice(2)}`;
+        state.validTokens.add(token);
+        res.writeHead(200, { 'content-type': 'application/json', 'cache-control': 'no-store' });
+        res.end(JSON.stringify({ access_token: token, token_type: 'Bearer', expires_in: opts.oauth.expiresIn }));
+        return;
+      }
+      state.received.push({ method: req.method ?? '', url: req.url ?? '', headers: req.headers, body, at: Date.now() });
+      if (opts.bearer || opts.oauth) {
+        const token = (req.headers.authorization ?? '').replace(/^Bearer /, '');
+        if (!state.validTokens.has(token)) {
+          send(401, { resourceType: 'OperationOutcome', issue: [{ severity: 'error', code: 'login' }] }, { 'www-authenticate': 'Bearer' });
+          return;
+        }
+      }
+      const b = state.queue.shift() ?? state.fallback;
+      const answer = () => {
+        let parsed: unknown;
+        try {
+          parsed = JSON.parse(body);
+        } catch {
+          send(400, { resourceType: 'OperationOutcome', issue: [{ severity: 'error', code: 'invalid' }] });
+          return;
+        }
+        send(200, riskAssessment(parsed));
+      };
+      switch (b.kind) {
+        case 'ok':
+          if (opts.delayMs) setTimeout(answer, opts.delayMs);
+          else answer();
+          return;
+        case 'late':
+          setTimeout(answer, b.ms);
+          return;
+        case 'error':
+          send(b.status, { resourceType: 'OperationOutcome', issue: [{ severity: 'error', code: 'exception' }] }, b.retryAfter ? { 'retry-after': b.retryAfter } : {});
+          return;
+        case 'not-json':
+          res.writeHead(200, { 'content-type': 'text/html' });
+          res.end('<html><body>Service temporarily moved</body></html>');
+          return;
+        case 'invalid-fhir':
+          send(200, { resourceType: 'RiskAssessment', prediction: 'high' });
+          return;
+        case 'hang':
+          return;
+      }
+    });
+  });
+  server.on('connection', (s) => {
+    sockets.add(s);
+    s.on('close', () => sockets.delete(s));
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  const { port } = server.address() as AddressInfo;
+  const url = `http://127.0.0.1:${port}`;
+  const standIn = state as StandIn;
+  standIn.url = url;
+  standIn.base = `${url}/fhir`;
+  standIn.tokenUrl = `${url}/oauth/token`;
+  standIn.close = () =>
+    new Promise<void>((resolve) => {
+      for (const s of sockets) s.destroy();
+      server.close(() => resolve());
+    });
+  return standIn;
+}
