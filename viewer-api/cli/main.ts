@@ -6,6 +6,9 @@ import { registerViewerCommands } from './viewer.commands.js';
 import { registerFixturesCommands } from '../../fixtures/fixtures.commands.js';
 import { registerUploadCommand } from '../../ingest/uploader/upload.command.js';
 import { registerBackupCommands } from '../../store/backup/backup.commands.js';
+import { registerConsentCommands } from '../../consent/consent.commands.js';
+import { registerWorkerCommand } from '../../jobs/worker.command.js';
+import { registerQualityCommand } from '../../ingest/quality/quality.command.js';
 
 /** Builds the `hakobune` command line from each feature's commands. */
 export function buildProgram(): Command {
@@ -19,6 +22,9 @@ export function buildProgram(): Command {
   registerFixturesCommands(program);
   registerUploadCommand(program);
   registerBackupCommands(program);
+  registerConsentCommands(program);
+  registerWorkerCommand(program);
+  registerQualityCommand(program);
   return program;
 }
 
