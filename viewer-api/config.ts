@@ -1,5 +1,6 @@
 import path from 'node:path';
 import { z } from 'zod';
+import { parseMasterKeys, type MasterKey } from '../store/dr/key-provider.js';
 
 /**
  * The exchange's configuration, read once from the environment at start and passed down.
@@ -21,6 +22,23 @@ export interface Config {
   tls: { certFile: string; keyFile: string } | undefined;
   /** Login, session and lockout settings of the viewer API. */
   auth: AuthSettings;
+  /** S3-compatible bucket for pack objects; when set, packs go there instead of packDir. */
+  s3: S3Settings | undefined;
+  /** Master keys for encryption at rest of pack objects (the first is current); unset: packs are stored in clear. */
+  masterKeys: MasterKey[] | undefined;
+}
+
+export interface S3Settings {
+  /** Endpoint of an S3-compatible service; unset: AWS S3 of the region. */
+  endpoint: string | undefined;
+  bucket: string;
+  region: string;
+  /** Static credentials; unset: the AWS SDK's default chain. */
+  credentials: { accessKeyId: string; secretAccessKey: string } | undefined;
+  /** Key prefix inside the bucket. */
+  prefix: string;
+  /** Object Lock retention given to every new pack (bucket created with Object Lock). */
+  objectLock: { mode: 'GOVERNANCE' | 'COMPLIANCE'; days: number } | undefined;
 }
 
 export interface AuthSettings {
@@ -78,9 +96,35 @@ const EnvSchema = z.object({
   LOGIN_RATE_PER_MINUTE: z.coerce.number().int().min(1).max(100_000).default(DEFAULT_AUTH.loginAttemptsPerMinute),
   HAKOBUNE_SECRET_KEY_FILE: z.string().trim().min(1).optional(),
   ROLE_POLICY_FILE: z.string().trim().min(1).optional(),
+  HAKOBUNE_S3_ENDPOINT: urlOf(['http:', 'https:']).optional(),
+  HAKOBUNE_S3_BUCKET: z.string().trim().regex(/^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$/, 'must be an S3 bucket name (3-63 lower-case letters, digits, "." or "-")').optional(),
+  HAKOBUNE_S3_REGION: z.string().trim().min(1).default('us-east-1'),
+  HAKOBUNE_S3_ACCESS_KEY_ID: z.string().trim().min(1).optional(),
+  HAKOBUNE_S3_SECRET_ACCESS_KEY: z.string().trim().min(1).optional(),
+  HAKOBUNE_S3_PREFIX: z.string().trim().regex(/^[A-Za-z0-9_-]+(\/[A-Za-z0-9_.-]+)*$/, 'must be a key prefix like site-a/packs').optional(),
+  HAKOBUNE_S3_LOCK_MODE: z.enum(['GOVERNANCE', 'COMPLIANCE']).optional(),
+  HAKOBUNE_S3_LOCK_DAYS: z.coerce.number().int().min(1).max(36_500).optional(),
+  HAKOBUNE_MASTER_KEYS: z.string().optional().transform((v, ctx) => {
+    if (v === undefined) return undefined;
+    try {
+      return parseMasterKeys(v);
+    } catch (e) {
+      ctx.addIssue({ code: 'custom', message: (e as Error).message });
+      return z.NEVER;
+    }
+  }),
 }).refine((e) => (e.TLS_CERT_FILE === undefined) === (e.TLS_KEY_FILE === undefined), {
   path: ['TLS_CERT_FILE'],
   message: 'TLS_CERT_FILE and TLS_KEY_FILE must be set together',
+}).refine((e) => (e.HAKOBUNE_S3_ACCESS_KEY_ID === undefined) === (e.HAKOBUNE_S3_SECRET_ACCESS_KEY === undefined), {
+  path: ['HAKOBUNE_S3_ACCESS_KEY_ID'],
+  message: 'HAKOBUNE_S3_ACCESS_KEY_ID and HAKOBUNE_S3_SECRET_ACCESS_KEY must be set together',
+}).refine((e) => e.HAKOBUNE_S3_BUCKET !== undefined || (e.HAKOBUNE_S3_ENDPOINT === undefined && e.HAKOBUNE_S3_PREFIX === undefined && e.HAKOBUNE_S3_LOCK_MODE === undefined), {
+  path: ['HAKOBUNE_S3_BUCKET'],
+  message: 'the S3 settings need HAKOBUNE_S3_BUCKET',
+}).refine((e) => (e.HAKOBUNE_S3_LOCK_MODE === undefined) === (e.HAKOBUNE_S3_LOCK_DAYS === undefined), {
+  path: ['HAKOBUNE_S3_LOCK_MODE'],
+  message: 'HAKOBUNE_S3_LOCK_MODE and HAKOBUNE_S3_LOCK_DAYS must be set together',
 });
 
 export class ConfigError extends Error {
@@ -118,6 +162,20 @@ export function readConfig(env: NodeJS.ProcessEnv = process.env): Config {
       secretKeyFile: path.resolve(e.HAKOBUNE_SECRET_KEY_FILE ?? path.join(dataDir, 'secret.key')),
       rolePolicyFile: e.ROLE_POLICY_FILE ? path.resolve(e.ROLE_POLICY_FILE) : undefined,
     },
+    s3: e.HAKOBUNE_S3_BUCKET
+      ? {
+          endpoint: e.HAKOBUNE_S3_ENDPOINT,
+          bucket: e.HAKOBUNE_S3_BUCKET,
+          region: e.HAKOBUNE_S3_REGION,
+          credentials:
+            e.HAKOBUNE_S3_ACCESS_KEY_ID && e.HAKOBUNE_S3_SECRET_ACCESS_KEY
+              ? { accessKeyId: e.HAKOBUNE_S3_ACCESS_KEY_ID, secretAccessKey: e.HAKOBUNE_S3_SECRET_ACCESS_KEY }
+              : undefined,
+          prefix: e.HAKOBUNE_S3_PREFIX ?? '',
+          objectLock: e.HAKOBUNE_S3_LOCK_MODE && e.HAKOBUNE_S3_LOCK_DAYS ? { mode: e.HAKOBUNE_S3_LOCK_MODE, days: e.HAKOBUNE_S3_LOCK_DAYS } : undefined,
+        }
+      : undefined,
+    masterKeys: e.HAKOBUNE_MASTER_KEYS,
   };
 }
 
@@ -133,6 +191,8 @@ export function testConfig(dataDir: string, overrides: Partial<Config> = {}): Co
     logLevel: 'silent',
     tls: undefined,
     auth: { ...DEFAULT_AUTH, secretKeyFile: path.join(dataDir, 'secret.key'), rolePolicyFile: undefined },
+    s3: undefined,
+    masterKeys: undefined,
     ...overrides,
   };
 }
