@@ -65,6 +65,9 @@ export class AiCallError extends Error {
     super(`${MESSAGES[kind]} (${detail})`);
   }
 
+  /** What left the exchange before the failure (hash and size of the body), if anything did. */
+  sent: { sha256: string; bytes: number } | undefined;
+
   /** A retry later may succeed (the service was down or slow); the others will not by waiting. */
   get transient(): boolean {
     return this.kind === 'timeout' || this.kind === 'unavailable' || this.kind === 'circuit-open';
@@ -181,7 +184,21 @@ export class AiClient {
   }
 
   /** Sends the de-identified Bundle to the service's declared operation and returns its answer. */
-  async call(service: AiService, bundle: FhirJson, opts: { signal?: AbortSignal } = {}): Promise<AiCallResult> {
+  async call(service: AiService, bundle: FhirJson, opts: { signal?: AbortSignal; onAttempt?: (a: AttemptLog) => void } = {}): Promise<AiCallResult> {
+    try {
+      return await this.attempt(service, bundle, opts);
+    } catch (e) {
+      if (e instanceof AiCallError && e.attempts > 0) e.sent = this.sentOf(service, bundle);
+      throw e;
+    }
+  }
+
+  private sentOf(service: AiService, bundle: FhirJson): { sha256: string; bytes: number } {
+    const body = JSON.stringify(this.input(service, bundle));
+    return { sha256: createHash('sha256').update(body, 'utf8').digest('hex'), bytes: Buffer.byteLength(body, 'utf8') };
+  }
+
+  private async attempt(service: AiService, bundle: FhirJson, opts: { signal?: AbortSignal; onAttempt?: (a: AttemptLog) => void }): Promise<AiCallResult> {
     try {
       assertLocation(service);
     } catch (e) {
@@ -210,11 +227,13 @@ export class AiClient {
         const resource = this.answer(result.data, attempts.length + 1);
         circuit.onSuccess();
         attempts.push({ attempt, outcome: 'ok', status: result.status, ms });
+        opts.onAttempt?.(attempts[attempts.length - 1]!);
         return { resource, sent, receivedBytes: result.bytes, attempts, serviceMs };
       } catch (e) {
         serviceMs += this.clock() - started;
         failure = this.classify(e, attempt, opts.signal);
         attempts.push({ attempt, outcome: failure.kind, ...(statusOf(e) ? { status: statusOf(e) } : {}), ms: this.clock() - started });
+        opts.onAttempt?.(attempts[attempts.length - 1]!);
         if (failure.kind === 'cancelled') {
           circuit.onNeutral();
           throw failure;

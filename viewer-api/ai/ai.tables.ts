@@ -46,7 +46,7 @@ export interface AiRequestTable {
   attempts: ColumnType<number, number | undefined, number>;
   categories: Json<string[]>;
   records: ColumnType<number, number | undefined, number>;
-  report: Json<Record<string, unknown> | null>;
+  report: ColumnType<Record<string, unknown> | null, string | null, string | null>;
   /** Sealed de-identified Bundle, waiting to be sent (removed once the request ends). */
   outgoing_enc: Buffer | null;
   /** Sealed re-identification key: pseudonym mapping and date shift. */
@@ -54,7 +54,7 @@ export interface AiRequestTable {
   sent_sha256: string | null;
   sent_bytes: number | null;
   received_bytes: number | null;
-  result: Json<Record<string, unknown> | null>;
+  result: ColumnType<Record<string, unknown> | null, string | null, string | null>;
   created_at: ColumnType<Date, Date, never>;
   updated_at: Date;
   completed_at: Date | null;

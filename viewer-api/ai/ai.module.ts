@@ -1,0 +1,91 @@
+import fs from 'node:fs';
+import { hkdfSync } from 'node:crypto';
+import type Router from '@koa/router';
+import type { Logger } from 'pino';
+import type { Db } from '../../store/db.js';
+import type { Config } from '../config.js';
+import type { AuditLog } from '../audit/audit.service.js';
+import type { AuthService } from '../auth/auth.service.js';
+import { SecretBox } from '../auth/secret-box.js';
+import type { RolePolicy } from '../roles/roles.js';
+import { securityHeaders } from '../routes/hygiene.js';
+import { createDecisionContextLoader, createParticipationCache, type DecisionContextLoader } from '../../consent/decision-context.js';
+import { defaultPolicy } from '../../consent/policy.js';
+import { loadFhirValidator } from '../../ingest/fhir/schema.js';
+import { AiClient } from './ai-client.js';
+import { createAiQueue, type AiQueue } from './ai.queue.js';
+import { aiRouter } from './ai.routes.js';
+import { createAiFlow, type AiFlow } from './ai.service.js';
+import { createAiRegistry, type AiRegistry } from './registry.service.js';
+import { requeueStale, queuedRequestIds } from './requests.repository.js';
+
+/** The AI feature wired for the composition root: registry, client, flow, queue and routes. */
+export interface AiModule {
+  readonly routers: Router[];
+  readonly registry: AiRegistry;
+  readonly flow: AiFlow;
+  readonly client: AiClient;
+  readonly queue: AiQueue;
+  /** Starts the workers and queues requests left waiting by a previous run. */
+  start(): Promise<void>;
+  close(): Promise<void>;
+}
+
+export interface AiModuleDeps {
+  db: Db;
+  config: Config;
+  log: Logger;
+  clock: () => number;
+  audit: AuditLog;
+  auth: AuthService;
+  roles: RolePolicy;
+  /** The consent decision context (default: a loader of its own over the same database). */
+  contexts?: DecisionContextLoader;
+  /** BullMQ key prefix (tests give a unique one). */
+  queuePrefix?: string;
+  concurrency?: number;
+}
+
+/**
+ * The key of pseudonyms, derived (HKDF-SHA-256, RFC 5869) from the exchange's secret key file:
+ * one secret to protect, and a pseudonym key that is useless for anything else.
+ */
+export function pseudonymKeyFrom(secretKeyFile: string): Buffer {
+  SecretBox.fromKeyFile(secretKeyFile); // creates the file on first use
+  const ikm = Buffer.from(fs.readFileSync(secretKeyFile, 'utf8').trim(), 'base64');
+  return Buffer.from(hkdfSync('sha256', ikm, Buffer.from('hakobune'), Buffer.from('ai-pseudonyms-v1'), 32));
+}
+
+export function createAiModule(deps: AiModuleDeps): AiModule {
+  const log = deps.log.child({ component: 'ai' });
+  const box = SecretBox.fromKeyFile(deps.config.auth.secretKeyFile);
+  const pseudonymKey = pseudonymKeyFrom(deps.config.auth.secretKeyFile);
+  const contexts =
+    deps.contexts ?? createDecisionContextLoader(deps.db, { policy: defaultPolicy(), participation: createParticipationCache(deps.db, { ttlMs: 2000, now: deps.clock }) });
+  const registry = createAiRegistry({ db: deps.db, box, audit: deps.audit, clock: deps.clock });
+  let validate: ReturnType<typeof loadFhirValidator> | undefined;
+  // Compiling the FHIR schema takes seconds: once per process, on first use.
+  const client = new AiClient({ validate: (r) => (validate ??= loadFhirValidator())(r) });
+  let queue: AiQueue | undefined;
+  const flow = createAiFlow({ db: deps.db, box, audit: deps.audit, clock: deps.clock, log, registry, client, contexts, roles: deps.roles, pseudonymKey, queue: () => queue! });
+  queue = createAiQueue({ redisUrl: deps.config.redisUrl, prefix: deps.queuePrefix, concurrency: deps.concurrency, log, process: (id) => flow.process(id) });
+  const hygiene = securityHeaders({ tls: !!deps.config.tls });
+  let started = false;
+  return {
+    routers: [aiRouter({ auth: deps.auth, flow, registry, hygiene })],
+    registry,
+    flow,
+    client,
+    queue,
+    async start() {
+      if (started) return;
+      started = true;
+      await queue!.start();
+      // A send interrupted by a crash goes back to the queue after 10 minutes (the longest
+      // timeout a service may declare): the claim keeps it from being sent twice meanwhile.
+      await requeueStale(deps.db, deps.clock() - 10 * 60_000);
+      for (const id of await queuedRequestIds(deps.db)) await queue!.enqueue(id);
+    },
+    close: () => queue!.close(),
+  };
+}

@@ -1,0 +1,168 @@
+import type { Selectable } from 'kysely';
+import type { Db } from '../../store/db.js';
+import type { AiRequestTable } from './ai.tables.js';
+import { jsonb } from './registry.repository.js';
+
+/** SQL of AI analysis requests. Sealed columns stay sealed here; the service opens them. */
+
+export type AiRequestStatus = 'queued' | 'sending' | 'done' | 'failed' | 'denied';
+
+export interface AiRequestRow {
+  id: string;
+  serviceId: string;
+  regionalId: string;
+  userId: number;
+  facilityId: string;
+  role: string;
+  status: AiRequestStatus;
+  statusDetail: string | null;
+  attempts: number;
+  categories: string[];
+  records: number;
+  report: Record<string, unknown> | null;
+  outgoingEnc: Buffer | null;
+  reidKeyEnc: Buffer | null;
+  sentSha256: string | null;
+  sentBytes: number | null;
+  receivedBytes: number | null;
+  result: Record<string, unknown> | null;
+  createdAt: number;
+  updatedAt: number;
+  completedAt: number | null;
+}
+
+function toRow(r: Selectable<AiRequestTable>): AiRequestRow {
+  return {
+    id: r.id,
+    serviceId: r.service_id,
+    regionalId: r.regional_id,
+    userId: Number(r.user_id),
+    facilityId: r.facility_id,
+    role: r.role,
+    status: r.status as AiRequestStatus,
+    statusDetail: r.status_detail,
+    attempts: r.attempts,
+    categories: r.categories,
+    records: r.records,
+    report: r.report,
+    outgoingEnc: r.outgoing_enc,
+    reidKeyEnc: r.reid_key_enc,
+    sentSha256: r.sent_sha256,
+    sentBytes: r.sent_bytes,
+    receivedBytes: r.received_bytes,
+    result: r.result,
+    createdAt: r.created_at.getTime(),
+    updatedAt: r.updated_at.getTime(),
+    completedAt: r.completed_at ? r.completed_at.getTime() : null,
+  };
+}
+
+export interface NewAiRequest {
+  id: string;
+  serviceId: string;
+  regionalId: string;
+  userId: number;
+  facilityId: string;
+  role: string;
+  categories: string[];
+  records: number;
+  report: Record<string, unknown>;
+  outgoingEnc: Buffer;
+  reidKeyEnc: Buffer;
+  at: number;
+}
+
+export async function insertRequest(db: Db, r: NewAiRequest): Promise<void> {
+  await db
+    .insertInto('ai_request')
+    .values({
+      id: r.id,
+      service_id: r.serviceId,
+      regional_id: r.regionalId,
+      user_id: r.userId,
+      facility_id: r.facilityId,
+      role: r.role,
+      status: 'queued',
+      categories: jsonb(r.categories),
+      records: r.records,
+      report: jsonb(r.report),
+      outgoing_enc: r.outgoingEnc,
+      reid_key_enc: r.reidKeyEnc,
+      created_at: new Date(r.at),
+      updated_at: new Date(r.at),
+    })
+    .execute();
+}
+
+export async function findRequest(db: Db, id: string): Promise<AiRequestRow | undefined> {
+  const r = await db.selectFrom('ai_request').selectAll().where('id', '=', id).executeTakeFirst();
+  return r && toRow(r);
+}
+
+/**
+ * Claims a queued request for sending: only one worker wins (the status moves queued -> sending
+ * in one statement), so a job delivered twice never calls the service twice.
+ */
+export async function claimRequest(db: Db, id: string, at: number): Promise<boolean> {
+  const r = await db
+    .updateTable('ai_request')
+    .set({ status: 'sending', status_detail: 'sending to the AI service', updated_at: new Date(at) })
+    .where('id', '=', id)
+    .where('status', '=', 'queued')
+    .executeTakeFirst();
+  return Number(r.numUpdatedRows) === 1;
+}
+
+export async function noteProgress(db: Db, id: string, attempts: number, detail: string, at: number): Promise<void> {
+  await db.updateTable('ai_request').set({ attempts, status_detail: detail, updated_at: new Date(at) }).where('id', '=', id).where('status', '=', 'sending').execute();
+}
+
+export async function finishRequest(
+  db: Db,
+  id: string,
+  f: {
+    status: 'done' | 'failed' | 'denied';
+    detail: string;
+    attempts: number;
+    sentSha256?: string | null;
+    sentBytes?: number | null;
+    receivedBytes?: number | null;
+    result?: Record<string, unknown> | null;
+    at: number;
+  },
+): Promise<void> {
+  await db
+    .updateTable('ai_request')
+    .set({
+      status: f.status,
+      status_detail: f.detail,
+      attempts: f.attempts,
+      sent_sha256: f.sentSha256 ?? null,
+      sent_bytes: f.sentBytes ?? null,
+      received_bytes: f.receivedBytes ?? null,
+      result: f.result ? jsonb(f.result) : null,
+      // What waited to be sent is not kept once the request has ended.
+      outgoing_enc: null,
+      updated_at: new Date(f.at),
+      completed_at: new Date(f.at),
+    })
+    .where('id', '=', id)
+    .execute();
+}
+
+/** Requests still queued (after a restart, their jobs may need queueing again). */
+export async function queuedRequestIds(db: Db, limit = 10_000): Promise<string[]> {
+  const rows = await db.selectFrom('ai_request').select('id').where('status', '=', 'queued').orderBy('created_at').limit(limit).execute();
+  return rows.map((r) => r.id);
+}
+
+/** A request that was being sent when its worker died: back to the queue. */
+export async function requeueStale(db: Db, olderThan: number): Promise<number> {
+  const r = await db
+    .updateTable('ai_request')
+    .set({ status: 'queued', status_detail: 'queued again after an interrupted send' })
+    .where('status', '=', 'sending')
+    .where('updated_at', '<', new Date(olderThan))
+    .executeTakeFirst();
+  return Number(r.numUpdatedRows);
+}
