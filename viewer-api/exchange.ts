@@ -13,7 +13,12 @@ import { openPackStore } from '../store/dr/open-pack-store.js';
 import { BackupService } from '../store/backup/backup.service.js';
 import { uploadRouter } from '../store/backup/upload.routes.js';
 import { createViewer, type Viewer } from './routes/viewer.js';
+import { createHash } from 'node:crypto';
+import { createConsentModule, type ConsentModule } from '../consent/consent.module.js';
+import { indexRecordReader } from './gate/records.reader.js';
+import { findFacility } from '../store/backup/backup.repository.js';
 import { backupSource, createJobs, type Jobs, type JobsOptions } from '../jobs/jobs.js';
+import { createAiModule, type AiModule } from './ai/ai.module.js';
 
 /**
  * The composition root: the one place that builds the exchange's parts from the configuration
@@ -28,8 +33,12 @@ export interface Exchange {
   readonly backup: BackupService;
   /** Viewer API: authentication, administration of users and devices, audit. */
   readonly viewer: Viewer;
+  /** Patient identity across facilities, consent and the consent decision's context. */
+  readonly consent: ConsentModule;
   /** Background jobs (BullMQ with REDIS_URL, in-process otherwise): snapshot indexing. */
   readonly jobs: Jobs;
+  /** AI services: registry, analysis requests (de-identified, queued) and their endpoints. */
+  readonly ai: AiModule;
   /** Starts the HTTP server; resolves with the URL it answers on. */
   listen(): Promise<string>;
   /** Stops HTTP, then workers, then the database. Safe to call twice. */
@@ -72,15 +81,42 @@ export async function createExchange(config: Config, opts: ExchangeOptions = {})
   const backup = new BackupService(db, packStore, { onCommitted });
   const jobs: Jobs = createJobs({ config, db, log, source: backupSource(backup) }, opts.jobs);
   routers.push(uploadRouter(backup));
+  const clock = opts.clock ?? Date.now;
+  // Identity, consent and the decision-context loader; signed consent forms go to the blob store.
+  const consent = createConsentModule({
+    db,
+    now: clock,
+    evidence: {
+      async put(bytes) {
+        const data = Buffer.from(bytes);
+        const sha256 = createHash('sha256').update(data).digest();
+        await backup.blobs.store([{ sha256, data }]);
+        return sha256.toString('hex');
+      },
+    },
+  });
   let viewer: Viewer;
   try {
-    viewer = createViewer({ db, config, log, clock: opts.clock ?? Date.now });
+    viewer = createViewer({
+      db,
+      config,
+      log,
+      clock,
+      clinical: {
+        contexts: consent.contexts,
+        breakGlass: consent.consent,
+        records: indexRecordReader(db),
+        facilityKind: async (id) => (await findFacility(db, id))?.kind,
+      },
+    });
   } catch (e) {
     await jobs.close();
     await database.close();
     throw e;
   }
   routers.push(...viewer.routers);
+  const ai = createAiModule({ db, config, log, clock: opts.clock ?? Date.now, audit: viewer.audit, auth: viewer.auth, roles: viewer.roles, queuePrefix: opts.jobs?.queuePrefix });
+  routers.push(...ai.routers);
   const app = createHttpApp({
     log,
     routers,
@@ -103,8 +139,10 @@ export async function createExchange(config: Config, opts: ExchangeOptions = {})
     db,
     databaseKind: database.kind,
     backup,
+    consent,
     viewer,
     jobs,
+    ai,
     async listen() {
       if (server) throw new Error('the exchange is already listening');
       // With a certificate the exchange speaks HTTPS only, TLS 1.2 or later (the guideline's
@@ -129,6 +167,7 @@ export async function createExchange(config: Config, opts: ExchangeOptions = {})
       if (database.kind === 'embedded') advertiseServerUrl(config.dataDir, url);
       // Embedded mode: this process is the worker (with Redis, `hakobune worker` processes are).
       if (jobs.runner.kind === 'in-process') await jobs.start();
+      await ai.start();
       log.info({ url }, 'exchange listening');
       return url;
     },
@@ -142,6 +181,7 @@ export async function createExchange(config: Config, opts: ExchangeOptions = {})
           });
         }
         await jobs.close();
+        await ai.close();
         await packStore.close();
         await database.close();
       })());

@@ -10,6 +10,11 @@ import { findFacility } from '../../store/backup/backup.repository.js';
 import { loadRolePolicy, type RolePolicy } from '../roles/roles.js';
 import { authRouter } from './auth.routes.js';
 import { securityHeaders } from './hygiene.js';
+import { patientsRouter, type BreakGlassOpener } from './patients.routes.js';
+import { fhirRouter } from './fhir.routes.js';
+import { createGate, type Gate, type RecordReader } from '../gate/gate.js';
+import type { DecisionContextLoader } from '../../consent/decision-context.js';
+import type { FacilityKind } from '../../consent/model.js';
 
 /** The viewer API's parts, built once by the composition root. */
 export interface Viewer {
@@ -18,6 +23,16 @@ export interface Viewer {
   auth: AuthService;
   admin: AdminService;
   roles: RolePolicy;
+  /** The gate of clinical reads (absent when the clinical endpoints are not mounted). */
+  gate: Gate | undefined;
+}
+
+/** What the clinical endpoints need from the consent service and the record index. */
+export interface ClinicalDeps {
+  contexts: DecisionContextLoader;
+  breakGlass: BreakGlassOpener;
+  records: RecordReader;
+  facilityKind(facilityId: string): Promise<FacilityKind | undefined>;
 }
 
 export interface ViewerDeps {
@@ -26,6 +41,8 @@ export interface ViewerDeps {
   log: Logger;
   /** Milliseconds since the epoch; every time the viewer reasons about comes from here. */
   clock: () => number;
+  /** When given, the gated clinical endpoints (JSON and FHIR) are mounted. */
+  clinical?: ClinicalDeps;
 }
 
 export function createViewer(deps: ViewerDeps): Viewer {
@@ -42,5 +59,13 @@ export function createViewer(deps: ViewerDeps): Viewer {
     facilityExists: async (id) => (await findFacility(db, id)) !== undefined,
   });
   const hygiene = securityHeaders({ tls: !!config.tls });
-  return { routers: [authRouter(auth, hygiene)], audit, auth, admin, roles };
+  const routers = [authRouter(auth, hygiene)];
+  let gate: Gate | undefined;
+  if (deps.clinical) {
+    const c = deps.clinical;
+    gate = createGate({ contexts: c.contexts, roles, records: c.records, facilityKind: c.facilityKind, audit, clock });
+    routers.push(patientsRouter({ auth, gate, roles, audit, breakGlass: c.breakGlass, hygiene }));
+    routers.push(fhirRouter({ auth, gate, hygiene, clock }));
+  }
+  return { routers, audit, auth, admin, roles, gate };
 }

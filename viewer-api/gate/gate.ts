@@ -1,0 +1,290 @@
+import { forbidden, badRequest } from '../../store/errors.js';
+import { decide, type Decision } from '../../consent/decide.js';
+import type { DecisionContextLoader } from '../../consent/decision-context.js';
+import { CATEGORIES, type Category } from '../../consent/categories.js';
+import type { FacilityKind } from '../../consent/model.js';
+import type { DecisionBasis } from '../../consent/policy.js';
+import type { AuditLog } from '../audit/audit.service.js';
+import type { Principal } from '../auth/auth.service.js';
+import { readableCategories, roleMay, type RolePolicy } from '../roles/roles.js';
+
+/**
+ * The one gate of clinical reads (architecture principle 5). A handler asks it for a patient and
+ * gets back a PatientView: a handle that can only ever return the records for which the role
+ * permits the category AND the consent decision permits the (source facility, local ID,
+ * category) AND that local ID is linked to the patient now. The handle holds no database and no
+ * repository a handler could use to read around it. Each read through it, and each refusal,
+ * leaves an audit entry.
+ */
+
+/** The purposes a person reading in the viewer may state (AI and research go other ways). */
+export const VIEWER_PURPOSES = ['treatment', 'emergency'] as const;
+export type ViewerPurpose = (typeof VIEWER_PURPOSES)[number];
+
+/** A record as the index returns it (the fields the gate needs from store/records). */
+export interface GateRecord {
+  id: number;
+  facilityId: string;
+  patientId: string;
+  dataType: string;
+  category: Category;
+  careDate: string | null;
+  orderNo: string;
+  timestamp: string;
+  department: string | null;
+  condition: '0' | '1' | '2';
+  sha256: string;
+  path: string;
+  record: unknown;
+}
+
+export interface GateCursor {
+  careDate: string | null;
+  id: number;
+}
+
+export interface GateQuery {
+  patients: { facilityId: string; patientId: string }[];
+  categories: Category[];
+  from?: string;
+  to?: string;
+  currentOnly: boolean;
+  limit: number;
+  after?: GateCursor;
+}
+
+/** What the gate needs from the record index. */
+export interface RecordReader {
+  query(q: GateQuery): Promise<{ records: GateRecord[]; next: GateCursor | undefined }>;
+}
+
+export interface GateDeps {
+  contexts: DecisionContextLoader;
+  roles: RolePolicy;
+  records: RecordReader;
+  /** The kind of a facility as the registry says (hospital, pharmacy, ...). */
+  facilityKind(facilityId: string): Promise<FacilityKind | undefined>;
+  audit: AuditLog;
+  clock: () => number;
+}
+
+export interface OpenRequest {
+  regionalId: string;
+  purpose: ViewerPurpose;
+  /** `METHOD /path` of the request, for the audit trail. */
+  endpoint: string;
+}
+
+export interface TimelineFilter {
+  categories?: Category[];
+  facilityId?: string;
+  from?: string;
+  to?: string;
+  /** Include superseded and cancelled versions (history); default: current only. */
+  history?: boolean;
+  limit: number;
+  cursor?: string;
+}
+
+/** A record the caller may see, with where it comes from. */
+export interface VisibleRecord {
+  id: number;
+  sourceFacilityId: string;
+  localPatientId: string;
+  category: Category;
+  dataType: string;
+  careDate: string | null;
+  timestamp: string;
+  orderNo: string;
+  department: string | null;
+  condition: '0' | '1' | '2';
+  basis: DecisionBasis;
+  content: unknown;
+}
+
+/** The limited handle: everything in it has passed the gate. */
+export interface PatientView {
+  readonly regionalId: string;
+  readonly purpose: ViewerPurpose;
+  /** Facilities with at least one visible category for this patient. */
+  readonly facilities: readonly string[];
+  /** Categories visible at one facility at least. */
+  readonly categories: readonly Category[];
+  timeline(filter: TimelineFilter): Promise<{ records: VisibleRecord[]; nextCursor: string | undefined }>;
+}
+
+/** The one text a refused read gets: the same whether the patient exists, is hidden or is unknown. */
+export const NOT_PERMITTED = 'Access to this information is not permitted.';
+const MAX_PAGE = 200;
+
+interface Permitted {
+  facilityId: string;
+  localId: string;
+  categories: Map<Category, { basis: DecisionBasis; grantId: string | null }>;
+}
+
+export interface Gate {
+  open(principal: Principal, req: OpenRequest): Promise<PatientView>;
+}
+
+export function createGate(deps: GateDeps): Gate {
+  const { audit, clock } = deps;
+
+  async function open(p: Principal, req: OpenRequest): Promise<PatientView> {
+    const at = clock();
+    const who = { userId: p.userId, username: p.username, facilityId: p.facilityId, role: p.role };
+    const trail = { actor: who, address: p.address, deviceId: p.deviceId, endpoint: req.endpoint, patient: req.regionalId, purpose: req.purpose };
+    const refuse = async (reason: string, publicText = NOT_PERMITTED): Promise<never> => {
+      await audit.record({ ...trail, action: 'record.read', outcome: 'denied', reason });
+      throw forbidden(publicText);
+    };
+
+    const roleCategories = readableCategories(deps.roles, p.role);
+    if (!roleMay(deps.roles, p.role, 'record.read') || roleCategories.length === 0) {
+      return refuse(`role ${p.role} may not read clinical records`, 'Your role may not read clinical records.');
+    }
+    const kind = await deps.facilityKind(p.facilityId);
+    if (!kind) return refuse(`facility ${p.facilityId} is not registered`);
+    const loaded = await deps.contexts.load(req.regionalId, { userId: String(p.userId) }, at);
+    if (!loaded) return refuse('unknown regional patient');
+    const { context } = loaded;
+
+    // Every (linked local ID, category the role may read) pair is decided; only permits count.
+    const permitted: Permitted[] = [];
+    const refusals = new Set<string>();
+    let publicText = NOT_PERMITTED;
+    const grantReasons = new Map(context.breakGlass.map((g) => [g.id, g.reason]));
+    for (const link of context.links) {
+      if (link.regionalId !== loaded.regionalId) continue;
+      const entry: Permitted = { facilityId: link.facilityId, localId: link.localId, categories: new Map() };
+      for (const category of roleCategories) {
+        const d: Decision = decide(
+          {
+            user: { id: String(p.userId), facilityId: p.facilityId, facilityKind: kind, role: p.role },
+            purpose: req.purpose,
+            regionalId: loaded.regionalId,
+            source: { facilityId: link.facilityId, localId: link.localId },
+            category,
+            at,
+          },
+          context,
+        );
+        if (d.effect === 'permit') {
+          // The viewer cannot honour masking duties (they serve AI de-identification): a permit
+          // that requires masking is treated as a refusal rather than shown unmasked.
+          if (d.obligations.some((o) => o.kind === 'mask')) {
+            refusals.add('mask obligation the viewer cannot honour');
+            continue;
+          }
+          entry.categories.set(category, { basis: d.basis!, grantId: d.grantId });
+        } else {
+          for (const r of d.reasons) refusals.add(r.code);
+          if (d.publicReason.code !== 'access-denied' && d.publicReason.code !== 'invalid-request') publicText = d.publicReason.text;
+        }
+      }
+      if (entry.categories.size) permitted.push(entry);
+    }
+    if (permitted.length === 0) return refuse(`nothing permitted: ${[...refusals].sort().join(', ') || 'no linked records'}`, publicText);
+
+    const facilities = [...new Set(permitted.map((e) => e.facilityId))].sort();
+    const categories = CATEGORIES.filter((c) => permitted.some((e) => e.categories.has(c)));
+
+    async function timeline(f: TimelineFilter): Promise<{ records: VisibleRecord[]; nextCursor: string | undefined }> {
+      const limit = Math.min(Math.max(1, f.limit), MAX_PAGE);
+      const after = f.cursor === undefined ? undefined : parseCursor(f.cursor);
+      // Group the permitted local IDs by their set of visible categories: one index query per group.
+      const groups = new Map<string, { patients: GateQuery['patients']; categories: Category[] }>();
+      for (const e of permitted) {
+        if (f.facilityId !== undefined && e.facilityId !== f.facilityId) continue;
+        const cats = [...e.categories.keys()].filter((c) => !f.categories || f.categories.includes(c)).sort();
+        if (!cats.length) continue;
+        const key = cats.join(',');
+        const g = groups.get(key) ?? { patients: [], categories: cats };
+        g.patients.push({ facilityId: e.facilityId, patientId: e.localId });
+        groups.set(key, g);
+      }
+      const pages = await Promise.all(
+        [...groups.values()].map((g) =>
+          deps.records.query({ ...g, from: f.from, to: f.to, currentOnly: !f.history, limit, after }),
+        ),
+      );
+      const merged = pages.flatMap((pg) => pg.records).sort(byTimeline);
+      const page = merged.slice(0, limit);
+      const more = merged.length > limit || pages.some((pg) => pg.next !== undefined);
+      const records: VisibleRecord[] = [];
+      for (const r of page) {
+        const owner = permitted.find((e) => e.facilityId === r.facilityId && e.localId === r.patientId);
+        const grant = owner?.categories.get(r.category);
+        // Defence in depth: the index was asked only for permitted pairs; anything else is dropped.
+        if (!grant) continue;
+        records.push({
+          id: r.id,
+          sourceFacilityId: r.facilityId,
+          localPatientId: r.patientId,
+          category: r.category,
+          dataType: r.dataType,
+          careDate: r.careDate,
+          timestamp: r.timestamp,
+          orderNo: r.orderNo,
+          department: r.department,
+          condition: r.condition,
+          basis: grant.basis,
+          content: r.record,
+        });
+      }
+      const last = page[page.length - 1];
+      const bases = [...new Set(records.map((r) => r.basis))].sort();
+      const grants = [...new Set(permitted.flatMap((e) => [...e.categories.values()].map((v) => v.grantId)).filter((g): g is string => !!g))];
+      await audit.record({
+        ...trail,
+        action: 'record.read',
+        outcome: 'success',
+        breakGlassReason: bases.includes('break-glass') ? grants.map((g) => grantReasons.get(g) ?? g).join('; ') : null,
+        detail: {
+          categories: [...new Set(records.map((r) => r.category))].sort(),
+          facilities: [...new Set(records.map((r) => r.sourceFacilityId))].sort(),
+          recordIds: records.map((r) => r.id),
+          bases,
+          ...(grants.length ? { grantIds: grants } : {}),
+          filter: { categories: f.categories, facilityId: f.facilityId, from: f.from, to: f.to, history: f.history ?? false },
+        },
+      });
+      return { records, nextCursor: more && last ? formatCursor({ careDate: last.careDate, id: last.id }) : undefined };
+    }
+
+    return { regionalId: loaded.regionalId, purpose: req.purpose, facilities, categories, timeline };
+  }
+
+  return { open };
+}
+
+/** Newest care date first, undated last, then by id descending (the index's keyset order). */
+function byTimeline(a: GateRecord, b: GateRecord): number {
+  if (a.careDate !== b.careDate) {
+    if (a.careDate === null) return 1;
+    if (b.careDate === null) return -1;
+    return a.careDate < b.careDate ? 1 : -1;
+  }
+  return b.id - a.id;
+}
+
+export function formatCursor(c: GateCursor): string {
+  return Buffer.from(JSON.stringify([c.careDate, c.id]), 'utf8').toString('base64url');
+}
+
+export function parseCursor(s: string): GateCursor {
+  try {
+    const v = JSON.parse(Buffer.from(s, 'base64url').toString('utf8')) as unknown;
+    if (
+      Array.isArray(v) &&
+      v.length === 2 &&
+      (v[0] === null || (typeof v[0] === 'string' && /^\d{4}-\d{2}-\d{2}$/.test(v[0]))) &&
+      Number.isSafeInteger(v[1])
+    ) {
+      return { careDate: v[0] as string | null, id: v[1] as number };
+    }
+  } catch {
+    /* fall through */
+  }
+  throw badRequest('the cursor is not one this exchange issued');
+}
