@@ -9,6 +9,7 @@ import { registerBackupCommands } from '../../store/backup/backup.commands.js';
 import { registerConsentCommands } from '../../consent/consent.commands.js';
 import { registerWorkerCommand } from '../../jobs/worker.command.js';
 import { registerQualityCommand } from '../../ingest/quality/quality.command.js';
+import { registerDrCommands } from '../../store/dr/dr.commands.js';
 
 /** Builds the `hakobune` command line from each feature's commands. */
 export function buildProgram(): Command {
@@ -25,6 +26,7 @@ export function buildProgram(): Command {
   registerConsentCommands(program);
   registerWorkerCommand(program);
   registerQualityCommand(program);
+  registerDrCommands(program);
   return program;
 }
 
