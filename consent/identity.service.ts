@@ -465,6 +465,25 @@ export function createIdentityService(deps: IdentityServiceDeps) {
       });
     },
 
+    /**
+     * Takes in many local patients at once without matching them one by one (a first load of a
+     * facility); run runMatching afterwards.
+     */
+    async recordLocalPatients(records: Iterable<IdentityRecord>): Promise<number> {
+      let n = 0;
+      await db.transaction().execute(async (trx) => {
+        const at = now();
+        for (const record of records) {
+          requireKey(record);
+          const norm = normaliseRecord(record);
+          const names = nameKeys(norm);
+          await repo.upsertLocalPatient(trx, { ...record, birthDate: norm.birth, sex: norm.sex }, { kanaKey: names.kana, kanjiKey: names.kanji }, at);
+          n++;
+        }
+      });
+      return n;
+    },
+
     /** Matches every local patient against every other (blocking keeps it near-linear). */
     async runMatching(): Promise<MatchRunSummary> {
       const records: IdentityRecord[] = [];
