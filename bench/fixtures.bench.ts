@@ -31,6 +31,7 @@ const patients = Math.ceil(target / FILES_PER_PERSON);
 const args = { facilities: 8, patients, days: 60, seed: values.seed, extended: values.extended };
 
 let lastReport = 0;
+const cpuBefore = process.cpuUsage();
 const result = await generateFixtures({
   out,
   ...args,
@@ -41,6 +42,7 @@ const result = await generateFixtures({
     }
   },
 });
+const cpu = process.cpuUsage(cpuBefore);
 const cpus = os.cpus();
 const figures = {
   requestedFiles: target,
@@ -50,6 +52,10 @@ const figures = {
   seconds: +result.seconds.toFixed(1),
   filesPerSecond: Math.round(result.files / result.seconds),
   megabytesPerSecond: +(result.bytes / 1e6 / result.seconds).toFixed(2),
+  // CPU time of this process (main thread and the libuv threads doing the file system calls):
+  // a figure that depends less on what else the machine is doing than the wall clock.
+  cpuSeconds: { user: +(cpu.user / 1e6).toFixed(1), system: +(cpu.system / 1e6).toFixed(1) },
+  cpuMicrosecondsPerFile: Math.round((cpu.user + cpu.system) / result.files),
   peakRssMegabytes: Math.round(process.resourceUsage().maxRSS / 1024),
   machine: {
     cpu: cpus[0]?.model ?? 'unknown',
