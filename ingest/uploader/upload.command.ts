@@ -53,8 +53,12 @@ function human(s: UploadSummary): string {
 }
 
 export function registerUploadCommand(program: Command): void {
-  program
-    .command('upload')
+  configureUploadCommand(program.command('upload'));
+}
+
+/** Gives a command the uploader's options and action (`hakobune upload`, or `hakobune-upload` alone). */
+export function configureUploadCommand(command: Command): Command {
+  return command
     .description("back up a facility's SS-MIX2 storage to the exchange (sends only what the exchange lacks; resumes when run again)")
     .requiredOption('--server <url>', 'the exchange, e.g. https://exchange.example.jp')
     .requiredOption('--facility <id>', 'the facility ID the exchange registered')
