@@ -119,7 +119,13 @@ const KANA_FOLD: Record<string, string> = {
 const VARIATION_SELECTORS = /[\uFE00-\uFE0F]|\uDB40[\uDD00-\uDDEF]/g;
 const SPACES = /[\s\u3000\u200B\uFEFF・･.,、。]/g;
 
+const tableRegex = new WeakMap<Record<string, string>, RegExp>();
+
+/** Replaces each character found in the table; most strings have none, so test first. */
 function mapChars(s: string, table: Record<string, string>): string {
+  let re = tableRegex.get(table);
+  if (!re) tableRegex.set(table, (re = new RegExp(`[${Object.keys(table).join('')}]`, 'u')));
+  if (!re.test(s)) return s;
   let out = '';
   for (const ch of s) out += table[ch] ?? ch;
   return out;
@@ -270,10 +276,33 @@ export function normaliseAddress(s: string | null | undefined): NormalisedAddres
     .replace(HYPHENS, '-')
     .replace(/-+/g, '-')
     .replace(/-$/, '');
-  const m = /^(.+?郡.+?[町村]|.+?市.+?区|.+?[市区町村])/.exec(a);
-  const city = m ? m[1] : '';
-  const rest = m ? a.slice(city.length) : a;
+  const city = cityOf(a);
+  const rest = a.slice(city.length);
   return { prefecture, city, rest, key: a };
+}
+
+/**
+ * The city part of an address without prefecture: 郡 + 町/村, or 市 + a ward (区) that follows
+ * within a few characters (政令指定都市), or up to the first 市/区/町/村. Written with indexOf, not
+ * a lazy regular expression, which backtracks quadratically on long addresses.
+ */
+function cityOf(a: string): string {
+  const gun = a.indexOf('郡', 1);
+  if (gun > 0) {
+    for (let j = gun + 2; j < a.length; j++) if (a[j] === '町' || a[j] === '村') return a.slice(0, j + 1);
+  }
+  const shi = a.indexOf('市', 1);
+  if (shi > 0) {
+    const ku = a.indexOf('区', shi + 2);
+    if (ku > 0 && ku - shi <= 5) return a.slice(0, ku + 1);
+  }
+  for (let j = 1; j < a.length; j++) {
+    const c = a[j];
+    // 四日市市, 廿日市市: a city whose name ends in 市.
+    if (c === '市' && a[j + 1] === '市') return a.slice(0, j + 2);
+    if (c === '市' || c === '区' || c === '町' || c === '村') return a.slice(0, j + 1);
+  }
+  return '';
 }
 
 /** Jaro-Winkler similarity in [0, 1] over code points. */

@@ -55,11 +55,18 @@ describe('normalisation', () => {
   });
 
   it.each([
-    ['ﾔﾏｻﾞｷ ﾀﾛｳ', 'ヤマザキタロウ'],
-    ['やまざき　たろう', 'ヤマザキタロウ'],
-    ['ヤマザキ・タロウ', 'ヤマザキタロウ'],
-    ['キョウコ', 'キヨウコ'],
-    ['キヨウコ', 'キヨウコ'],
+    // Long vowels fold: タロウ / タロー / タロ are one key.
+    ['ﾔﾏｻﾞｷ ﾀﾛｳ', 'ヤマザキタロ'],
+    ['やまざき　たろう', 'ヤマザキタロ'],
+    ['ヤマザキ・タロー', 'ヤマザキタロ'],
+    ['キョウコ', 'キヨコ'],
+    ['キヨウコ', 'キヨコ'],
+    ['サトウ', 'サト'],
+    ['サトー', 'サト'],
+    ['オオノ', 'オノ'],
+    ['オーノ', 'オノ'],
+    ['ケイコ', 'ケコ'],
+    ['アイ', 'アイ'],
     ['ユーコ', 'ユコ'],
     ['ツヅキ', 'ツズキ'],
     ['ヴィクトル', 'ブイクトル'],
@@ -112,6 +119,10 @@ describe('normalisation', () => {
     expect(normaliseAddress('宮城県仙台市青葉区一番町4-7-17')).toEqual({ prefecture: '宮城県', city: '仙台市青葉区', rest: '一番町4-7-17', key: '仙台市青葉区一番町4-7-17' });
     expect(normaliseAddress('宮城県黒川郡大和町吉岡東23').city).toBe('黒川郡大和町');
     expect(normaliseAddress('東京都港区芝公園4-2-8').city).toBe('港区');
+    expect(normaliseAddress('三重県四日市市諏訪町1-5').city).toBe('四日市市');
+    expect(normaliseAddress('千葉県市川市八幡1-1-1').city).toBe('市川市');
+    expect(normaliseAddress('京都府京都市左京区岡崎').city).toBe('京都市左京区');
+    expect(normaliseAddress('どこか').city).toBe('');
     expect(normaliseAddress('').key).toBe('');
   });
 
