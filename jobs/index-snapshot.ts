@@ -72,6 +72,14 @@ export async function indexSnapshot(
 
   let after = run.checkpointPath ?? undefined;
   const totals = { ...run };
+  // The write of page N runs in PostgreSQL while page N+1 is listed, read and mapped here; pages
+  // are still committed in order (each awaits the previous), so checkpoints stay monotonic.
+  let pending: Promise<void> | undefined;
+  const settle = async () => {
+    const p = pending;
+    pending = undefined;
+    await p;
+  };
   for (;;) {
     const files = await source.listSnapshotFiles(snapshotId, { afterPath: after, limit: pageSize });
     const last = files.length < pageSize; // the final page also takes every present path after it
@@ -92,18 +100,24 @@ export async function indexSnapshot(
     const versions = await readVersions(source, snap.facilityId, todo);
     const checkpoint = files.length ? files[files.length - 1]!.path : (after ?? '');
     if (versions.length || removeIds.length || files.length) {
-      await records.writePage(db, { run, removeIds, versions, checkpointPath: checkpoint, filesSeen: files.length });
-      totals.filesSeen += files.length;
-      totals.filesNew += versions.length;
-      totals.filesRemoved += removeIds.length;
-      for (const v of versions) v.status === 'ok' ? totals.recordsOk++ : totals.recordsFlagged++;
-      totals.findings += versions.reduce((n, v) => n + v.findings.length, 0);
-      await ctx.progress({ snapshotId, filesSeen: totals.filesSeen, filesNew: totals.filesNew, filesRemoved: totals.filesRemoved });
-      await opts.afterPage?.({ run, checkpoint });
+      await settle();
+      const write = records.writePage(db, { run, removeIds, versions, checkpointPath: checkpoint, filesSeen: files.length });
+      write.catch(() => {}); // observed by settle(); never an unhandled rejection meanwhile
+      pending = write.then(async () => {
+        totals.filesSeen += files.length;
+        totals.filesNew += versions.length;
+        totals.filesRemoved += removeIds.length;
+        for (const v of versions) v.status === 'ok' ? totals.recordsOk++ : totals.recordsFlagged++;
+        totals.findings += versions.reduce((n, v) => n + v.findings.length, 0);
+        await ctx.progress({ snapshotId, filesSeen: totals.filesSeen, filesNew: totals.filesNew, filesRemoved: totals.filesRemoved });
+        await opts.afterPage?.({ run, checkpoint });
+      });
+      pending.catch(() => {});
     }
     if (last) break;
     after = checkpoint;
   }
+  await settle();
   run = await records.finishRun(db, run);
   deps.log.info({ snapshotId, facilityId: run.facilityId, filesNew: run.filesNew, flagged: run.recordsFlagged }, 'snapshot indexed');
   return result(run, 'indexed', begun.resumed);

@@ -160,80 +160,81 @@ export interface PageWrite {
   filesSeen: number;
 }
 
-const INSERT_BATCH = 1000;
-
 /**
- * Writes one page of a run in one transaction with the run's checkpoint: a crash leaves either
- * the whole page and its checkpoint, or neither, so a retry resumes exactly after the last page.
+ * Writes one page of a run with its checkpoint in ONE statement (data-modifying CTEs run in one
+ * implicit transaction): a crash leaves either the whole page and its checkpoint, or neither, so
+ * a retry resumes exactly after the last page. One round trip per page also lets the next page
+ * be read and mapped while PostgreSQL stores this one (bench/README.md#indexing).
  */
 export async function writePage(db: Db, w: PageWrite): Promise<void> {
   const { run } = w;
-  await db.transaction().execute(async (trx) => {
-    if (w.removeIds.length) {
-      await trx.updateTable('record').set({ removed_seq: run.seq }).where('id', 'in', w.removeIds).where('removed_seq', 'is', null).execute();
-    }
-    let ok = 0;
-    let flagged = 0;
-    let findings = 0;
-    for (let i = 0; i < w.versions.length; i += INSERT_BATCH) {
-      const batch = w.versions.slice(i, i + INSERT_BATCH);
-      const ids = await trx
-        .insertInto('record')
-        .values(
-          batch.map((v) => ({
-            facility_id: run.facilityId,
-            path: v.path,
-            sha256: v.sha256,
-            added_seq: run.seq,
-            snapshot_id: run.snapshotId,
-            patient_id: v.source?.patientId ?? null,
-            data_type: v.source?.dataType ?? null,
-            category: v.category ?? null,
-            care_date: v.source?.careDate ?? null,
-            order_no: v.source?.orderNo ?? null,
-            message_ts: v.source?.timestamp ?? null,
-            department: v.source?.department ?? null,
-            condition_flag: v.source?.condition ?? null,
-            status: v.status,
-            // A flagged file is never served: its content is not even stored.
-            content: v.status === 'ok' && v.record ? JSON.stringify(v.record) : null,
-          })),
-        )
-        .returning('id')
-        .execute();
-      const rows = batch.flatMap((v, k) =>
-        v.findings.map((f) => ({
-          record_id: ids[k]!.id,
-          facility_id: run.facilityId,
-          snapshot_id: run.snapshotId,
-          path: v.path,
-          severity: f.severity,
-          code: f.code,
-          reason: f.reason,
-          field: f.field ?? null,
-          byte_offset: f.byteOffset ?? null,
-        })),
-      );
-      for (let j = 0; j < rows.length; j += INSERT_BATCH) await trx.insertInto('record_finding').values(rows.slice(j, j + INSERT_BATCH)).execute();
-      for (const v of batch) v.status === 'ok' ? ok++ : flagged++;
-      findings += rows.length;
-    }
-    await trx
-      .updateTable('record_index_run')
-      .set((eb) => ({
-        checkpoint_path: w.checkpointPath,
-        files_seen: eb('files_seen', '+', w.filesSeen),
-        files_new: eb('files_new', '+', w.versions.length),
-        files_removed: eb('files_removed', '+', w.removeIds.length),
-        records_ok: eb('records_ok', '+', ok),
-        records_flagged: eb('records_flagged', '+', flagged),
-        findings: eb('findings', '+', findings),
-        heartbeat_at: new Date(),
-      }))
-      .where('snapshot_id', '=', run.snapshotId)
-      .where('state', '=', 'running')
-      .execute();
-  });
+  const rows = w.versions.map((v, k) => ({
+    k,
+    path: v.path,
+    sha256: v.sha256,
+    patient_id: v.source?.patientId ?? null,
+    data_type: v.source?.dataType ?? null,
+    category: v.category ?? null,
+    care_date: v.source?.careDate ?? null,
+    order_no: v.source?.orderNo ?? null,
+    message_ts: v.source?.timestamp ?? null,
+    department: v.source?.department ?? null,
+    condition_flag: v.source?.condition ?? null,
+    status: v.status,
+    // A flagged file is never served: its content is not even stored.
+    content: v.status === 'ok' && v.record ? v.record : null,
+  }));
+  const findings = w.versions.flatMap((v) =>
+    v.findings.map((f) => ({ path: v.path, severity: f.severity, code: f.code, reason: f.reason, field: f.field ?? null, byte_offset: f.byteOffset ?? null })),
+  );
+  const ok = w.versions.filter((v) => v.status === 'ok').length;
+  const result = await sql<{ removed: number; inserted: number; found: number }>`
+    with guard as (
+      -- Nothing is written unless the run is still running (a superseded or finished run's
+      -- late page must not land).
+      select 1 from record_index_run where snapshot_id = ${run.snapshotId} and state = 'running' for update
+    ), rm as (
+      update record set removed_seq = ${run.seq}
+      where id = any(${w.removeIds}::bigint[]) and removed_seq is null and exists (select 1 from guard)
+      returning 1
+    ), ins as (
+      insert into record (facility_id, path, sha256, added_seq, snapshot_id, patient_id, data_type, category, care_date,
+                          order_no, message_ts, department, condition_flag, status, content)
+      select ${run.facilityId}, x.path, x.sha256, ${run.seq}, ${run.snapshotId}, x.patient_id, x.data_type, x.category, x.care_date,
+             x.order_no, x.message_ts, x.department, x.condition_flag, x.status, x.content
+      from jsonb_to_recordset(${JSON.stringify(rows)}::jsonb) as x(
+        k int, path text, sha256 text, patient_id text, data_type text, category text, care_date date, order_no text,
+        message_ts text, department text, condition_flag text, status text, content jsonb)
+      where exists (select 1 from guard)
+      order by x.k
+      returning id, path
+    ), fnd as (
+      insert into record_finding (record_id, facility_id, snapshot_id, path, severity, code, reason, field, byte_offset)
+      select ins.id, ${run.facilityId}, ${run.snapshotId}, y.path, y.severity, y.code, y.reason, y.field, y.byte_offset
+      from jsonb_to_recordset(${JSON.stringify(findings)}::jsonb) as y(path text, severity text, code text, reason text, field text, byte_offset int)
+      join ins on ins.path = y.path
+      returning 1
+    ), upd as (
+      update record_index_run set
+        checkpoint_path = ${w.checkpointPath},
+        files_seen = files_seen + ${w.filesSeen},
+        files_new = files_new + ${w.versions.length},
+        files_removed = files_removed + ${w.removeIds.length},
+        records_ok = records_ok + ${ok},
+        records_flagged = records_flagged + ${w.versions.length - ok},
+        findings = findings + ${findings.length},
+        heartbeat_at = now()
+      where snapshot_id = ${run.snapshotId} and exists (select 1 from guard)
+      returning 1
+    )
+    select (select count(*) from rm)::int as removed, (select count(*) from ins)::int as inserted,
+           (select count(*) from fnd)::int as found, (select count(*) from upd)::int as updated
+  `.execute(db);
+  const r = result.rows[0] as unknown as { removed: number; inserted: number; found: number; updated: number };
+  if (r.updated !== 1) throw new Error(`run ${run.snapshotId} is no longer running; page not recorded`);
+  if (r.inserted !== rows.length || r.found !== findings.length) {
+    throw new Error(`page of run ${run.snapshotId} stored ${r.inserted}/${rows.length} records and ${r.found}/${findings.length} findings`);
+  }
 }
 
 /** Finishes a run and publishes it: from now on readers see the facility as of this run. */
