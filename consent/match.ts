@@ -42,6 +42,8 @@ export interface NormalisedRecord extends LocalKey {
   postal: string;
   phone: string;
   addr: NormalisedAddress;
+  /** The address without its last number (the same building block, another house or room). */
+  addrBlock: string;
 }
 
 export function localKey(k: LocalKey): string {
@@ -59,6 +61,7 @@ export function normaliseRecord(r: IdentityRecord): NormalisedRecord {
   const birth = (r.birthDate ?? '').replace(/\D/g, '');
   let familyKana = r.familyKana ?? '';
   let givenKana = r.givenKana ?? '';
+  const addr = normaliseAddress(r.address);
   // Systems with one kana field keep the whole name there, family and given split by a space.
   if (!givenKana.trim()) {
     const parts = familyKana.trim().split(/[\s\u3000]+/);
@@ -76,7 +79,8 @@ export function normaliseRecord(r: IdentityRecord): NormalisedRecord {
     sex: r.sex === 'M' || r.sex === 'F' || r.sex === 'O' ? r.sex : 'U',
     postal: normalisePostalCode(r.postalCode),
     phone: normalisePhone(r.phone),
-    addr: normaliseAddress(r.address),
+    addr,
+    addrBlock: addr.rest.replace(/-\d+$/, ''),
   };
 }
 
@@ -246,9 +250,7 @@ export function scorePair(a: NormalisedRecord, b: NormalisedRecord): PairScore {
       score += W.addressSame;
       reasons.push('address-same');
     } else if (a.addr.city && a.addr.city === b.addr.city) {
-      const ra = a.addr.rest.replace(/-\d+$/, '');
-      const rb = b.addr.rest.replace(/-\d+$/, '');
-      if (ra && ra === rb) {
+      if (a.addrBlock && a.addrBlock === b.addrBlock) {
         score += W.addressSameBlock;
         reasons.push('address-same-block');
       } else {
