@@ -94,7 +94,7 @@ export function registerDrCommands(program: Command): void {
             ...byKey.map((k) => `  ${k.keyId}: ${k.objects} object(s)${configured.includes(k.keyId) ? '' : '  (NOT configured: these packs cannot be read)'}`),
           ].join('\n'),
         );
-        if (value.unconfigured.length) process.exitCode = 1;
+        if (value.unconfigured.length) throw new Error(`data keys under master key(s) ${value.unconfigured.join(', ')} cannot be unwrapped with the configured keys`);
       } finally {
         await database.close();
       }
@@ -138,7 +138,9 @@ export function registerDrCommands(program: Command): void {
             ...r.missingAtSource.map((n) => `  MISSING at this site (run hakobune verify): ${n}`),
           ].join('\n'),
         );
-        if (r.damagedAtReplica.length || r.missingAtSource.length) process.exitCode = 1;
+        if (r.damagedAtReplica.length || r.missingAtSource.length) {
+          throw new Error(`${r.damagedAtReplica.length} pack(s) damaged at the second site and ${r.missingAtSource.length} missing at this site (listed above)`);
+        }
       } finally {
         await target.close();
         await packs.close();
@@ -202,7 +204,7 @@ export function registerDrCommands(program: Command): void {
               .filter(Boolean)
               .join('\n'),
           );
-          if (r.failed.length) process.exitCode = 1;
+          if (r.failed.length) throw new Error(`${r.failed.length} file(s) were not restored (listed above)`);
         } finally {
           await store.close();
           await database.close();
