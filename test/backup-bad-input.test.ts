@@ -11,6 +11,8 @@ import { restoreSnapshot } from '../store/backup/restore.js';
 import { verifyStore } from '../store/backup/verify.js';
 import { Client, frames, readTree, scan } from './backup.support.js';
 
+// Opening PGlite and running every migration takes seconds, and far longer on a busy machine.
+const STARTUP_MS = 240_000;
 const sha = (b: Buffer) => createHash('sha256').update(b).digest('hex');
 const entry = (p: string, data = Buffer.from(p)) => ({ path: p, size: data.length, mtime: 1_700_000_000_000, sha256: sha(data) });
 
@@ -36,11 +38,11 @@ describe('the upload protocol refuses bad input (PGlite)', () => {
     const f2 = await ex.backup.addFacility({ id: 'F002', name: 'Yama Pharmacy', kind: 'pharmacy' });
     a = new Client(url, 'F001', f1.token);
     b = new Client(url, 'F002', f2.token);
-  });
+  }, STARTUP_MS);
   afterAll(async () => {
     await ex?.stop();
     tmp.remove();
-  });
+  }, STARTUP_MS);
 
   /** Opens a fresh upload for F001 (aborting any left open by a previous test). */
   async function fresh(c = a, base?: string): Promise<string> {
@@ -310,12 +312,12 @@ describe('the upload protocol on PostgreSQL', () => {
     ex = await createExchange(testConfig(path.join(tmp.dir, 'data'), { databaseUrl: pg.url }));
     url = await ex.listen();
     ({ token } = await ex.backup.addFacility({ id: 'F001', name: 'Umibe Hospital', kind: 'clinic' }));
-  });
+  }, STARTUP_MS);
   afterAll(async () => {
     await ex?.stop();
     await pg?.drop();
     tmp.remove();
-  });
+  }, STARTUP_MS);
 
   it('lets exactly one of two simultaneous openers for a facility win', async () => {
     const c = new Client(url, 'F001', token);

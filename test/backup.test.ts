@@ -10,6 +10,9 @@ import { verifyStore } from '../store/backup/verify.js';
 
 import { Client, copyTree, readTree, scan } from './backup.support.js';
 
+// Opening PGlite and running every migration takes seconds, and far longer on a busy machine.
+const STARTUP_MS = 240_000;
+
 // --- the core path, on both databases -----------------------------------------------------
 
 const backends: [string, () => Promise<{ databaseUrl?: string; done: () => Promise<void> }>][] = [
@@ -40,12 +43,12 @@ describe.each(backends)('backup store on %s', (_name, backend) => {
     ({ token } = await exchange.backup.addFacility({ id: 'F001', name: '海辺総合病院', kind: 'hospital' }));
     client = new Client(url, 'F001', token);
     copyTree(SAMPLES_ROOT, tree);
-  });
+  }, STARTUP_MS);
   afterAll(async () => {
     await exchange?.stop();
     await done?.();
     tmp.remove();
-  });
+  }, STARTUP_MS);
 
   let first: string;
   it('uploads the real samples and restores them byte for byte, broken files included', async () => {

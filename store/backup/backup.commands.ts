@@ -211,7 +211,7 @@ export function registerBackupCommands(program: Command): void {
     })
     .option('--json', 'print the result as JSON')
     .action(async (opts: OutputOptions & { samples?: number }) => {
-      const r = await withExchange((ex) => ex.backup.blobs.retrainDictionary(opts.samples ?? 2000));
+      const r = await withExchange((ex) => ex.backup.blobs.retrainDictionary(opts.samples ?? 1000));
       report(opts, r ?? { trained: false }, () =>
         r ? `dictionary ${r.dictionaryId}: ${r.bytes} bytes from ${r.samples} stored messages; new blobs use it` : 'too few stored messages to train a useful dictionary',
       );

@@ -2,7 +2,7 @@ import { createHash } from 'node:crypto';
 import type { Db } from '../db.js';
 import { ExchangeError } from '../errors.js';
 import type { PackStore } from './pack-store.js';
-import { compressBlob, decompressBlob, dictionaryHash, trainDictionary, type Dictionary } from './compression.js';
+import { compressBlobAsync, decompressBlob, dictionaryHash, trainDictionary, type Dictionary } from './compression.js';
 import * as repo from './backup.repository.js';
 
 /** One frame of a blob batch: the hash the client claims and the bytes it sent. */
@@ -91,7 +91,7 @@ export class BlobStore {
   }
 
   /** Retrains the dictionary from a random sample of stored small blobs. */
-  async retrainDictionary(sampleSize = 2000): Promise<{ dictionaryId: number; bytes: number; samples: number } | undefined> {
+  async retrainDictionary(sampleSize = 1000): Promise<{ dictionaryId: number; bytes: number; samples: number } | undefined> {
     const hashes = await repo.sampleSmallBlobs(this.db, sampleSize, 64 * 1024);
     const samples: Buffer[] = [];
     for await (const r of this.readMany(hashes)) if ('data' in r) samples.push(r.data);
@@ -115,7 +115,7 @@ export class BlobStore {
     let dict = await this.currentDictionary();
     if (!dict) {
       const small = todo.filter((f) => f.data.length <= 64 * 1024 && f.data.length >= 64);
-      if (small.length >= this.trainAfter) dict = await this.installDictionary(small.slice(0, 4000).map((f) => f.data));
+      if (small.length >= this.trainAfter) dict = await this.installDictionary(small.slice(0, 1000).map((f) => f.data));
     }
 
     // Compress and cut into packs of about packTarget bytes; a blob bigger than that gets a
@@ -127,8 +127,18 @@ export class BlobStore {
     }
     const packs: Pending[] = [];
     let cur: Pending = { parts: [], size: 0, blobs: [] };
-    for (const f of todo) {
-      const c = compressBlob(f.data, dict);
+    const compressed = new Array<Awaited<ReturnType<typeof compressBlobAsync>>>(todo.length);
+    let next = 0;
+    const worker = async () => {
+      while (next < todo.length) {
+        const i = next++;
+        compressed[i] = await compressBlobAsync(todo[i]!.data, dict);
+      }
+    };
+    await Promise.all(Array.from({ length: Math.min(16, todo.length) }, worker));
+    for (let i = 0; i < todo.length; i++) {
+      const f = todo[i]!;
+      const c = compressed[i]!;
       if (cur.size > 0 && cur.size + c.data.length > this.packTarget) {
         packs.push(cur);
         cur = { parts: [], size: 0, blobs: [] };

@@ -178,12 +178,28 @@ export function encodeTree(entries: TreeEntry[]): EncodedTree {
     }
   }
   const raw = w.done();
-  return { hash: createHash('sha256').update(raw).digest(), content: zlib.deflateRawSync(raw, { level: 6 }) };
+  return { hash: createHash('sha256').update(raw).digest(), content: storedForm(raw) };
+}
+
+// Stored form: one byte of format, then the encoding raw (0) or deflated (1). Most folders of
+// an SS-MIX2 tree hold one or two files; deflating those costs more time than it saves bytes.
+function storedForm(raw: Buffer): Buffer {
+  if (raw.length > 160) {
+    const z = zlib.deflateRawSync(raw, { level: 6 });
+    if (z.length + 8 < raw.length) return Buffer.concat([Buffer.from([1]), z]);
+  }
+  return Buffer.concat([Buffer.from([0]), raw]);
+}
+
+function rawForm(content: Buffer): Buffer {
+  if (content[0] === 0) return content.subarray(1);
+  if (content[0] === 1) return zlib.inflateRawSync(content.subarray(1));
+  throw new Error('unknown stored tree format');
 }
 
 /** Decodes a stored tree and checks it against its hash (a damaged tree is never trusted). */
 export function decodeTree(hash: Buffer, content: Buffer): TreeEntry[] {
-  const raw = zlib.inflateRawSync(content);
+  const raw = rawForm(content);
   if (!createHash('sha256').update(raw).digest().equals(hash)) {
     throw new Error(`tree ${hash.toString('hex')} does not match its hash`);
   }

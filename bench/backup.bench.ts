@@ -1,0 +1,171 @@
+/**
+ * Backup and restore benchmark: one generated facility tree, side by side with restic in the
+ * same run. Prints the figures recorded in bench/README.md ("Backup and restore").
+ *
+ *   npx tsx bench/backup.bench.ts --patients 1450 --days 365 --work /tmp/hk-bench-100k
+ *   npx tsx bench/backup.bench.ts --patients 14500 --days 365 --work /tmp/hk-bench-1m
+ *   options: --database-url postgres://... (default: the embedded PGlite), --skip-restic
+ *
+ * Steps: generate (once; reused when the work folder has it), first upload (the real uploader,
+ * `hakobune upload`, as a child process so its peak memory is its own), restic backup, one
+ * night of `fixtures evolve`, nightly upload and restic backup, full restore by both.
+ */
+import { execFileSync, spawn } from 'node:child_process';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { sql } from 'kysely';
+import { generateFixtures } from '../fixtures/generate.js';
+import { evolveFacility } from '../fixtures/evolve.js';
+import { createExchange } from '../viewer-api/exchange.js';
+import { testConfig } from '../viewer-api/config.js';
+import { restoreSnapshot } from '../store/backup/restore.js';
+import { storeStats } from '../store/backup/backup.repository.js';
+
+const args = process.argv.slice(2);
+const arg = (name: string, def?: string) => {
+  const i = args.indexOf(`--${name}`);
+  return i >= 0 ? args[i + 1] : def;
+};
+const patients = Number(arg('patients', '1450'));
+const days = Number(arg('days', '365'));
+const work = path.resolve(arg('work', `/tmp/hk-bench-${patients}`)!);
+const databaseUrl = arg('database-url');
+const skipRestic = args.includes('--skip-restic');
+const root = path.join(work, 'gen', 'F001');
+const repo = path.join(work, 'restic-repo');
+const HAKOBUNE = path.resolve(import.meta.dirname, '..', 'hakobune.js');
+
+function du(p: string): number {
+  if (!fs.existsSync(p)) return 0;
+  return Number(execFileSync('du', ['-sb', p]).toString().split('\t')[0]);
+}
+
+/** Runs a command under /usr/bin/time -v; returns seconds and peak RSS (KiB). */
+async function timed(cmd: string, argv: string[], env: NodeJS.ProcessEnv = {}): Promise<{ seconds: number; maxRssKiB: number; stdout: string }> {
+  const t0 = process.hrtime.bigint();
+  const child = spawn('/usr/bin/time', ['-v', cmd, ...argv], { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
+  let out = '';
+  let err = '';
+  child.stdout.on('data', (d) => (out += d));
+  child.stderr.on('data', (d) => (err += d));
+  const code: number = await new Promise((r) => child.on('close', r));
+  const seconds = Number(process.hrtime.bigint() - t0) / 1e9;
+  if (code !== 0) throw new Error(`${cmd} ${argv.join(' ')} failed (${code}):\n${err.slice(-3000)}`);
+  const m = /Maximum resident set size \(kbytes\): (\d+)/.exec(err);
+  return { seconds, maxRssKiB: m ? Number(m[1]) : NaN, stdout: out };
+}
+
+function countFiles(dir: string): { files: number; bytes: number } {
+  let files = 0;
+  let bytes = 0;
+  const walk = (d: string) => {
+    for (const e of fs.readdirSync(d, { withFileTypes: true })) {
+      const p = path.join(d, e.name);
+      if (e.isDirectory()) walk(p);
+      else {
+        files++;
+        bytes += fs.statSync(p).size;
+      }
+    }
+  };
+  walk(dir);
+  return { files, bytes };
+}
+
+const rows: { step: string; tool: string; seconds: number; files: number; rssMiB?: number; note?: string }[] = [];
+const record = (step: string, tool: string, seconds: number, files: number, rssKiB?: number, note?: string) => {
+  rows.push({ step, tool, seconds, files, rssMiB: rssKiB === undefined ? undefined : Math.round(rssKiB / 1024), note });
+  console.log(`${step.padEnd(14)} ${tool.padEnd(9)} ${seconds.toFixed(1).padStart(8)} s ${Math.round(files / seconds).toString().padStart(8)} files/s${rssKiB ? `  peak RSS ${Math.round(rssKiB / 1024)} MiB` : ''}${note ? `  ${note}` : ''}`);
+};
+
+async function main() {
+  fs.mkdirSync(work, { recursive: true });
+  if (!fs.existsSync(path.join(root, '..', 'fixtures.json'))) {
+    console.log(`generating ${patients} patients x ${days} days into ${path.join(work, 'gen')} ...`);
+    const g = await generateFixtures({ out: path.join(work, 'gen'), facilities: 1, patients, days, seed: 'bench', force: true });
+    console.log(`generated ${g.files} files, ${g.bytes} bytes in ${g.seconds.toFixed(0)} s`);
+  }
+  // Start from the generated night: remove state of a previous run of the bench.
+  for (const p of ['hk-data', 'restic-repo', 'uploader.cache', 'restore-hk', 'restore-restic']) fs.rmSync(path.join(work, p), { recursive: true, force: true });
+  const tree0 = countFiles(root);
+  console.log(`tree: ${tree0.files} files, ${(tree0.bytes / 1e6).toFixed(1)} MB; machine: ${os.cpus().length} x ${os.cpus()[0]?.model}, ${(os.totalmem() / 2 ** 30).toFixed(0)} GiB, load ${os.loadavg().map((l) => l.toFixed(1)).join(' ')}`);
+
+  const dataDir = path.join(work, 'hk-data');
+  const exchange = await createExchange(testConfig(dataDir, { port: 0, ...(databaseUrl ? { databaseUrl } : {}) }));
+  const url = await exchange.listen();
+  const { token } = await exchange.backup.addFacility({ id: 'F001', name: 'Bench Hospital', kind: 'hospital' });
+  const upload = () =>
+    timed(process.execPath, [HAKOBUNE, 'upload', '--server', url, '--facility', 'F001', '--root', root, '--cache', path.join(work, 'uploader.cache'), '--json'], {
+      HAKOBUNE_UPLOAD_TOKEN: token,
+      LOG_LEVEL: 'silent',
+    });
+  const restic = (argv: string[]) => timed('restic', ['--repo', repo, '--quiet', ...argv], { RESTIC_PASSWORD: 'bench', RESTIC_CACHE_DIR: path.join(work, 'restic-cache') });
+
+  try {
+    const first = await upload();
+    record('first upload', 'hakobune', first.seconds, tree0.files, first.maxRssKiB);
+    if (!skipRestic) {
+      await restic(['init', '--repository-version', '2']);
+      const r = await restic(['backup', '--compression', 'max', root]);
+      record('first backup', 'restic', r.seconds, tree0.files, r.maxRssKiB);
+    }
+    const sizeAfterFirst = { packs: du(exchange.config.packDir), restic: du(repo) };
+
+    const t0 = Date.now();
+    const log = await evolveFacility({ root, day: 1, seed: 'bench' });
+    console.log(`evolve: ${JSON.stringify(log.counts)} in ${((Date.now() - t0) / 1000).toFixed(1)} s`);
+    const tree1 = countFiles(root);
+
+    const night = await upload();
+    const summary = JSON.parse(night.stdout);
+    record('nightly upload', 'hakobune', night.seconds, tree1.files, night.maxRssKiB, `${summary.manifest} manifest, ${summary.blobsSent} blobs sent`);
+    if (!skipRestic) {
+      const r = await restic(['backup', '--compression', 'max', root]);
+      record('nightly backup', 'restic', r.seconds, tree1.files, r.maxRssKiB);
+    }
+
+    const snaps = await exchange.backup.listSnapshots('F001');
+    const latest = snaps.at(-1)!;
+    const t1 = process.hrtime.bigint();
+    const res = await restoreSnapshot(exchange.backup, latest, { to: path.join(work, 'restore-hk') });
+    const rs = Number(process.hrtime.bigint() - t1) / 1e9;
+    if (res.failed.length) throw new Error(`restore failed for ${res.failed.length} files`);
+    record('full restore', 'hakobune', rs, res.files, undefined, 'in-process (same code as hakobune restore)');
+    if (!skipRestic) {
+      const r = await restic(['restore', 'latest', '--target', path.join(work, 'restore-restic')]);
+      record('full restore', 'restic', r.seconds, tree1.files, r.maxRssKiB);
+    }
+    // Byte-identical check of our restore against the tree.
+    execFileSync('diff', ['-rq', root, path.join(work, 'restore-hk', 'standard')], { stdio: 'inherit' });
+    console.log('hakobune restore: byte-identical to the tree (diff -r)');
+
+    const stats = await storeStats(exchange.db);
+    const dbBytes = databaseUrl
+      ? Number((await sql<{ n: string }>`select pg_database_size(current_database())::text as n`.execute(exchange.db)).rows[0]!.n)
+      : du(path.join(dataDir, 'pglite'));
+    const sizes = {
+      rawTreeBytes: tree1.bytes,
+      packsBytes: du(exchange.config.packDir),
+      packsAfterFirstUpload: sizeAfterFirst.packs,
+      blobBytesRaw: stats.raw_bytes,
+      blobBytesStored: stats.stored_bytes,
+      treeBytes: stats.tree_bytes,
+      databaseBytes: dbBytes,
+      resticRepoBytes: du(repo),
+      resticAfterFirst: sizeAfterFirst.restic,
+    };
+    console.log(JSON.stringify({ tree: tree1, sizes, stats, rows }, null, 2));
+    console.log(
+      `per-blob compression: ${(stats.raw_bytes / stats.stored_bytes).toFixed(2)}x; packs ${(sizes.packsBytes / 1e6).toFixed(1)} MB + database ${(sizes.databaseBytes / 1e6).toFixed(1)} MB` +
+        ` vs restic ${(sizes.resticRepoBytes / 1e6).toFixed(1)} MB (raw tree ${(tree1.bytes / 1e6).toFixed(1)} MB)`,
+    );
+  } finally {
+    await exchange.stop();
+  }
+}
+
+main().catch((e) => {
+  console.error(e);
+  process.exitCode = 1;
+});
