@@ -77,6 +77,7 @@ describe.each<Backend>(['postgres', 'embedded'])('the viewer scenario on %s', (b
   let careWorker: TestUser;
   let doctorC: TestUser;
   let nurseB: TestUser;
+  let auditor: TestUser;
   const tokens: Record<string, string> = {};
   const actor = 'test:admin';
 
@@ -113,8 +114,10 @@ describe.each<Backend>(['postgres', 'embedded'])('the viewer scenario on %s', (b
     pharmacist = await enrol(h, 'FP', 'pharma', 'pharmacist');
     careWorker = await enrol(h, 'FK', 'carer', 'care_worker');
     doctorC = await enrol(h, 'FC', 'doctor', 'physician');
-    for (const u of [doctorB, nurseB, pharmacist, careWorker, doctorC]) tokens[`${u.facilityId}/${u.username}`] = await tokenFor(h, u);
-  });
+    auditor = await enrol(h, 'FB', 'auditor', 'auditor');
+    for (const u of [doctorB, nurseB, pharmacist, careWorker, doctorC, auditor]) tokens[`${u.facilityId}/${u.username}`] = await tokenFor(h, u);
+    // Six enrolments and six logins cost two dozen scrypt hashes: slow on a busy 2-core machine.
+  }, 240_000);
   afterAll(async () => h?.close());
 
   const tok = (u: TestUser) => tokens[`${u.facilityId}/${u.username}`]!;
@@ -283,6 +286,45 @@ describe.each<Backend>(['postgres', 'embedded'])('the viewer scenario on %s', (b
     // B still reads its own records (not a disclosure); nothing of A's any more.
     expect(after.records.some((r) => r.sourceFacilityId === 'FA')).toBe(false);
     expect(after.records.every((r) => r.basis === 'own-facility')).toBe(true);
+  });
+
+  it('finds patients by local ID only when the caller may see them', async () => {
+    // The break-glass test moved the clock past the idle timeout: sign in again.
+    for (const u of [doctorB, pharmacist, careWorker, auditor]) tokens[`${u.facilityId}/${u.username}`] = await tokenFor(h, u);
+    const mine = await get(h, '/api/patients?localId=9999013', tok(doctorB));
+    expect(await mine.json()).toEqual({ patients: [{ id: regional }] });
+    // The consent was withdrawn above: the pharmacy no longer finds the patient at all.
+    expect(await (await get(h, '/api/patients?facility=FA&localId=9999013', tok(pharmacist))).json()).toEqual({ patients: [] });
+    const hidden = await (await get(h, '/api/patients?facility=FA&localId=9999013', tok(careWorker))).json();
+    const unknown = await (await get(h, '/api/patients?facility=FA&localId=0000000', tok(careWorker))).json();
+    expect(hidden).toEqual({ patients: [] });
+    expect(unknown).toEqual(hidden);
+    expect((await get(h, `/api/patients?localId=${encodeURIComponent("1' OR '1'='1")}`, tok(doctorB))).status).toBe(400);
+    expect((await get(h, '/api/patients?localId=9999013', tok(auditor))).status).toBe(403);
+  });
+
+  it('lets auditors, and only auditors, search and export the trail', async () => {
+    const res = await get(h, `/api/audit?patient=${regional}&action=record.read&limit=1000`, tok(auditor));
+    expect(res.status).toBe(200);
+    const body = (await res.json()) as { entries: Array<{ userId: number; outcome: string; facilityId: string }> };
+    expect(body.entries.some((e) => e.userId === doctorB.userId && e.outcome === 'success')).toBe(true);
+    expect(body.entries.some((e) => e.userId === careWorker.userId && e.outcome === 'denied')).toBe(true);
+    const fhir = await get(h, `/api/audit/AuditEvent?patient=${regional}`, tok(auditor));
+    expect(((await fhir.json()) as { entry: Array<{ resource: { resourceType: string } }> }).entry[0]!.resource.resourceType).toBe('AuditEvent');
+    expect(((await (await get(h, '/api/audit/verify', tok(auditor))).json()) as { ok: boolean }).ok).toBe(true);
+    expect((await get(h, '/api/audit', tok(doctorB))).status).toBe(403);
+    expect((await get(h, `/api/audit?from=${encodeURIComponent("2020' --")}`, tok(auditor))).status).toBe(400);
+    expect((await get(h, `/api/patients/${regional}/timeline`, tok(auditor))).status).toBe(403);
+  });
+
+  it('describes its JSON API in OpenAPI 3', async () => {
+    const res = await get(h, '/api/openapi.json');
+    expect(res.status).toBe(200);
+    const doc = (await res.json()) as { openapi: string; paths: Record<string, unknown> };
+    expect(doc.openapi).toMatch(/^3\./);
+    for (const p of ['/api/auth/login', '/api/patients', '/api/patients/{id}/timeline', '/api/patients/{id}/break-glass', '/api/audit']) {
+      expect(doc.paths[p]).toBeDefined();
+    }
   });
 
   it('keeps an audit chain that verifies after all of it', async () => {

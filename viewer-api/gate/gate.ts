@@ -125,19 +125,22 @@ interface Permitted {
 
 export interface Gate {
   open(principal: Principal, req: OpenRequest): Promise<PatientView>;
+  /**
+   * Whether the caller may see anything of the patient (for search results, which list only
+   * visible patients). Reads no records and writes no audit entry: the search that asks does.
+   */
+  canSee(principal: Principal, regionalId: string, purpose: ViewerPurpose): Promise<boolean>;
 }
+
+type Evaluation =
+  | { ok: true; regionalId: string; permitted: Permitted[]; grantReasons: Map<string, string> }
+  | { ok: false; reason: string; publicText: string };
 
 export function createGate(deps: GateDeps): Gate {
   const { audit, clock } = deps;
 
-  async function open(p: Principal, req: OpenRequest): Promise<PatientView> {
-    const at = clock();
-    const who = { userId: p.userId, username: p.username, facilityId: p.facilityId, role: p.role };
-    const trail = { actor: who, address: p.address, deviceId: p.deviceId, endpoint: req.endpoint, patient: req.regionalId, purpose: req.purpose };
-    const refuse = async (reason: string, publicText = NOT_PERMITTED): Promise<never> => {
-      await audit.record({ ...trail, action: 'record.read', outcome: 'denied', reason });
-      throw forbidden(publicText);
-    };
+  async function evaluate(p: Principal, regionalId: string, purpose: ViewerPurpose, at: number): Promise<Evaluation> {
+    const refuse = (reason: string, publicText = NOT_PERMITTED): Evaluation => ({ ok: false, reason, publicText });
 
     const roleCategories = readableCategories(deps.roles, p.role);
     if (!roleMay(deps.roles, p.role, 'record.read') || roleCategories.length === 0) {
@@ -145,7 +148,7 @@ export function createGate(deps: GateDeps): Gate {
     }
     const kind = await deps.facilityKind(p.facilityId);
     if (!kind) return refuse(`facility ${p.facilityId} is not registered`);
-    const loaded = await deps.contexts.load(req.regionalId, { userId: String(p.userId) }, at);
+    const loaded = await deps.contexts.load(regionalId, { userId: String(p.userId) }, at);
     if (!loaded) return refuse('unknown regional patient');
     const { context } = loaded;
 
@@ -161,7 +164,7 @@ export function createGate(deps: GateDeps): Gate {
         const d: Decision = decide(
           {
             user: { id: String(p.userId), facilityId: p.facilityId, facilityKind: kind, role: p.role },
-            purpose: req.purpose,
+            purpose,
             regionalId: loaded.regionalId,
             source: { facilityId: link.facilityId, localId: link.localId },
             category,
@@ -185,6 +188,19 @@ export function createGate(deps: GateDeps): Gate {
       if (entry.categories.size) permitted.push(entry);
     }
     if (permitted.length === 0) return refuse(`nothing permitted: ${[...refusals].sort().join(', ') || 'no linked records'}`, publicText);
+    return { ok: true, regionalId: loaded.regionalId, permitted, grantReasons };
+  }
+
+  async function open(p: Principal, req: OpenRequest): Promise<PatientView> {
+    const at = clock();
+    const who = { userId: p.userId, username: p.username, facilityId: p.facilityId, role: p.role };
+    const trail = { actor: who, address: p.address, deviceId: p.deviceId, endpoint: req.endpoint, patient: req.regionalId, purpose: req.purpose };
+    const ev = await evaluate(p, req.regionalId, req.purpose, at);
+    if (!ev.ok) {
+      await audit.record({ ...trail, action: 'record.read', outcome: 'denied', reason: ev.reason });
+      throw forbidden(ev.publicText);
+    }
+    const { permitted, grantReasons } = ev;
 
     const facilities = [...new Set(permitted.map((e) => e.facilityId))].sort();
     const categories = CATEGORIES.filter((c) => permitted.some((e) => e.categories.has(c)));
@@ -252,10 +268,14 @@ export function createGate(deps: GateDeps): Gate {
       return { records, nextCursor: more && last ? formatCursor({ careDate: last.careDate, id: last.id }) : undefined };
     }
 
-    return { regionalId: loaded.regionalId, purpose: req.purpose, facilities, categories, timeline };
+    return { regionalId: ev.regionalId, purpose: req.purpose, facilities, categories, timeline };
   }
 
-  return { open };
+  async function canSee(p: Principal, regionalId: string, purpose: ViewerPurpose): Promise<boolean> {
+    return (await evaluate(p, regionalId, purpose, clock())).ok;
+  }
+
+  return { open, canSee };
 }
 
 /** Newest care date first, undated last, then by id descending (the index's keyset order). */

@@ -20,6 +20,19 @@ export interface BreakGlassOpener {
   ): Promise<{ id: string; expiresAt: number }>;
 }
 
+/** What patient search needs from the identity service. */
+export interface PatientFinder {
+  linkOf(key: { facilityId: string; localId: string }): Promise<{ regionalId: string } | undefined>;
+}
+
+const SearchQuery = z
+  .object({
+    facility: z.string().regex(/^[A-Za-z0-9][A-Za-z0-9_-]{0,31}$/, 'a facility id is letters, digits, _ and -').optional(),
+    localId: z.string().regex(/^[A-Za-z0-9_-]{1,64}$/, 'a local patient id is letters, digits, _ and -'),
+    purpose: z.enum(['treatment', 'emergency']).default('treatment'),
+  })
+  .strict();
+
 const BreakGlassBody = z.object({ reason: z.string().min(1).max(2000), minutes: z.number().int().min(1).max(24 * 60) }).strict();
 
 /** The JSON clinical endpoints: every read goes through the gate. */
@@ -29,11 +42,35 @@ export function patientsRouter(deps: {
   roles: RolePolicy;
   audit: AuditLog;
   breakGlass: BreakGlassOpener;
+  finder: PatientFinder;
   hygiene: Middleware;
 }): Router {
   const r = new Router({ prefix: '/api/patients' });
   r.use(deps.hygiene);
   r.use(requireSession(deps.auth));
+
+  // Search by a facility's local patient ID (default: the caller's own facility). The answer
+  // lists the patient only when the caller may see something of them; otherwise it is empty,
+  // exactly as for an ID that is not known at all.
+  r.get('/', async (ctx) => {
+    const p = principalOf(ctx);
+    const q = parseQuery(ctx, SearchQuery);
+    const trail = { action: 'patient.search', actor: p, address: p.address, deviceId: p.deviceId, endpoint: `GET ${ctx.path}`, purpose: q.purpose };
+    if (!roleMay(deps.roles, p.role, 'patient.search')) {
+      await deps.audit.record({ ...trail, outcome: 'denied', reason: `role ${p.role} may not search patients` });
+      throw forbidden('Your role may not search patients.');
+    }
+    const facilityId = q.facility ?? p.facilityId;
+    const link = await deps.finder.linkOf({ facilityId, localId: q.localId });
+    const visible = link ? await deps.gate.canSee(p, link.regionalId, q.purpose) : false;
+    await deps.audit.record({
+      ...trail,
+      outcome: 'success',
+      patient: visible ? link!.regionalId : null,
+      detail: { query: { facilityId, localId: q.localId }, results: visible ? 1 : 0 },
+    });
+    ctx.body = { patients: visible ? [{ id: link!.regionalId }] : [] };
+  });
 
   r.get('/:id/timeline', async (ctx) => {
     const id = regionalIdParam(ctx.params.id);

@@ -10,8 +10,10 @@ import { findFacility } from '../../store/backup/backup.repository.js';
 import { loadRolePolicy, type RolePolicy } from '../roles/roles.js';
 import { authRouter } from './auth.routes.js';
 import { securityHeaders } from './hygiene.js';
-import { patientsRouter, type BreakGlassOpener } from './patients.routes.js';
+import { patientsRouter, type BreakGlassOpener, type PatientFinder } from './patients.routes.js';
 import { fhirRouter } from './fhir.routes.js';
+import { auditRouter } from './audit.routes.js';
+import { openApiRouter } from './openapi.js';
 import { createGate, type Gate, type RecordReader } from '../gate/gate.js';
 import type { DecisionContextLoader } from '../../consent/decision-context.js';
 import type { FacilityKind } from '../../consent/model.js';
@@ -31,6 +33,7 @@ export interface Viewer {
 export interface ClinicalDeps {
   contexts: DecisionContextLoader;
   breakGlass: BreakGlassOpener;
+  finder: PatientFinder;
   records: RecordReader;
   facilityKind(facilityId: string): Promise<FacilityKind | undefined>;
 }
@@ -59,12 +62,12 @@ export function createViewer(deps: ViewerDeps): Viewer {
     facilityExists: async (id) => (await findFacility(db, id)) !== undefined,
   });
   const hygiene = securityHeaders({ tls: !!config.tls });
-  const routers = [authRouter(auth, hygiene)];
+  const routers = [authRouter(auth, hygiene), auditRouter({ auth, db, audit, roles, hygiene }), openApiRouter(hygiene, !!deps.clinical)];
   let gate: Gate | undefined;
   if (deps.clinical) {
     const c = deps.clinical;
     gate = createGate({ contexts: c.contexts, roles, records: c.records, facilityKind: c.facilityKind, audit, clock });
-    routers.push(patientsRouter({ auth, gate, roles, audit, breakGlass: c.breakGlass, hygiene }));
+    routers.push(patientsRouter({ auth, gate, roles, audit, breakGlass: c.breakGlass, finder: c.finder, hygiene }));
     routers.push(fhirRouter({ auth, gate, hygiene, clock }));
   }
   return { routers, audit, auth, admin, roles, gate };
