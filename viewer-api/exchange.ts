@@ -105,6 +105,7 @@ export async function createExchange(config: Config, opts: ExchangeOptions = {})
       clinical: {
         contexts: consent.contexts,
         breakGlass: consent.consent,
+        finder: consent.identity,
         records: indexRecordReader(db),
         facilityKind: async (id) => (await findFacility(db, id))?.kind,
       },
