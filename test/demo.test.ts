@@ -1,0 +1,87 @@
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { createExchange, type Exchange } from '../viewer-api/exchange.js';
+import { testConfig } from '../viewer-api/config.js';
+import { ensureDemoData, readDemoState, type DemoState } from '../viewer-api/demo/seed.js';
+import { totpCode } from '../viewer-api/auth/totp.js';
+import { DEVICE_HEADER } from '../viewer-api/routes/session.js';
+import { tempDir } from './support/tmp.js';
+
+/**
+ * The demo that `npm start` prepares, followed the way the README tells a new user to: log in
+ * with password, TOTP and the registered device, then read a linked patient's timeline.
+ */
+describe('the demo', () => {
+  const tmp = tempDir();
+  let exchange: Exchange;
+  let url: string;
+  let state: DemoState;
+  let token: string;
+
+  beforeAll(async () => {
+    exchange = await createExchange(testConfig(tmp.dir));
+    url = await exchange.listen();
+    state = await ensureDemoData(exchange, url, { facilities: 3, patients: 60, days: 5, seed: 11 });
+    // One login for the whole file: a TOTP code is accepted once per time step (replay protection).
+    const physician = state.users.find((u) => u.role === 'physician')!;
+    token = await login(physician.facilityId, physician.username);
+  }, 240_000);
+  afterAll(async () => {
+    await exchange?.stop();
+    tmp.remove();
+  });
+
+  async function login(facilityId: string, username: string) {
+    const device = state.devices.find((d) => d.facilityId === facilityId)!;
+    const user = state.users.find((u) => u.facilityId === facilityId && u.username === username)!;
+    const res = await fetch(`${url}/api/auth/login`, {
+      method: 'POST',
+      headers: { 'Content-Type': 'application/json', [DEVICE_HEADER]: device.credential },
+      body: JSON.stringify({ facilityId, username, password: state.password, totp: await totpCode(user.totpSecret, Date.now()) }),
+    });
+    expect(res.status).toBe(200);
+    return ((await res.json()) as { token: string }).token;
+  }
+
+  it('uploads every facility, links people across facilities and gives them consents of several shapes', () => {
+    expect(state.facilities.length).toBe(3);
+    for (const f of state.facilities) expect(f.snapshotId).toMatch(/^S/);
+    expect(state.patients.length).toBeGreaterThan(3);
+    expect(state.patients.every((p) => p.links.length >= 2)).toBe(true);
+    const shapes = new Set(state.patients.map((p) => p.shape));
+    expect(shapes).toContain('withdrawn');
+    expect(shapes).toContain('all-except-one-facility');
+    expect(new Set(state.users.map((u) => u.role)).size).toBeGreaterThanOrEqual(8);
+  });
+
+  it("lets the hospital physician read another facility's records of a consenting patient", async () => {
+    const physician = state.users.find((u) => u.role === 'physician')!;
+    const shared = state.patients.find(
+      (p) => p.shape === 'hospitals-and-pharmacies' && p.links.some((l) => l.facilityId !== physician.facilityId),
+    );
+    expect(shared).toBeDefined();
+    const res = await fetch(`${url}/api/patients/${shared!.regionalId}/timeline?limit=200`, { headers: { Authorization: `Bearer ${token}` } });
+    expect(res.status).toBe(200);
+    const body = (await res.json()) as { records: { facilityId: string }[] };
+    const others = body.records.filter((r) => r.facilityId !== physician.facilityId);
+    expect(others.length).toBeGreaterThan(0);
+  });
+
+  it('denies the same physician a withdrawn patient', async () => {
+    const physician = state.users.find((u) => u.role === 'physician')!;
+    const withdrawn = state.patients.find((p) => p.shape === 'withdrawn' && p.links.some((l) => l.facilityId !== physician.facilityId))!;
+    const res = await fetch(`${url}/api/patients/${withdrawn.regionalId}/timeline`, { headers: { Authorization: `Bearer ${token}` } });
+    if (res.status === 200) {
+      // The physician's own facility's records may be shown; nothing from another facility is.
+      const body = (await res.json()) as { records: { facilityId: string }[] };
+      expect(body.records.filter((r) => r.facilityId !== physician.facilityId)).toEqual([]);
+    } else {
+      expect(res.status).toBe(403);
+    }
+  });
+
+  it('is prepared once: a second call returns the saved state without uploading again', async () => {
+    const again = await ensureDemoData(exchange, url);
+    expect(again).toEqual(state);
+    expect(readDemoState(tmp.dir)).toEqual(state);
+  });
+});
