@@ -4,9 +4,10 @@ import { AiCallError, AiClient } from '../viewer-api/ai/ai-client.js';
 import type { AiService } from '../viewer-api/ai/registry.js';
 import type { FhirJson } from '../viewer-api/ai/deidentify.js';
 import { startStandIn, type StandIn } from '../viewer-api/ai/standin.js';
-import { loadFhirValidator } from '../ingest/fhir/schema.js';
+import { createAnswerValidator } from '../viewer-api/ai/answer-validator.js';
 
-const validate = loadFhirValidator();
+const validator = createAnswerValidator();
+const validate = (r: unknown) => validator.validate(r);
 
 /** A de-identified-looking bundle: what the client sends does not matter to it. */
 const BUNDLE: FhirJson = {
@@ -83,7 +84,10 @@ let s: StandIn;
 beforeAll(async () => {
   s = await startStandIn();
 });
-afterAll(() => s.close());
+afterAll(async () => {
+  await s.close();
+  await validator.close();
+});
 afterEach(() => {
   s.queue.length = 0;
   s.fallback = { kind: 'ok' };

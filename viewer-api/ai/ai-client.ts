@@ -102,8 +102,8 @@ export interface AiClientOptions {
   circuit?: CircuitSettings;
   random?: () => number;
   sleep?: (ms: number, signal?: AbortSignal) => Promise<void>;
-  /** FHIR R4 schema validation of answers (compiling the schema takes seconds: share one). */
-  validate?: (resource: unknown) => SchemaIssue[];
+  /** FHIR R4 schema validation of answers (default: the schema in this thread, slow to compile). */
+  validate?: (resource: unknown) => SchemaIssue[] | Promise<SchemaIssue[]>;
 }
 
 function defaultSleep(ms: number, signal?: AbortSignal): Promise<void> {
@@ -147,7 +147,7 @@ export class AiClient {
   private readonly buckets = new Map<string, { bucket: TokenBucket; key: string }>();
   private readonly tokens = new Map<string, CachedToken>();
   private readonly pendingTokens = new Map<string, Promise<string>>();
-  private validate: ((r: unknown) => SchemaIssue[]) | undefined;
+  private validate: ((r: unknown) => SchemaIssue[] | Promise<SchemaIssue[]>) | undefined;
   private readonly clock: () => number;
   private readonly retry: RetrySettings;
   private readonly circuitSettings: CircuitSettings;
@@ -224,7 +224,7 @@ export class AiClient {
         const result = await this.send(service, body, headers, opts.signal);
         const ms = this.clock() - started;
         serviceMs += ms;
-        const resource = this.answer(result.data, attempts.length + 1);
+        const resource = await this.answer(result.data, attempts.length + 1);
         circuit.onSuccess();
         attempts.push({ attempt, outcome: 'ok', status: result.status, ms });
         opts.onAttempt?.(attempts[attempts.length - 1]!);
@@ -350,7 +350,7 @@ export class AiClient {
     return { data, status: response?.status ?? 200, bytes: Buffer.byteLength(json, 'utf8') };
   }
 
-  private answer(data: unknown, attempts: number): FhirJson {
+  private async answer(data: unknown, attempts: number): Promise<FhirJson> {
     if (!data || typeof data !== 'object' || Array.isArray(data) || typeof (data as FhirJson)['resourceType'] !== 'string') {
       throw new AiCallError('malformed', 'the answer has no resourceType', attempts);
     }
@@ -363,9 +363,20 @@ export class AiClient {
     }
     if (r['resourceType'] === 'OperationOutcome') throw new AiCallError('rejected', 'the service answered with an OperationOutcome', attempts);
     this.validate ??= loadFhirValidator();
-    const issues = this.validate(r);
-    if (issues.length) {
-      throw new AiCallError('malformed', `not valid FHIR R4 ${String(r['resourceType'])}: ${issues.slice(0, 3).map((i) => `${i.path} ${i.message}`).join('; ')}`, attempts);
+    // A Bundle or Parameters answer: every resource it carries is validated as well.
+    const carried = (x: FhirJson): FhirJson[] => {
+      const inner = [
+        ...(Array.isArray(x['entry']) ? (x['entry'] as FhirJson[]).map((e) => e?.['resource']) : []),
+        ...(Array.isArray(x['parameter']) ? (x['parameter'] as FhirJson[]).map((p) => p?.['resource']) : []),
+        ...(Array.isArray(x['contained']) ? (x['contained'] as unknown[]) : []),
+      ].filter((v): v is FhirJson => !!v && typeof v === 'object');
+      return [x, ...inner.flatMap(carried)];
+    };
+    for (const res of carried(r)) {
+      const issues = await this.validate(res);
+      if (issues.length) {
+        throw new AiCallError('malformed', `not valid FHIR R4 ${String(res['resourceType'])}: ${issues.slice(0, 3).map((i) => `${i.path} ${i.message}`).join('; ')}`, attempts);
+      }
     }
     // Only the JSON itself: fhir-kit-client hangs the Response on the object (non-enumerable).
     return JSON.parse(JSON.stringify(r)) as FhirJson;

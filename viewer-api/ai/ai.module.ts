@@ -11,7 +11,7 @@ import type { RolePolicy } from '../roles/roles.js';
 import { securityHeaders } from '../routes/hygiene.js';
 import { createDecisionContextLoader, createParticipationCache, type DecisionContextLoader } from '../../consent/decision-context.js';
 import { defaultPolicy } from '../../consent/policy.js';
-import { loadFhirValidator } from '../../ingest/fhir/schema.js';
+import { createAnswerValidator } from './answer-validator.js';
 import { AiClient } from './ai-client.js';
 import { createAiQueue, type AiQueue } from './ai.queue.js';
 import { aiRouter } from './ai.routes.js';
@@ -63,9 +63,9 @@ export function createAiModule(deps: AiModuleDeps): AiModule {
   const contexts =
     deps.contexts ?? createDecisionContextLoader(deps.db, { policy: defaultPolicy(), participation: createParticipationCache(deps.db, { ttlMs: 2000, now: deps.clock }) });
   const registry = createAiRegistry({ db: deps.db, box, audit: deps.audit, clock: deps.clock });
-  let validate: ReturnType<typeof loadFhirValidator> | undefined;
-  // Compiling the FHIR schema takes seconds: once per process, on first use.
-  const client = new AiClient({ validate: (r) => (validate ??= loadFhirValidator())(r) });
+  // Answers are validated in a worker thread: compiling FHIR schemas must not block requests.
+  const validator = createAnswerValidator();
+  const client = new AiClient({ validate: (r) => validator.validate(r) });
   let queue: AiQueue | undefined;
   const flow = createAiFlow({ db: deps.db, box, audit: deps.audit, clock: deps.clock, log, registry, client, contexts, roles: deps.roles, pseudonymKey, queue: () => queue! });
   queue = createAiQueue({ redisUrl: deps.config.redisUrl, prefix: deps.queuePrefix, concurrency: deps.concurrency, log, process: (id) => flow.process(id) });
@@ -81,11 +81,15 @@ export function createAiModule(deps: AiModuleDeps): AiModule {
       if (started) return;
       started = true;
       await queue!.start();
+      validator.warm(['RiskAssessment', 'Observation', 'DiagnosticReport', 'Bundle', 'Parameters']);
       // A send interrupted by a crash goes back to the queue after 10 minutes (the longest
       // timeout a service may declare): the claim keeps it from being sent twice meanwhile.
       await requeueStale(deps.db, deps.clock() - 10 * 60_000);
       for (const id of await queuedRequestIds(deps.db)) await queue!.enqueue(id);
     },
-    close: () => queue!.close(),
+    async close() {
+      await queue!.close();
+      await validator.close();
+    },
   };
 }

@@ -248,8 +248,8 @@ export function createAiFlow(deps: AiFlowDeps): AiFlow {
         patient: row.regionalId,
         purpose: 'ai-analysis',
       };
+      // The audit entry is written before the status changes: whoever sees the outcome finds its trace.
       const end = async (status: 'failed' | 'denied', detail: string, reason: string, extra: Record<string, unknown> = {}, attempts = 0, sent?: { sha256: string; bytes: number }) => {
-        await repo.finishRequest(db, requestId, { status, detail, attempts, sentSha256: sent?.sha256, sentBytes: sent?.bytes, at: clock() });
         await audit.record({
           ...trail,
           action: 'ai.request.send',
@@ -257,6 +257,7 @@ export function createAiFlow(deps: AiFlowDeps): AiFlow {
           reason,
           detail: { request: requestId, service: row.serviceId, ...(sent ? { sentSha256: sent.sha256, sentBytes: sent.bytes } : { sent: false }), ...extra },
         });
+        await repo.finishRequest(db, requestId, { status, detail, attempts, sentSha256: sent?.sha256, sentBytes: sent?.bytes, at: clock() });
       };
       const service = await registry.load(row.serviceId);
       if (!service) return end('failed', 'the AI service is no longer registered', 'service removed');
@@ -285,16 +286,6 @@ export function createAiFlow(deps: AiFlowDeps): AiFlow {
           },
         });
         const back = reidentify(r.resource, sealed.key);
-        await repo.finishRequest(db, requestId, {
-          status: 'done',
-          detail: `${String(back.resource['resourceType'])} received`,
-          attempts: r.attempts.length,
-          sentSha256: r.sent.sha256,
-          sentBytes: r.sent.bytes,
-          receivedBytes: r.receivedBytes,
-          result: back.resource,
-          at: clock(),
-        });
         await audit.record({
           ...trail,
           action: 'ai.request.send',
@@ -312,6 +303,16 @@ export function createAiFlow(deps: AiFlowDeps): AiFlow {
             serviceMs: r.serviceMs,
             unknownPseudonyms: back.unknownPseudonyms,
           },
+        });
+        await repo.finishRequest(db, requestId, {
+          status: 'done',
+          detail: `${String(back.resource['resourceType'])} received`,
+          attempts: r.attempts.length,
+          sentSha256: r.sent.sha256,
+          sentBytes: r.sent.bytes,
+          receivedBytes: r.receivedBytes,
+          result: back.resource,
+          at: clock(),
         });
       } catch (e) {
         if (!(e instanceof AiCallError)) {

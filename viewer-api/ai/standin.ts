@@ -56,12 +56,18 @@ function riskAssessment(request: unknown): Record<string, unknown> {
   // Find the Bundle (posted as is, or as parameter `bundle` of a Parameters resource).
   const r = request as { resourceType?: string; parameter?: { name: string; resource?: unknown }[] };
   const bundle = (r.resourceType === 'Parameters' ? r.parameter?.find((p) => p.name === 'bundle')?.resource : r) as
-    | { entry?: { resource?: { resourceType?: string; id?: string; effectiveDateTime?: string } }[] }
+    | { entry?: { resource?: { resourceType?: string; id?: string } }[] }
     | undefined;
   const resources = (bundle?.entry ?? []).map((e) => e.resource ?? {});
   const patient = resources.find((x) => x.resourceType === 'Patient');
   const subject = patient?.id ? `Patient/${patient.id}` : (resources.map((x) => (x as { subject?: { reference?: string } }).subject?.reference).find(Boolean) ?? 'Patient/unknown');
-  const dates = resources.map((x) => x.effectiveDateTime).filter((d): d is string => typeof d === 'string').sort();
+  const dates = resources
+    .flatMap((x) => {
+      const y = x as Record<string, unknown>;
+      return [y['effectiveDateTime'], y['authoredOn'], y['recordedDate'], y['date']];
+    })
+    .filter((d): d is string => typeof d === 'string' && /^\d{4}-\d{2}-\d{2}/.test(d))
+    .sort();
   const labs = resources.filter((x) => x.resourceType === 'Observation').length;
   return {
     resourceType: 'RiskAssessment',
