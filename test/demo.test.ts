@@ -61,8 +61,8 @@ describe('the demo', () => {
     expect(shared).toBeDefined();
     const res = await fetch(`${url}/api/patients/${shared!.regionalId}/timeline?limit=200`, { headers: { Authorization: `Bearer ${token}` } });
     expect(res.status).toBe(200);
-    const body = (await res.json()) as { records: { facilityId: string }[] };
-    const others = body.records.filter((r) => r.facilityId !== physician.facilityId);
+    const body = (await res.json()) as { records: { sourceFacilityId: string }[] };
+    const others = body.records.filter((r) => r.sourceFacilityId !== physician.facilityId);
     expect(others.length).toBeGreaterThan(0);
   });
 
@@ -72,8 +72,8 @@ describe('the demo', () => {
     const res = await fetch(`${url}/api/patients/${withdrawn.regionalId}/timeline`, { headers: { Authorization: `Bearer ${token}` } });
     if (res.status === 200) {
       // The physician's own facility's records may be shown; nothing from another facility is.
-      const body = (await res.json()) as { records: { facilityId: string }[] };
-      expect(body.records.filter((r) => r.facilityId !== physician.facilityId)).toEqual([]);
+      const body = (await res.json()) as { records: { sourceFacilityId: string }[] };
+      expect(body.records.filter((r) => r.sourceFacilityId !== physician.facilityId)).toEqual([]);
     } else {
       expect(res.status).toBe(403);
     }
