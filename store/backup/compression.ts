@@ -116,20 +116,20 @@ export function trainDictionary(samples: Buffer[], maxSize = USABLE_DICTIONARY, 
     let best = { text: '', score: 0 };
     for (let j = from; j < Math.min(texts.length, from + perEpoch); j++) {
       const t = texts[j]!;
-      if (t.length < segment) continue;
+      const k = Math.min(segment, t.length); // a message shorter than a segment is one candidate
       const val = (i: number) => freq.get(t.slice(i, i + D)) ?? 0;
       let score = 0;
-      for (let i = 0; i + D <= segment; i++) score += val(i);
+      for (let i = 0; i + D <= k; i++) score += val(i);
       let bestHere = score;
       let at = 0;
-      for (let start = 1; start + segment <= t.length; start++) {
-        score += val(start + segment - D) - val(start - 1);
+      for (let start = 1; start + k <= t.length; start++) {
+        score += val(start + k - D) - val(start - 1);
         if (score > bestHere) {
           bestHere = score;
           at = start;
         }
       }
-      if (bestHere > best.score) best = { text: t.slice(at, at + segment), score: bestHere };
+      if (bestHere > best.score) best = { text: t.slice(at, at + k), score: bestHere };
     }
     if (best.score === 0) continue;
     picked.push(best);
