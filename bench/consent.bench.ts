@@ -3,6 +3,7 @@
  *
  *   npx tsx bench/consent.bench.ts                       # decisions + matching at 10k and 1M
  *   npx tsx bench/consent.bench.ts --sizes 10000 --decisions 500000 --explain 20
+ *   npx tsx bench/consent.bench.ts --sizes 100000 --twins 0.02        # with hard negatives
  *
  * 1. Decision throughput: the pure decide() on one core over a mix of requests (permits,
  *    withdrawals, exclusions, break-glass, disaster) against a realistic context.
@@ -26,10 +27,12 @@ interface Args {
   autoLinkAt: number;
   reviewAt: number;
   seed: string;
+  /** Fraction of persons given a twin (same family, birth date, address, phone; another given name). */
+  twins: number;
 }
 
 function parseArgs(argv: string[]): Args {
-  const a: Args = { sizes: [10_000, 1_000_000], decisions: 2_000_000, explain: 0, autoLinkAt: 24, reviewAt: 10, seed: 'bench' };
+  const a: Args = { sizes: [10_000, 1_000_000], decisions: 2_000_000, explain: 0, autoLinkAt: 24, reviewAt: 10, seed: 'bench', twins: 0 };
   for (let i = 0; i < argv.length; i++) {
     const v = argv[i + 1];
     switch (argv[i]) {
@@ -51,6 +54,10 @@ function parseArgs(argv: string[]): Args {
         break;
       case '--review':
         a.reviewAt = Number(v);
+        i++;
+        break;
+      case '--twins':
+        a.twins = Number(v);
         i++;
         break;
       case '--seed':
@@ -142,13 +149,25 @@ interface Quality {
   sweep: { autoLinkAt: number; precision: number; recall: number; falsePairs: number }[];
 }
 
-function matchingBench(target: number, cfg: MatchConfig & { autoLinkAt: number }, seed: string, explain: number): Quality {
+function matchingBench(target: number, cfg: MatchConfig & { autoLinkAt: number }, seed: string, explain: number, twins: number): Quality {
   const t0 = performance.now();
   const locals: LocalPatient[] = [];
   // About 1.5 local identities per person: ask for enough persons, stop at the target.
   for (const lp of generatePopulation({ seed, facilities: Math.max(10, Math.round(target / 2000)), patients: Math.ceil(target / 1.2) })) {
     locals.push(lp);
     if (locals.length >= target) break;
+  }
+  // Hard negatives the generator does not make: a twin registered at the same facility, with
+  // everything but the given name (and sometimes the sex) in common.
+  if (twins > 0) {
+    const step = Math.max(1, Math.round(1 / twins));
+    const n = locals.length;
+    for (let i = 0; i < n; i += step) {
+      const lp = locals[i];
+      const donor = locals[(i * 7919 + 13) % n];
+      if (donor.givenKanji === lp.givenKanji) continue;
+      locals.push({ ...lp, personId: `${lp.personId}-twin`, localId: `${lp.localId}T`, givenKanji: donor.givenKanji, givenKana: donor.givenKana, sex: donor.sex });
+    }
   }
   const t1 = performance.now();
   const personOf = new Int32Array(locals.length);
@@ -257,10 +276,10 @@ console.log(`node ${process.version}, ${new Date().toISOString()}`);
 const d = decisionBench(args.decisions);
 console.log(`decide(): ${d.perSecond.toLocaleString('en')} decisions/s on one core (${args.decisions.toLocaleString('en')} in ${d.seconds.toFixed(2)} s; ${d.permits} permits, ${d.denies} denies)`);
 for (const size of args.sizes) {
-  const q = matchingBench(size, { autoLinkAt: args.autoLinkAt, reviewAt: args.reviewAt }, args.seed, args.explain);
+  const q = matchingBench(size, { autoLinkAt: args.autoLinkAt, reviewAt: args.reviewAt }, args.seed, args.explain, args.twins);
   console.log(
     [
-      `matching ${q.localPatients.toLocaleString('en')} local patients (${q.persons.toLocaleString('en')} persons, ${q.truePairs.toLocaleString('en')} true pairs), auto >= ${args.autoLinkAt}, review >= ${args.reviewAt}:`,
+      `matching ${q.localPatients.toLocaleString('en')} local patients${args.twins ? ` incl. twins (rate ${args.twins})` : ''} (${q.persons.toLocaleString('en')} persons, ${q.truePairs.toLocaleString('en')} true pairs), auto >= ${args.autoLinkAt}, review >= ${args.reviewAt}:`,
       `  auto-link precision ${(100 * q.precisionAuto).toFixed(3)}% (${q.autoTrue}/${q.autoPairs}), auto-link recall ${(100 * q.recallAuto).toFixed(2)}%`,
       `  review-queue recall ${(100 * q.recallReview).toFixed(3)}% (${q.autoTrue + q.reviewTrue}/${q.truePairs}); review band holds ${q.reviewPairs} pairs, ${q.reviewTrue} true`,
       `  ${q.pairsCompared.toLocaleString('en')} pairs compared in ${q.blocks.toLocaleString('en')} blocks (${q.oversizedBlocks} oversized skipped)`,

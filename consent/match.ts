@@ -141,7 +141,8 @@ export const WEIGHTS = {
   sexDiffers: -4,
   givenSame: 7,
   givenKanaSame: 6,
-  givenKanaSameKanjiDiffers: 3,
+  // Same reading, other kanji (陽子/洋子): a keying slip or a sibling; a person decides.
+  givenKanaSameKanjiDiffers: 0,
   givenSimilar: 3,
   givenDiffers: -20,
   familySame: 5,

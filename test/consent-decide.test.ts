@@ -283,6 +283,12 @@ describe('decide: every rule and their conflicts', () => {
     expect(effectiveConsent([], AT)).toBeUndefined();
   });
 
+  it('denies a request that is not one', () => {
+    expect(decide(null as never, context()).publicReason.code).toBe('invalid-request');
+    expect(decide({ ...request(), user: undefined } as never, context()).reasons[0].code).toBe('invalid-request');
+    expect(decide({ ...request(), source: undefined } as never, context()).reasons[0].code).toBe('invalid-request');
+  });
+
   it('is deterministic and does not touch its inputs', () => {
     const ctx = context({ consents: [consent(), withdrawn], breakGlass: [grant()], disasters: [disaster()] });
     const frozen = structuredClone({ consents: ctx.consents, links: ctx.links, breakGlass: ctx.breakGlass, disasters: ctx.disasters, policy: ctx.policy });

@@ -23,7 +23,7 @@ describe('demo identities and consents', () => {
     const plans = planFacilities({ seed: 'demo', facilities: 8 });
     facilities = plans.map((p) => ({ facilityId: p.facilityId, kind: p.kind === 'care-home' ? 'care_home' : p.kind }));
     seeded = await seedDemoIdentityAndConsent(m, { facilities, localPatients: generatePopulation({ seed: 'demo', facilities: plans, patients: 60 }), people: DEMO_SHAPES.length, now });
-  });
+  }, 180_000);
   afterAll(async () => {
     await handle?.close();
     tmp.remove();

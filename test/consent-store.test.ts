@@ -5,7 +5,8 @@ import { migrateToLatest } from '../store/migrate.js';
 import { ExchangeError } from '../store/errors.js';
 import { createConsentModule, type ConsentModule } from '../consent/consent.module.js';
 import { decide, type AccessRequest } from '../consent/decide.js';
-import { perRequest } from '../consent/decision-context.js';
+import { createParticipationCache, perRequest } from '../consent/decision-context.js';
+import { upsertParticipation } from '../consent/consent.repository.js';
 import { FhirConsentError } from '../consent/fhir-consent.js';
 import type { IdentityRecord } from '../consent/match.js';
 import type { ConsentTerms, EvidenceStore } from '../consent/model.js';
@@ -82,7 +83,7 @@ describe.each(BACKENDS)('identity and consent on %s', (_label, kind) => {
     ] as const) {
       await mod.consent.setParticipation('admin', { facilityId: id, kind: k, discloses: d, views: v }, 'joined the network');
     }
-  });
+  }, 180_000); // migrations of every feature on a loaded machine
   afterAll(async () => {
     await handle?.close();
     await pg?.drop();
@@ -347,6 +348,21 @@ describe.each(BACKENDS)('identity and consent on %s', (_label, kind) => {
     // Everything the earlier tests decided stays decided: nothing new is linked or moved.
     expect(summary.autoLinked).toBe(0);
     expect(summary.skipped).toBeGreaterThan(0);
+  });
+
+  it('serves participation from a short-lived cache, and sees another process\'s change after its TTL', async () => {
+    let t = 0;
+    const cache = createParticipationCache(handle.db, { ttlMs: 1000, now: () => t });
+    expect((await cache.get()).get('F004')?.views).toBe(true);
+    // Another process changes the table behind this cache's back.
+    await upsertParticipation(handle.db, { facilityId: 'F004', kind: 'care_home', discloses: false, views: false }, 'other-process', clock);
+    t = 999;
+    expect((await cache.get()).get('F004')?.views).toBe(true);
+    t = 1000;
+    expect((await cache.get()).get('F004')?.views).toBe(false);
+    await upsertParticipation(handle.db, { facilityId: 'F004', kind: 'care_home', discloses: false, views: true }, 'other-process', clock);
+    cache.invalidate();
+    expect((await cache.get()).get('F004')?.views).toBe(true);
   });
 
   it('answers errors as the exchange vocabulary', async () => {
