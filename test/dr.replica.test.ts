@@ -9,6 +9,7 @@ import { migrateToLatest } from '../store/migrate.js';
 import type { PackStore } from '../store/backup/pack-store.js';
 import type { BackupService } from '../store/backup/backup.service.js';
 import { EncryptedPackStore } from '../store/dr/encrypted-pack-store.js';
+import { ConfiguredKeyProvider } from '../store/dr/key-provider.js';
 import { listGenerations, replicate, restoreFromReplica } from '../store/dr/replication.js';
 import { s3Store, startS3Server, type S3Server } from './dr.support.js';
 import { createTestDatabase, type TestDatabase } from './support/postgres.js';
@@ -56,6 +57,7 @@ async function upload(backup: BackupService, facilityId: string, files: TreeFile
 }
 
 const masterKeys = [{ id: 'site-key-1', key: randomBytes(32) }];
+const keys = new ConfiguredKeyProvider(masterKeys);
 const work = tempDir('hakobune-replica-');
 let pg: TestDatabase;
 let s3: S3Server;
@@ -110,7 +112,14 @@ describe('replication to a second site', () => {
     second = s3Store(s3, { prefix: 'tohoku-2' });
     const ex = exchange!;
     expect(ex.backup.packs).toBeInstanceOf(EncryptedPackStore);
-    const first = await replicate(ex.db, rawStore(ex.backup.packs), second);
+    // Without the master keys the metadata would leave in clear: refused before anything is written.
+    await expect(replicate(ex.db, rawStore(ex.backup.packs), second)).rejects.toThrow(/the packs are encrypted but no master keys were given/);
+    expect(await listGenerations(second)).toEqual([]);
+    let written = 0;
+    for await (const _ of second.list('')) written += 1;
+    expect(written).toBe(0);
+
+    const first = await replicate(ex.db, rawStore(ex.backup.packs), second, { keys });
     expect(first.packs).toBeGreaterThan(0);
     expect(first.packsCopied).toBe(first.packs);
     expect(first.damagedAtReplica).toEqual([]);
@@ -118,7 +127,14 @@ describe('replication to a second site', () => {
     // What the second site holds is ciphertext: no SS-MIX2 segment header appears in it.
     for await (const o of second.list('data')) expect((await second.get(o.name)).includes(Buffer.from('MSH|'))).toBe(false);
 
-    const again = await replicate(ex.db, rawStore(ex.backup.packs), second);
+    // The metadata (trees name patients' folders) is encrypted too; only the manifest is clear.
+    for await (const o of second.list('meta')) {
+      if (o.name.endsWith('/manifest.json')) continue;
+      expect(o.name).toMatch(/\.jsonl\.gz\.enc$/);
+      expect((await second.get(o.name)).subarray(0, 4).toString()).toBe('HKBE');
+    }
+
+    const again = await replicate(ex.db, rawStore(ex.backup.packs), second, { keys });
     expect(again.packsCopied).toBe(0);
     expect(again.packsAlreadyThere).toBe(first.packs);
     expect(await listGenerations(second)).toHaveLength(2);
@@ -147,20 +163,20 @@ describe('replication to a second site', () => {
     const r1 = await restoreFromReplica(second, await scratchDb(), { facilityId: 'F-MIYAGI-01', snapshotId: snapshot1, to: older, masterKeys });
     expect(r1.failed).toEqual([]);
     expect(readTree(older).map((f) => f.path)).toEqual(night1.map((f) => f.path).sort());
-  });
+  }, 300_000); // the embedded database starts and migrates slowly on a loaded 2-core machine
 
   it('refuses to restore encrypted packs without the master keys, and with the wrong ones names the key', async () => {
     await expect(restoreFromReplica(second, await scratchDb(), { facilityId: 'F-MIYAGI-01', to: path.join(work.dir, 'nokeys') })).rejects.toThrow(
-      /the packs at the second site are encrypted: set HAKOBUNE_MASTER_KEYS/,
+      /the metadata at the second site is encrypted: set HAKOBUNE_MASTER_KEYS/,
     );
-    const wrong = await restoreFromReplica(second, await scratchDb(), {
-      facilityId: 'F-MIYAGI-01',
-      to: path.join(work.dir, 'wrongkeys'),
-      masterKeys: [{ id: 'site-key-1', key: randomBytes(32) }],
-    });
-    expect(wrong.files).toBe(0);
-    expect(wrong.failed.length).toBe(night2.length);
-    expect(wrong.failed[0]!.reason).toMatch(/master key "site-key-1" does not open the data key/);
+    await expect(
+      restoreFromReplica(second, await scratchDb(), {
+        facilityId: 'F-MIYAGI-01',
+        to: path.join(work.dir, 'wrongkeys'),
+        masterKeys: [{ id: 'site-key-1', key: randomBytes(32) }],
+      }),
+    ).rejects.toThrow(/master key "site-key-1" does not open the data key of replica generation G/);
+    expect(fs.existsSync(path.join(work.dir, 'wrongkeys'))).toBe(false);
   });
 
   it('reports a pack missing at the second site, and the files it held', async () => {

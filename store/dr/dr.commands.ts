@@ -122,6 +122,7 @@ export function registerDrCommands(program: Command): void {
         let started = false;
         const r = await replicate(database.db, source, target, {
           verify: opts.verify,
+          keys: config.masterKeys?.length ? new ConfiguredKeyProvider(config.masterKeys) : undefined,
           onProgress: (p) => {
             if (!b || p.stage !== 'packs') return;
             if (!started) b.start(p.total, 0);

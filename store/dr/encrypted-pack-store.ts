@@ -116,6 +116,15 @@ export function decryptChunks(name: string, dek: Buffer, plainSize: number, firs
   return Buffer.concat(out);
 }
 
+/** Decrypts a whole object written by encryptObject; any damage is a PackDecryptionError. */
+export function decryptObject(name: string, dek: Buffer, stored: Buffer): Buffer {
+  const plainSize = plainSizeOf(stored.length);
+  if (plainSize === undefined || !stored.subarray(0, HEADER.length).equals(HEADER)) {
+    throw new PackDecryptionError(name, `is not an object of format v1 (${stored.length} bytes)`);
+  }
+  return decryptChunks(name, dek, plainSize, 0, stored.subarray(HEADER.length));
+}
+
 interface OpenKey {
   dek: Buffer;
   plainSize: number;

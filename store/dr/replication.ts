@@ -5,8 +5,8 @@ import { ExchangeError } from '../errors.js';
 import { PackObjectMissing, type PackStore } from '../backup/pack-store.js';
 import { BackupService } from '../backup/backup.service.js';
 import { restoreSnapshot, type RestoreOptions, type RestoreResult } from '../backup/restore.js';
-import { DbPackKeys, EncryptedPackStore } from './encrypted-pack-store.js';
-import { ConfiguredKeyProvider, type MasterKey } from './key-provider.js';
+import { DbPackKeys, EncryptedPackStore, decryptObject, encryptObject } from './encrypted-pack-store.js';
+import { ConfiguredKeyProvider, type KeyProvider, type MasterKey } from './key-provider.js';
 import * as rep from './replica.repository.js';
 
 /**
@@ -34,6 +34,12 @@ export interface ReplicaManifest {
   packs: { count: number; bytes: number };
   /** Whether pack objects are encrypted (the master keys are then needed to restore). */
   encrypted: boolean;
+  /**
+   * The data key of this generation's metadata objects, wrapped by a master key: trees name
+   * patients' folders and dictionaries hold fragments of messages, so they are encrypted like
+   * packs whenever a key provider is given. The manifest itself holds only counts and hashes.
+   */
+  metadataKey?: { keyId: string; wrappedDek: string };
 }
 
 export interface ReplicateProgress {
@@ -63,6 +69,14 @@ function generationName(now: Date): string {
 
 const sha = (b: Buffer) => createHash('sha256').update(b).digest('hex');
 
+/**
+ * A whole object by an explicit range: a whole-object get through the local store's cached file
+ * handle starts where the previous whole read ended (and returns nothing the second time).
+ */
+async function readWhole(store: PackStore, name: string, size: number): Promise<Buffer> {
+  return store.get(name, { offset: 0, length: size });
+}
+
 async function sizes(store: PackStore, prefix: string): Promise<Map<string, number>> {
   const out = new Map<string, number>();
   for await (const o of store.list(prefix)) out.set(o.name, o.size);
@@ -78,7 +92,7 @@ export async function replicate(
   db: Db,
   source: PackStore,
   target: PackStore,
-  opts: { verify?: boolean; now?: () => Date; onProgress?: (p: ReplicateProgress) => void } = {},
+  opts: { verify?: boolean; now?: () => Date; onProgress?: (p: ReplicateProgress) => void; keys?: KeyProvider } = {},
 ): Promise<ReplicateResult> {
   const verify = opts.verify ?? true;
   const generation = generationName((opts.now ?? (() => new Date()))());
@@ -90,6 +104,16 @@ export async function replicate(
     packs: { count: 0, bytes: 0 },
     encrypted: false,
   };
+  const packKeys = rep.REPLICATED_TABLES.find((t) => t.table === 'pack_key')!;
+  if (!opts.keys && (await rep.countRows(db, packKeys)) > 0) {
+    throw new ExchangeError('bad-request', 'the packs are encrypted but no master keys were given: the metadata would go to the second site in clear');
+  }
+  let metaDek: Buffer | undefined;
+  if (opts.keys) {
+    metaDek = randomBytes(32);
+    const keyId = opts.keys.currentKeyId();
+    manifest.metadataKey = { keyId, wrappedDek: (await opts.keys.wrap(keyId, metaDek, `replica generation ${generation}`)).toString('base64') };
+  }
   const packs: { name: string; hash: string; size: number }[] = [];
   const keyed = new Set<string>();
   let metadataBytes = 0;
@@ -111,8 +135,9 @@ export async function replicate(
           after = page.last;
           if (t.table === 'pack') for (const r of page.rows) packs.push({ name: String(r.object_name), hash: String(r.hash), size: Number(r.size) });
           if (t.table === 'pack_key') for (const r of page.rows) keyed.add(String(r.object_name));
-          const body = gzipSync(Buffer.from(page.rows.map((r) => JSON.stringify(r)).join('\n') + '\n'));
-          const name = `meta/${generation}/${t.table}-${String(part).padStart(6, '0')}.jsonl.gz`;
+          const name = `meta/${generation}/${t.table}-${String(part).padStart(6, '0')}.jsonl.gz${metaDek ? '.enc' : ''}`;
+          const gz = gzipSync(Buffer.from(page.rows.map((r) => JSON.stringify(r)).join('\n') + '\n'));
+          const body = metaDek ? encryptObject(name, metaDek, gz) : gz;
           await target.put(name, body);
           entry.rows += page.rows.length;
           entry.objects.push({ name, size: body.length, sha256: sha(body) });
@@ -150,14 +175,14 @@ export async function replicate(
     } else if (tgtSize !== undefined) {
       result.damagedAtReplica.push(p.name);
     } else {
-      const bytes = await source.get(p.name);
+      const bytes = await readWhole(source, p.name, srcSize);
       if (bytes.length !== srcSize) throw new Error(`pack ${p.name} changed size while it was read (${bytes.length} of ${srcSize} bytes)`);
       if (!keyed.has(p.name) && sha(bytes) !== p.hash) {
         throw new ExchangeError('unavailable', `pack ${p.name} at the first site does not match its hash; it was not copied (run hakobune verify)`);
       }
       await target.put(p.name, bytes);
       if (verify) {
-        const back = await target.get(p.name);
+        const back = await readWhole(target, p.name, bytes.length);
         if (back.length !== bytes.length || sha(back) !== sha(bytes)) {
           throw new ExchangeError('unavailable', `pack ${p.name} reads back differently from the second site after the copy`);
         }
@@ -193,7 +218,8 @@ export async function readManifest(replica: PackStore, generation?: string): Pro
   const gen = generation ?? gens.at(-1);
   if (!gen) throw new ExchangeError('not-found', 'the second site holds no complete metadata generation: run hakobune replicate first');
   if (!gens.includes(gen)) throw new ExchangeError('not-found', `the second site holds no complete generation ${gen} (it has ${gens.join(', ') || 'none'})`);
-  const m = JSON.parse((await replica.get(`meta/${gen}/manifest.json`)).toString('utf8')) as ReplicaManifest;
+  const name = `meta/${gen}/manifest.json`;
+  const m = JSON.parse((await readWhole(replica, name, (await replica.stat(name)) ?? 0)).toString('utf8')) as ReplicaManifest;
   if (m.format !== FORMAT) throw new ExchangeError('unprocessable', `generation ${gen} is in format ${String(m.format)}, not ${FORMAT}`);
   return m;
 }
@@ -208,8 +234,13 @@ export interface ImportResult {
  * Loads a metadata generation into an empty, migrated database (the second site's scratch
  * database). Every object is checked against the manifest's hash before a row of it is used.
  */
-export async function importGeneration(replica: PackStore, db: Db, generation?: string): Promise<ImportResult> {
+export async function importGeneration(replica: PackStore, db: Db, generation?: string, keys?: KeyProvider): Promise<ImportResult> {
   const manifest = await readManifest(replica, generation);
+  let metaDek: Buffer | undefined;
+  if (manifest.metadataKey) {
+    if (!keys) throw new ExchangeError('bad-request', 'the metadata at the second site is encrypted: set HAKOBUNE_MASTER_KEYS to the master keys of the first site');
+    metaDek = await keys.unwrap(manifest.metadataKey.keyId, Buffer.from(manifest.metadataKey.wrappedDek, 'base64'), `replica generation ${manifest.generation}`);
+  }
   const busy = await rep.nonEmptyTables(db);
   if (busy.length) throw new ExchangeError('conflict', `the database to import into is not empty (${busy.join(', ')}); use a fresh one`);
   const rows: Record<string, number> = {};
@@ -221,7 +252,7 @@ export async function importGeneration(replica: PackStore, db: Db, generation?: 
       for (const o of entry.objects) {
         let body: Buffer;
         try {
-          body = await replica.get(o.name);
+          body = await readWhole(replica, o.name, o.size);
         } catch (e) {
           if (e instanceof PackObjectMissing) throw new ExchangeError('unavailable', `metadata object ${o.name} of generation ${manifest.generation} is missing at the second site`);
           throw e;
@@ -229,7 +260,7 @@ export async function importGeneration(replica: PackStore, db: Db, generation?: 
         if (body.length !== o.size || sha(body) !== o.sha256) {
           throw new ExchangeError('unavailable', `metadata object ${o.name} of generation ${manifest.generation} is damaged at the second site`);
         }
-        const parsed = gunzipSync(body)
+        const parsed = gunzipSync(metaDek ? decryptObject(o.name, metaDek, body) : body)
           .toString('utf8')
           .split('\n')
           .filter((l) => l !== '')
@@ -282,13 +313,12 @@ export interface ReplicaRestoreResult extends RestoreResult {
  * second site's packs, decrypting with the master keys when the packs are encrypted.
  */
 export async function restoreFromReplica(replica: PackStore, db: Db, opts: ReplicaRestoreOptions): Promise<ReplicaRestoreResult> {
-  const imported = await importGeneration(replica, db, opts.generation);
+  const keys = opts.masterKeys?.length ? new ConfiguredKeyProvider(opts.masterKeys) : undefined;
+  const imported = await importGeneration(replica, db, opts.generation, keys);
   let packs: PackStore = replica;
   if (imported.encrypted) {
-    if (!opts.masterKeys?.length) {
-      throw new ExchangeError('bad-request', 'the packs at the second site are encrypted: set HAKOBUNE_MASTER_KEYS to the master keys that wrap their data keys');
-    }
-    packs = new EncryptedPackStore(replica, new DbPackKeys(db), new ConfiguredKeyProvider(opts.masterKeys));
+    if (!keys) throw new ExchangeError('bad-request', 'the packs at the second site are encrypted: set HAKOBUNE_MASTER_KEYS to the master keys that wrap their data keys');
+    packs = new EncryptedPackStore(replica, new DbPackKeys(db), keys);
   }
   const missing = await missingPacks(replica, db);
   const backup = new BackupService(db, packs);
