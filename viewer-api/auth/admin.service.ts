@@ -54,6 +54,7 @@ export interface AdminService {
   registerDevice(ctx: AdminContext, facilityId: string, label: string): Promise<DeviceRegistration>;
   revokeDevice(ctx: AdminContext, deviceId: string): Promise<void>;
   listDevices(facilityId: string): Promise<repo.DeviceRecord[]>;
+  getDevice(deviceId: string): Promise<repo.DeviceRecord | undefined>;
 }
 
 export interface AdminServiceDeps {
@@ -165,5 +166,6 @@ export function createAdminService(deps: AdminServiceDeps): AdminService {
     },
 
     listDevices: (facilityId) => repo.listDevices(db, facilityId),
+    getDevice: (deviceId) => repo.findDevice(db, deviceId),
   };
 }

@@ -59,6 +59,21 @@ export function openApiDocument(clinical: boolean): Record<string, unknown> {
     '/api/audit/AuditEvent': {
       get: { summary: 'Export audit entries as a FHIR R4 Bundle of AuditEvent (auditors)', responses: { '200': { description: 'FHIR Bundle' }, ...errors } },
     },
+    '/api/admin/users': {
+      post: {
+        summary: "Enrol a user (facility admin: own facility; network admin: any); answers the TOTP secret once",
+        requestBody: json({ type: 'object', required: ['username', 'displayName', 'role', 'password'], properties: { facilityId: { type: 'string' }, username: { type: 'string' }, displayName: { type: 'string' }, role: { type: 'string', enum: [...ROLES] }, password: { type: 'string', minLength: 12 } } }),
+        responses: { '201': json({ type: 'object' }), ...errors, '409': problem },
+      },
+    },
+    '/api/admin/users/{facility}/{username}/disable': { post: { summary: 'Disable a user and end their sessions', responses: { '200': json({ type: 'object' }), ...errors, '404': problem } } },
+    '/api/admin/users/{facility}/{username}/enable': { post: { summary: 'Enable a user', responses: { '200': json({ type: 'object' }), ...errors, '404': problem } } },
+    '/api/admin/users/{facility}/{username}/revoke-sessions': { post: { summary: "End a user's sessions", responses: { '200': json({ type: 'object' }), ...errors, '404': problem } } },
+    '/api/admin/devices': {
+      get: { summary: "A facility's devices", parameters: [{ name: 'facility', in: 'query', schema: { type: 'string' } }], responses: { '200': json({ type: 'object' }), ...errors } },
+      post: { summary: 'Register a device; answers its credential once', requestBody: json({ type: 'object', required: ['label'], properties: { facilityId: { type: 'string' }, label: { type: 'string' } } }), responses: { '201': json({ type: 'object' }), ...errors } },
+    },
+    '/api/admin/devices/{id}/revoke': { post: { summary: 'Revoke a device (its sessions end)', responses: { '200': json({ type: 'object' }), ...errors, '404': problem } } },
     '/api/audit/verify': { get: { summary: 'Recompute the audit hash chain (auditors)', responses: { '200': json({ type: 'object' }), ...errors } } },
   };
   if (clinical) {

@@ -13,6 +13,7 @@ import { securityHeaders } from './hygiene.js';
 import { patientsRouter, type BreakGlassOpener, type PatientFinder } from './patients.routes.js';
 import { fhirRouter } from './fhir.routes.js';
 import { auditRouter } from './audit.routes.js';
+import { adminRouter } from './admin.routes.js';
 import { openApiRouter } from './openapi.js';
 import { createGate, type Gate, type RecordReader } from '../gate/gate.js';
 import type { DecisionContextLoader } from '../../consent/decision-context.js';
@@ -62,7 +63,12 @@ export function createViewer(deps: ViewerDeps): Viewer {
     facilityExists: async (id) => (await findFacility(db, id)) !== undefined,
   });
   const hygiene = securityHeaders({ tls: !!config.tls });
-  const routers = [authRouter(auth, hygiene), auditRouter({ auth, db, audit, roles, hygiene }), openApiRouter(hygiene, !!deps.clinical)];
+  const routers = [
+    authRouter(auth, hygiene),
+    adminRouter({ auth, admin, audit, roles, hygiene }),
+    auditRouter({ auth, db, audit, roles, hygiene }),
+    openApiRouter(hygiene, !!deps.clinical),
+  ];
   let gate: Gate | undefined;
   if (deps.clinical) {
     const c = deps.clinical;

@@ -1,0 +1,126 @@
+import Router from '@koa/router';
+import type { Context, Middleware } from 'koa';
+import { z } from 'zod';
+import { badRequest, forbidden, notFound } from '../../store/errors.js';
+import { readJson } from '../http/body.js';
+import type { AuthService, Principal } from '../auth/auth.service.js';
+import type { AdminContext, AdminService } from '../auth/admin.service.js';
+import type { AuditLog } from '../audit/audit.service.js';
+import { roleMay, ROLES, type Action, type Role, type RolePolicy } from '../roles/roles.js';
+import { principalOf, requireSession } from './session.js';
+import { parseQuery } from './params.js';
+
+/**
+ * Administration of users and devices over HTTP. A facility administrator manages its own
+ * facility and may not create network-wide roles; a network administrator manages every facility.
+ */
+const NETWORK_ROLES: readonly Role[] = ['network_admin', 'dr_operator', 'auditor'];
+const FACILITY = z.string().regex(/^[A-Za-z0-9][A-Za-z0-9_-]{0,31}$/);
+
+const NewUser = z
+  .object({
+    facilityId: FACILITY.optional(),
+    username: z.string().min(1).max(64),
+    displayName: z.string().min(1).max(200),
+    role: z.enum(ROLES),
+    password: z.string().min(1).max(256),
+  })
+  .strict();
+const NewDevice = z.object({ facilityId: FACILITY.optional(), label: z.string().min(1).max(200) }).strict();
+
+export function adminRouter(deps: { auth: AuthService; admin: AdminService; audit: AuditLog; roles: RolePolicy; hygiene: Middleware }): Router {
+  const r = new Router({ prefix: '/api/admin' });
+  r.use(deps.hygiene);
+  r.use(requireSession(deps.auth));
+
+  const context = (ctx: Context, p: Principal): AdminContext => ({ actor: p, address: p.address, deviceId: p.deviceId, endpoint: `${ctx.method} ${ctx.path}` });
+
+  /** Checks the action and the facility; a refusal is audited and says only that it is refused. */
+  async function authorise(ctx: Context, action: Action, facilityId: string): Promise<Principal> {
+    const p = principalOf(ctx);
+    const own = facilityId === p.facilityId;
+    const ok = roleMay(deps.roles, p.role, action) && (own || p.role === 'network_admin');
+    if (!ok) {
+      await deps.audit.record({
+        action: `admin.${action}`,
+        outcome: 'denied',
+        reason: roleMay(deps.roles, p.role, action) ? `facility ${facilityId} is not the administrator's` : `role ${p.role} may not ${action}`,
+        actor: p,
+        address: p.address,
+        deviceId: p.deviceId,
+        endpoint: `${ctx.method} ${ctx.path}`,
+        detail: { facilityId },
+      });
+      throw forbidden('You may not administer this.');
+    }
+    return p;
+  }
+
+  r.post('/users', async (ctx) => {
+    const body = await readJson(ctx, NewUser, 8192);
+    const facilityId = body.facilityId ?? principalOf(ctx).facilityId;
+    const p = await authorise(ctx, 'user.manage', facilityId);
+    if (NETWORK_ROLES.includes(body.role) && p.role !== 'network_admin') throw forbidden('Only a network administrator may create this role.');
+    const e = await deps.admin.addUser(context(ctx, p), { ...body, facilityId });
+    ctx.status = 201;
+    ctx.body = e;
+  });
+
+  for (const op of ['disable', 'enable', 'revoke-sessions'] as const) {
+    r.post(`/users/:facility/:username/${op}`, async (ctx) => {
+      const facilityId = FACILITY.safeParse(ctx.params.facility);
+      if (!facilityId.success) throw badRequest('malformed facility id');
+      const p = await authorise(ctx, 'user.manage', facilityId.data);
+      const username = ctx.params.username!;
+      if (op === 'revoke-sessions') {
+        ctx.body = { revoked: await deps.admin.revokeUserSessions(context(ctx, p), facilityId.data, username) };
+      } else {
+        await deps.admin.setUserDisabled(context(ctx, p), facilityId.data, username, op === 'disable');
+        ctx.body = { facilityId: facilityId.data, username, disabled: op === 'disable' };
+      }
+    });
+  }
+
+  r.post('/devices', async (ctx) => {
+    const body = await readJson(ctx, NewDevice, 4096);
+    const facilityId = body.facilityId ?? principalOf(ctx).facilityId;
+    const p = await authorise(ctx, 'device.manage', facilityId);
+    ctx.status = 201;
+    ctx.body = await deps.admin.registerDevice(context(ctx, p), facilityId, body.label);
+  });
+
+  r.get('/devices', async (ctx) => {
+    const q = parseQuery(ctx, z.object({ facility: FACILITY.optional() }).strict());
+    const facilityId = q.facility ?? principalOf(ctx).facilityId;
+    await authorise(ctx, 'device.manage', facilityId);
+    const list = await deps.admin.listDevices(facilityId);
+    ctx.body = { devices: list.map((d) => ({ ...d, createdAt: d.createdAt.toISOString(), revokedAt: d.revokedAt?.toISOString() ?? null })) };
+  });
+
+  r.post('/devices/:id/revoke', async (ctx) => {
+    const id = ctx.params.id!;
+    if (!/^dev_[A-Za-z0-9_-]{16}$/.test(id)) throw badRequest('malformed device id');
+    const device = await deps.admin.getDevice(id);
+    const p = principalOf(ctx);
+    if (!roleMay(deps.roles, p.role, 'device.manage')) await authorise(ctx, 'device.manage', p.facilityId);
+    // Another facility's device answers exactly like a missing one: no probing of other facilities.
+    if (!device || (device.facilityId !== p.facilityId && p.role !== 'network_admin')) {
+      if (device) {
+        await deps.audit.record({
+          action: 'admin.device.manage',
+          outcome: 'denied',
+          reason: `device ${id} belongs to facility ${device.facilityId}`,
+          actor: p,
+          address: p.address,
+          deviceId: p.deviceId,
+          endpoint: `${ctx.method} ${ctx.path}`,
+        });
+      }
+      throw notFound(`no device ${id}`);
+    }
+    await deps.admin.revokeDevice(context(ctx, p), id);
+    ctx.body = { deviceId: id, revoked: true };
+  });
+
+  return r;
+}
