@@ -7,7 +7,7 @@ import type { ClinicalRecord } from '../ingest/records/types.js';
 import { patientResourceId } from '../ingest/fhir/to-fhir.js';
 import { insertFacility } from '../store/backup/backup.repository.js';
 import type { Db } from '../store/db.js';
-import { createConsentModule, type ConsentModule } from '../consent/consent.module.js';
+import type { ConsentModule } from '../consent/consent.module.js';
 import { verifyAuditChain } from '../viewer-api/audit/audit.service.js';
 import { startStandIn, type StandIn } from '../viewer-api/ai/standin.js';
 import { SAMPLES_ROOT } from './support/tmp.js';
@@ -112,7 +112,7 @@ describe.each([
     stand = await startStandIn({ oauth: { clientId: 'hakobune', clientSecret: 'stand-in-secret', expiresIn: 600 } });
     flaky = await startStandIn();
     const db = h.exchange.db;
-    consent = createConsentModule({ db, now: h.clock.now, evidence: { put: async (b) => createHash('sha256').update(b).digest('hex') } });
+    consent = h.exchange.consent;
     for (const [id, kind] of Object.entries({ FA: 'hospital', FB: 'hospital', FC: 'hospital' } as const)) {
       await insertFacility(db, { id, name: `Facility ${id}`, kind });
       await consent.consent.setParticipation(actor, { facilityId: id, kind, discloses: true, views: true }, 'joins the network');

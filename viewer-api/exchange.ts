@@ -116,7 +116,7 @@ export async function createExchange(config: Config, opts: ExchangeOptions = {})
     throw e;
   }
   routers.push(...viewer.routers);
-  const ai = createAiModule({ db, config, log, clock: opts.clock ?? Date.now, audit: viewer.audit, auth: viewer.auth, roles: viewer.roles, queuePrefix: opts.jobs?.queuePrefix });
+  const ai = createAiModule({ db, config, log, clock: opts.clock ?? Date.now, audit: viewer.audit, auth: viewer.auth, roles: viewer.roles, contexts: consent.contexts, queuePrefix: opts.jobs?.queuePrefix });
   routers.push(...ai.routers);
   const app = createHttpApp({
     log,
