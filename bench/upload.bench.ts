@@ -7,9 +7,10 @@
  *   node hakobune.js fixtures generate --out /tmp/b --facilities 1 --patients 9000 --days 30 --seed s
  *   npx tsx bench/upload.bench.ts --root /tmp/b/F001 [--work /tmp/upload-bench] [--evolve]
  *
- * --evolve changes the tree in place (`fixtures evolve --day 1`, then `--day 2`): use a tree made
- * for the benchmark. Day 1 is uploaded with a full scan, day 2 through a transaction-storage
- * change feed written from the evolve change log (TR_*.DAT files, as a hospital system would).
+ * --evolve changes the tree in place (`fixtures evolve`, two nights): use a tree made for the
+ * benchmark. The first night is uploaded with a full scan, the second through a
+ * transaction-storage change feed written from the evolve change log (TR_*.DAT files, as a
+ * hospital system would).
  */
 import { spawn } from 'node:child_process';
 import fs from 'node:fs';
@@ -96,15 +97,18 @@ async function main() {
     results.push(await upload('unchanged tree (warm cache: nothing read)', url, token, root, cache));
     results.push(await upload('unchanged tree, through `hakobune upload` (whole CLI loaded)', url, token, root, cache, [], true));
     if (process.argv.includes('--evolve')) {
-      for (const day of [1, 2]) {
+      // The next two nights not yet applied to this tree (evolve refuses a day twice).
+      let first = 1;
+      while (fs.existsSync(path.join(path.dirname(root), `F001.changes-day${first}.jsonl`))) first++;
+      for (const day of [first, first + 1]) {
         const ev = await run(process.execPath, [CLI, 'fixtures', 'evolve', '--root', root, '--day', String(day), '--seed', 'bench', '--json']);
         if (ev.code !== 0) throw new Error(`fixtures evolve: ${ev.stderr}`);
         const logFile = path.join(path.dirname(root), `F001.changes-day${day}.jsonl`);
-        if (day === 1) {
-          results.push(await upload('nightly after evolve day 1 (full scan, warm cache)', url, token, root, cache));
+        if (day === first) {
+          results.push(await upload(`nightly after evolve day ${day} (full scan, warm cache)`, url, token, root, cache));
         } else {
           const n = writeFeed(logFile, feed, day);
-          results.push(await upload(`nightly after evolve day 2 (--changes, ${n} feed records)`, url, token, root, cache, ['--changes', feed]));
+          results.push(await upload(`nightly after evolve day ${day} (--changes, ${n} feed records)`, url, token, root, cache, ['--changes', feed]));
         }
       }
     }

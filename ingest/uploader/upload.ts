@@ -16,6 +16,8 @@ import { Limiter, nodeTreeFs, type Problem, type ProblemKind, type TreeFs } from
 /** PROTOCOL.md step 2 and 3 limits. */
 export const MAX_MANIFEST_BATCH = 10_000;
 export const MAX_BLOB_BATCH_BYTES = 32 * 1024 * 1024;
+/** What a blob batch is filled to: small enough to keep the uploader's memory low, big enough that requests stay few. */
+const BLOB_BATCH_TARGET = 8 * 1024 * 1024;
 
 export interface UploadOptions {
   /** Exchange base URL: recorded in the cache, whose base snapshot is only valid for that exchange. */
@@ -30,6 +32,7 @@ export interface UploadOptions {
   /** A transaction-storage feed folder (TR_*.DAT): rescan only the folders it names. */
   changesDir?: string;
   manifestBatch?: number;
+  /** The largest blob request (PROTOCOL.md: 32 MiB); files larger than it less framing are reported, not sent. */
   blobBatchBytes?: number;
   /** Files stat-ed or hashed at once. */
   concurrency?: number;
@@ -659,7 +662,9 @@ async function sendAndCommit(
   const sendBlobs = async (items: { sha256: string; path: string; size: number }[]) => {
     if (items.length === 0) return;
     p.phase = 'blobs';
-    const maxBytes = opts.blobBatchBytes ?? MAX_BLOB_BATCH_BYTES;
+    // Batches aim at BLOB_BATCH_TARGET (memory: the batch is held twice while framed and sent);
+    // a single file up to the protocol's limit still goes, alone.
+    const maxBytes = Math.min(opts.blobBatchBytes ?? MAX_BLOB_BATCH_BYTES, BLOB_BATCH_TARGET);
     const limiter = new Limiter(4);
     let i = 0;
     while (i < items.length) {
