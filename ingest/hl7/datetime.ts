@@ -17,8 +17,25 @@ export type DateParse = { ok: true; value: HlDateTime } | { ok: false; reason: s
 
 const DTM = /^(\d{4})(?:(\d{2})(?:(\d{2})(?:(\d{2})(?:(\d{2})(?:(\d{2})(?:\.(\d{1,4}))?)?)?)?)?)?([+-]\d{4})?$/;
 
+const isDigits = (v: string) => {
+  for (let i = 0; i < v.length; i++) {
+    const c = v.charCodeAt(i);
+    if (c < 48 || c > 57) return false;
+  }
+  return true;
+};
+
+function daysInMonth(year: number, month: number): number {
+  if (month === 2) return (year % 4 === 0 && year % 100 !== 0) || year % 400 === 0 ? 29 : 28;
+  return month === 4 || month === 6 || month === 9 || month === 11 ? 30 : 31;
+}
+
 export function parseHl7DateTime(raw: string): DateParse {
-  const m = DTM.exec(raw.trim());
+  const v = raw.trim();
+  // Fast path for the common shapes (all digits, 4-14 long): no regex, no Date objects.
+  const m = isDigits(v) && v.length >= 4 && v.length <= 14 && v.length % 2 === 0
+    ? [v, v.slice(0, 4), v.length >= 6 ? v.slice(4, 6) : undefined, v.length >= 8 ? v.slice(6, 8) : undefined, v.length >= 10 ? v.slice(8, 10) : undefined, v.length >= 12 ? v.slice(10, 12) : undefined, v.length >= 14 ? v.slice(12, 14) : undefined, undefined, undefined]
+    : DTM.exec(v);
   if (!m) return { ok: false, reason: `"${raw}" is not an HL7 date/time (YYYY[MM[DD[HH[MM[SS[.S]]]]]][+ZZZZ])` };
   const [, y, mo, d, h, mi, s, frac, tz] = m;
   const year = Number(y);
@@ -27,7 +44,7 @@ export function parseHl7DateTime(raw: string): DateParse {
   if (month < 1 || month > 12) return { ok: false, reason: `"${raw}" has month ${mo}` };
   if (d === undefined) return { ok: true, value: { iso: `${y}-${mo}`, day: undefined, nextDayHour: false } };
   const dayN = Number(d);
-  const dim = new Date(Date.UTC(year, month, 0)).getUTCDate();
+  const dim = daysInMonth(year, month);
   if (dayN < 1 || dayN > dim) return { ok: false, reason: `"${raw}" has day ${d} in a month of ${dim} days` };
   if (h === undefined) return { ok: true, value: { iso: `${y}-${mo}-${d}`, day: `${y}${mo}${d}`, nextDayHour: false } };
   let hour = Number(h);
@@ -35,17 +52,16 @@ export function parseHl7DateTime(raw: string): DateParse {
   const minute = mi === undefined ? 0 : Number(mi);
   const second = s === undefined ? 0 : Number(s);
   if (minute > 59 || second > 59) return { ok: false, reason: `"${raw}" has minute ${mi ?? '00'} or second ${s ?? '00'} out of range` };
-  let date = new Date(Date.UTC(year, month - 1, dayN));
+  let ymd = `${y}-${mo}-${d}`;
   const nextDayHour = hour >= 24;
   if (nextDayHour) {
     hour -= 24;
-    date = new Date(date.getTime() + 86_400_000);
+    ymd = new Date(Date.UTC(year, month - 1, dayN) + 86_400_000).toISOString().slice(0, 10);
   }
-  const ymd = date.toISOString().slice(0, 10);
   const zone = tz ? `${tz.slice(0, 3)}:${tz.slice(3)}` : '+09:00';
   const ms = frac ? `.${frac.padEnd(3, '0').slice(0, 3)}` : '';
   const iso = `${ymd}T${pad(hour)}:${pad(minute)}:${pad(second)}${ms}${zone}`;
-  return { ok: true, value: { iso, day: ymd.replaceAll('-', ''), nextDayHour } };
+  return { ok: true, value: { iso, day: ymd.slice(0, 4) + ymd.slice(5, 7) + ymd.slice(8, 10), nextDayHour } };
 }
 
 /** The ISO form of a value, or undefined when empty or invalid (quality checks report those). */

@@ -146,9 +146,14 @@ function location(seg: Segment | undefined, n: number): Location | undefined {
   return l;
 }
 
+/** A copy without the undefined members (never `delete`: it makes objects slow to use). */
 function compact<T extends object>(o: T): T {
-  for (const k of Object.keys(o) as (keyof T)[]) if (o[k] === undefined) delete o[k];
-  return o;
+  const out = {} as Record<string, unknown>;
+  for (const k in o) {
+    const v = (o as Record<string, unknown>)[k];
+    if (v !== undefined) out[k] = v;
+  }
+  return out as T;
 }
 
 // ---------- PID: the subject of every message ----------
@@ -396,14 +401,15 @@ function mapRde(msg: Message): MedicationOrderItem[] {
       }
       case 'TQ1':
         if (item) {
-          item.frequency = coded(seg, 3);
+          const frequency = coded(seg, 3);
+          if (frequency) item.frequency = frequency;
           const days = value(seg, 6, 1);
-          if (days && value(seg, 6, 2).toLowerCase() === 'd') item.days = num(days);
+          const n = days && value(seg, 6, 2).toLowerCase() === 'd' ? num(days) : undefined;
+          if (n !== undefined) item.days = n;
           const start = date(seg, 7);
           const end = date(seg, 8);
           if (start) item.start = start;
           if (end) item.end = end;
-          compact(item);
         }
         break;
       case 'RXR':
