@@ -29,6 +29,14 @@ export function packStoreContract(label: string, open: () => Promise<{ store: Pa
       expect((await store.get('data/ab/object-1', { offset: 10, length: 0 })).length).toBe(0);
     });
 
+    it('reads the same object whole again and again', async () => {
+      const data = randomBytes(3000);
+      await store.put('data/ab/again', data);
+      for (let i = 0; i < 3; i++) expect((await store.get('data/ab/again')).equals(data), `read ${i + 1}`).toBe(true);
+      expect((await store.get('data/ab/again', { offset: 5, length: 5 })).equals(data.subarray(5, 10))).toBe(true);
+      expect((await store.get('data/ab/again')).equals(data)).toBe(true);
+    });
+
     it('answers a range past the end with the bytes that exist (a short read), not garbage', async () => {
       const data = randomBytes(1000);
       await store.put('data/ab/short', data);

@@ -105,7 +105,9 @@ export class LocalPackStore implements PackStore {
 
   async get(name: string, range?: { offset: number; length: number }): Promise<Buffer> {
     const fh = await this.handle(name);
-    if (!range) return fh.readFile();
+    // readFile() on a cached handle starts at the handle's position, which the previous whole
+    // read left at the end: read the whole object by position instead.
+    if (!range) range = { offset: 0, length: (await fh.stat()).size };
     const buf = Buffer.allocUnsafe(range.length);
     let done = 0;
     while (done < range.length) {
