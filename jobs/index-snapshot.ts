@@ -20,6 +20,11 @@ export interface IndexOptions {
   pageSize?: number;
   /** A running run whose heartbeat is older than this belongs to a dead worker. */
   staleMs?: number;
+  /**
+   * How long to wait while another run of the same facility is alive before giving up with
+   * FacilityBusy (a transient error: the job is retried). Jobs wait; direct callers need not.
+   */
+  waitForBusyMs?: number;
   /** Called after each written page (tests use it to stop a worker mid-job). */
   afterPage?: (p: { run: records.RunRow; checkpoint: string }) => Promise<void> | void;
 }
@@ -65,7 +70,15 @@ export async function indexSnapshot(
     if (e instanceof ExchangeError && e.code === 'not-found') throw new PermanentJobError(`snapshot ${snapshotId} does not exist`);
     throw e;
   }
-  const begun = await records.beginRun(db, snap, opts.staleMs ?? 10 * 60_000);
+  const staleMs = opts.staleMs ?? 10 * 60_000;
+  const waitUntil = Date.now() + (opts.waitForBusyMs ?? 0);
+  let begun = await records.beginRun(db, snap, staleMs);
+  // Nights of one facility are indexed one after the other: wait for the other run to finish
+  // (or to go stale, if its worker died) rather than burn the job's retries.
+  while (begun.kind === 'busy' && Date.now() < waitUntil) {
+    await new Promise((r) => setTimeout(r, 2_000));
+    begun = await records.beginRun(db, snap, staleMs);
+  }
   if (begun.kind === 'busy') throw new FacilityBusy(snap.facilityId, begun.other.snapshotId);
   if (begun.kind === 'skip') return result(begun.run, begun.reason, false);
   let run = begun.run;

@@ -53,7 +53,7 @@ export function createJobs(deps: { config: Config; db: Db; log: Logger; source: 
   const processors: Processors = {
     'index-snapshot': (payload, ctx) => {
       if (!payload || typeof payload.snapshotId !== 'string') throw new Error('index-snapshot needs a snapshotId');
-      return indexSnapshot({ db: deps.db, source: deps.source, log }, payload.snapshotId, ctx, opts.index);
+      return indexSnapshot({ db: deps.db, source: deps.source, log }, payload.snapshotId, ctx, { waitForBusyMs: 15 * 60_000, ...opts.index });
     },
   };
   const runner: JobRunner = deps.config.redisUrl
