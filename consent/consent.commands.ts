@@ -142,17 +142,17 @@ export function registerConsentCommands(program: Command): void {
     .requiredOption('--by <user>', 'who splits')
     .requiredOption('--reason <text>', 'why')
     .option('--json', 'print JSON')
-    .action((regionalId: string, items: string[], opts: ActorOpts) =>
-      withModule(async (m) => {
-        const keys = items.map((s) => {
-          const i = s.indexOf('/');
-          if (i <= 0 || i === s.length - 1) throw new UsageError(`write local IDs as FACILITY/LOCALID, got "${s}"`);
-          return key(s.slice(0, i), s.slice(i + 1));
-        });
+    .action((regionalId: string, items: string[], opts: ActorOpts) => {
+      const keys = items.map((s) => {
+        const i = s.indexOf('/');
+        if (i <= 0 || i === s.length - 1) throw new UsageError(`write local IDs as FACILITY/LOCALID, got "${s}"`);
+        return key(s.slice(0, i), s.slice(i + 1));
+      });
+      return withModule(async (m) => {
         const p = await m.identity.split(opts.by, regionalId, keys, opts.reason);
         report(opts, p, () => `split into new regional patient ${p.id}`);
-      }),
-    );
+      });
+    });
 
   links
     .command('history <regionalId>')
@@ -253,13 +253,13 @@ export function registerConsentCommands(program: Command): void {
     .requiredOption('--by <user>', 'who changes it')
     .requiredOption('--reason <text>', 'why')
     .option('--json', 'print JSON')
-    .action((facility: string, opts: ActorOpts & { kind: string; discloses: boolean; views: boolean }) =>
-      withModule(async (m) => {
-        if (!(FACILITY_KINDS as readonly string[]).includes(opts.kind)) throw new UsageError(`--kind must be one of ${FACILITY_KINDS.join(', ')}`);
+    .action((facility: string, opts: ActorOpts & { kind: string; discloses: boolean; views: boolean }) => {
+      if (!(FACILITY_KINDS as readonly string[]).includes(opts.kind)) throw new UsageError(`--kind must be one of ${FACILITY_KINDS.join(', ')}`);
+      return withModule(async (m) => {
         const p = await m.consent.setParticipation(opts.by, { facilityId: facility, kind: opts.kind as FacilityKind, discloses: opts.discloses, views: opts.views }, opts.reason);
         report(opts, p, () => `${facility} (${p.kind}): discloses ${p.discloses}, views ${p.views}`);
-      }),
-    );
+      });
+    });
   participation
     .command('list')
     .option('--json', 'print JSON')
