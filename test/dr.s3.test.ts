@@ -5,6 +5,11 @@ import { PackStoreError } from '../store/dr/s3-pack-store.js';
 import { packStoreContract } from './dr.contract.js';
 import { s3Store, startFaultProxy, startS3Server, type FaultProxy, type S3Server } from './dr.support.js';
 import { tempDir } from './support/tmp.js';
+import { createTestDatabase } from './support/postgres.js';
+import { createExchange } from '../viewer-api/exchange.js';
+import { testConfig } from '../viewer-api/config.js';
+import fs from 'node:fs';
+import path from 'node:path';
 
 let server: S3Server;
 const serverDir = tempDir('hakobune-s3-');
@@ -177,5 +182,47 @@ describe('S3 pack store behind a faulty network', () => {
     await expect(hung.get('data/d')).rejects.toThrow(/GET of pack object data\/d in bucket packs timed out \(the deadline of 800 ms passed\)/);
     expect(Date.now() - started).toBeLessThan(4000);
     await hung.close();
+  });
+});
+
+describe('the exchange with HAKOBUNE_S3_BUCKET set', () => {
+  it('stores its packs in the bucket, not in the local folder, and reads blobs back from there', async () => {
+    const pg = await createTestDatabase('hks3ex');
+    const dir = tempDir('hakobune-s3ex-');
+    const exchange = await createExchange(
+      testConfig(dir.dir, {
+        databaseUrl: pg.url,
+        s3: {
+          endpoint: server.endpoint,
+          bucket: server.bucket,
+          region: 'us-east-1',
+          credentials: { accessKeyId: 'S3RVER', secretAccessKey: 'S3RVER' },
+          prefix: 'exchange-packs',
+          objectLock: undefined,
+        },
+      }),
+    );
+    try {
+      await exchange.backup.addFacility({ id: 'F-S3', name: 'Sendai Pharmacy', kind: 'pharmacy' });
+      const open = await exchange.backup.openUpload('F-S3', { facilityId: 'F-S3', clientSession: 's3' });
+      const uploadId = String(open.body.uploadId);
+      const data = Buffer.from('MSH|^~\\&|PHARMACY|F-S3|||20260101120000||RDE^O11|1|P|2.5\r');
+      const sha256 = createHash('sha256').update(data).digest('hex');
+      await exchange.backup.addManifest('F-S3', uploadId, [{ path: 'standard/000/000/0000001/20260101/RDE-01/x_1', size: data.length, mtime: 1_767_225_600_000, sha256 }]);
+      const head = Buffer.alloc(36);
+      Buffer.from(sha256, 'hex').copy(head);
+      head.writeUInt32BE(data.length, 32);
+      await exchange.backup.addBlobs('F-S3', uploadId, Buffer.concat([head, data]));
+      await exchange.backup.commit('F-S3', uploadId, 1);
+      expect((await exchange.backup.readBlob(sha256)).equals(data)).toBe(true);
+      const inBucket: string[] = [];
+      for await (const o of s3Store(server, { prefix: 'exchange-packs' }).list('data')) inBucket.push(o.name);
+      expect(inBucket).toHaveLength(1);
+      expect(fs.existsSync(path.join(dir.dir, 'packs', 'data'))).toBe(false);
+    } finally {
+      await exchange.stop();
+      await pg.drop();
+      dir.remove();
+    }
   });
 });
