@@ -80,6 +80,12 @@ function foldChars(s: string): FoldedChar[] {
     let ch = chars[i]!;
     const start = pos;
     pos += ch.length;
+    const code = ch.charCodeAt(0);
+    // ASCII needs no normalisation (the common case in codes, numbers and units).
+    if (code < 0x80) {
+      if (code > 0x20) out.push({ c: code >= 0x61 && code <= 0x7a ? String.fromCharCode(code - 32) : ch, start, end: pos });
+      continue;
+    }
     if (SKIP.test(ch)) continue;
     // A half-width kana and its separate voiced mark are one character after NFKC (ｶﾞ -> ガ).
     const next = chars[i + 1];
@@ -219,16 +225,20 @@ export function compileScrubber(identity: PatientIdentity): Scrubber {
       const word = (x: string | undefined) => !!x && /^[0-9A-Za-z]$/.test(nfkc(x));
       const bounded = (start: number, end: number) =>
         !word(Array.from(text.slice(Math.max(0, start - 2), start)).pop()) && !word(Array.from(text.slice(end, end + 2))[0]);
-      const search = (view: FoldedChar[], n: Needle) => {
-        const hay = view.map((x) => x.c).join('');
-        // Indices into `hay` are UTF-16 offsets; FoldedChar entries are code points.
-        const offsets: number[] = [];
+      // Each view once per text: its joined form and, for each UTF-16 offset of it, the folded
+      // character (FoldedChar entries are code points).
+      const prepare = (view: FoldedChar[]) => {
+        const indexOf = new Map<number, number>();
         let o = 0;
-        for (const x of view) {
-          offsets.push(o);
+        view.forEach((x, i) => {
+          indexOf.set(o, i);
           o += x.c.length;
-        }
-        const indexOf = new Map(offsets.map((v, i) => [v, i]));
+        });
+        return { view, hay: view.map((x) => x.c).join(''), indexOf };
+      };
+      const views = { folded: prepare(folded), digits: prepare(digits) };
+      const search = (prepared: ReturnType<typeof prepare>, n: Needle) => {
+        const { view, hay, indexOf } = prepared;
         let from = 0;
         for (;;) {
           const at = hay.indexOf(n.text, from);
@@ -246,13 +256,13 @@ export function compileScrubber(identity: PatientIdentity): Scrubber {
           spans.push({ start, end, kind: n.kind });
         }
       };
-      for (const n of needles) search(n.digits ? digits : folded, n);
-      if (datePatterns.length) {
-        const hay = folded.map((x) => x.c);
-        const joined = hay.join('');
+      for (const n of needles) search(n.digits ? views.digits : views.folded, n);
+      // Dates need digits: most strings (names of drugs, codes' displays) have none.
+      if (datePatterns.length && /[0-9]/.test(views.folded.hay)) {
+        const joined = views.folded.hay;
         const cpIndex: number[] = [];
-        hay.forEach((c, i) => {
-          for (let k = 0; k < c.length; k++) cpIndex.push(i);
+        folded.forEach((x, i) => {
+          for (let k = 0; k < x.c.length; k++) cpIndex.push(i);
         });
         for (const re of datePatterns) {
           re.lastIndex = 0;

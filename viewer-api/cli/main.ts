@@ -10,6 +10,7 @@ import { registerConsentCommands } from '../../consent/consent.commands.js';
 import { registerWorkerCommand } from '../../jobs/worker.command.js';
 import { registerQualityCommand } from '../../ingest/quality/quality.command.js';
 import { registerDrCommands } from '../../store/dr/dr.commands.js';
+import { registerAiCommands } from '../ai/ai.commands.js';
 
 /** Builds the `hakobune` command line from each feature's commands. */
 export function buildProgram(): Command {
@@ -27,6 +28,7 @@ export function buildProgram(): Command {
   registerWorkerCommand(program);
   registerQualityCommand(program);
   registerDrCommands(program);
+  registerAiCommands(program);
   return program;
 }
 
