@@ -14,8 +14,12 @@ interface Run {
   done: Promise<{ code: number | null; signal: NodeJS.Signals | null; stdout: string; stderr: string }>;
 }
 
+const children = new Set<ChildProcess>();
+
 function runCli(args: string[], env: Record<string, string>, entry = CLI): Run {
   const child = spawn(process.execPath, [entry, ...args], { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
+  children.add(child);
+  child.on('exit', () => children.delete(child));
   let stdout = '';
   let stderr = '';
   child.stdout!.on('data', (d: Buffer) => (stdout += d.toString()));
@@ -35,16 +39,18 @@ describe('hakobune upload, killed and run again', () => {
 
   beforeAll(async () => {
     server = await startContractServer();
-    // 80 files of 1 MiB: three blob batches of at most 32 MiB each.
+    // 80 files of 256 KiB: three blob batches (filled to 8 MiB each).
     for (let i = 0; i < 80; i++) {
       const rel = `${String(i % 4).padStart(3, '0')}/000/000000${i % 4}/-/ADT-00/f${String(i).padStart(3, '0')}`;
-      const bytes = randomBytes(1 << 20);
+      const bytes = randomBytes(1 << 18);
       files.set(`standard/${rel}`, bytes);
       fs.mkdirSync(path.dirname(path.join(root, rel)), { recursive: true });
       fs.writeFileSync(path.join(root, rel), bytes);
     }
   });
   afterAll(async () => {
+    // A test that failed or timed out must not leave an uploader running.
+    for (const c of children) c.kill('SIGKILL');
     await server.close();
     tmp.remove();
   });
@@ -71,7 +77,8 @@ describe('hakobune upload, killed and run again', () => {
     return server.log.filter((l) => /blobs 200/.test(l)).length - before;
   }
 
-  it('resumes after SIGKILL mid-upload without resending what the exchange already has', async () => {
+  // Five processes start here; on a loaded 2-core machine each start takes seconds.
+  it('resumes after SIGKILL mid-upload without resending what the exchange already has', { timeout: 240_000 }, async () => {
     // First run: killed while its second blob batch is in flight (the exchange never stores it).
     expect(await runAndKillAtBlobBatch(2)).toBe(1);
     expect(fs.existsSync(`${cache}.session`)).toBe(true);
@@ -108,7 +115,7 @@ describe('hakobune upload, killed and run again', () => {
     expect(JSON.parse(again.stdout)).toMatchObject({ manifest: 'delta', manifestEntries: 0, blobsSent: 0, hashedFiles: 0 });
   });
 
-  it('exits 2 with a clear message for a wrong token and a bad URL', async () => {
+  it('exits 2 with a clear message for a wrong token and a bad URL', { timeout: 120_000 }, async () => {
     const bad = await runCli(args(), { HAKOBUNE_UPLOAD_TOKEN: 'wrong' }).done;
     expect(bad.code).toBe(2);
     expect(bad.stderr).toMatch(/refused the uploader token for facility F001 \(401\)/);
