@@ -233,6 +233,15 @@ export async function deleteStagedEntries(db: Db, uploadId: string): Promise<voi
 }
 
 /**
+ * Reclaims the staging rows of finished uploads for reuse. PGlite runs no autovacuum, so
+ * without this the staging table would grow by a whole manifest every night; on PostgreSQL it
+ * only does early what autovacuum would do. Must run outside a transaction.
+ */
+export async function vacuumStaging(db: Db): Promise<void> {
+  await sql`vacuum upload_entry`.execute(db);
+}
+
+/**
  * Stages a manifest batch. Paths already staged are left alone and returned, so that the caller
  * can tell a retried batch (same values) from a second, different entry for one path.
  */

@@ -324,6 +324,7 @@ export class BackupService {
       return this.commitResult(u.snapshotId!);
     }
     await repo.deleteStagedEntries(this.db, uploadId);
+    await repo.vacuumStaging(this.db).catch(() => {}); // space reuse only: never fails a commit
     await this.onCommitted?.(snapshot.id);
     return toCommitResult(snapshot);
   }
