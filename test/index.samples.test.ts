@@ -27,7 +27,8 @@ for (const kind of ['postgres', 'embedded'] as const) {
       await ex.jobs.runner.startWorkers();
       snapshotId = await backupTree(ex.backup, 'F001', scanTree(SAMPLES_ROOT));
       await ex.jobs.runner.idle();
-    });
+      // PGlite (WASM) start-up and migrations take long on a busy shared machine.
+    }, 180_000);
     afterAll(async () => {
       await ex?.stop();
       await pgdb?.drop();
