@@ -15,7 +15,7 @@ describe('the audit chain under concurrent writers on PostgreSQL', () => {
     // Two exchanges on one database: two processes' worth of connection pools appending at once.
     a = await createExchange(testConfig(tmp.dir, { databaseUrl: pg.url }));
     b = await createExchange(testConfig(tmp.dir, { databaseUrl: pg.url }), { migrate: false });
-  });
+  }, 240_000);
   afterAll(async () => {
     await a?.stop();
     await b?.stop();

@@ -27,7 +27,8 @@ describe.each<Backend>(['embedded', 'postgres'])('viewer authentication on %s', 
     h = await startViewer(backend, (c) => ({ auth: { ...c.auth, sessionMaxMinutes: 60, sessionIdleMinutes: 15, loginAttemptsPerMinute: 8 } }));
     alice = await enrol(h, 'F001', 'alice', 'physician');
     bob = await enrol(h, 'F002', 'bob', 'nurse');
-  });
+    // Opening PGlite, migrating and two enrolments (scrypt) can take a minute on a busy 2-core machine.
+  }, 240_000);
   afterAll(async () => h?.close());
 
   async function expectGenericFailure(res: Response, reason: RegExp) {

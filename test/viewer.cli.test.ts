@@ -34,7 +34,7 @@ describe('viewer commands on PostgreSQL', () => {
     process.env.HAKOBUNE_DATA_DIR = tmp.dir;
     process.env.LOG_LEVEL = 'silent';
     expect((await run('facility', 'add', '--id', 'F001', '--name', 'Hospital A', '--kind', 'hospital')).code).toBe(0);
-  });
+  }, 240_000);
   afterAll(async () => {
     await pg.drop();
     tmp.remove();

@@ -30,7 +30,7 @@ describe.skipIf(!hasOpenssl())('HTTPS when a certificate is configured', () => {
     ], { stdio: 'ignore' });
     exchange = await createExchange(testConfig(path.join(tmp.dir, 'data'), { tls: { certFile: cert, keyFile: key } }));
     url = await exchange.listen();
-  });
+  }, 240_000);
   afterAll(async () => {
     await exchange?.stop();
     tmp.remove();
