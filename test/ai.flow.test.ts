@@ -10,6 +10,9 @@ import type { Db } from '../store/db.js';
 import type { ConsentModule } from '../consent/consent.module.js';
 import { verifyAuditChain } from '../viewer-api/audit/audit.service.js';
 import { startStandIn, type StandIn } from '../viewer-api/ai/standin.js';
+import { createAiFlow } from '../viewer-api/ai/ai.service.js';
+import { pseudonymKeyFrom } from '../viewer-api/ai/ai.module.js';
+import { SecretBox } from '../viewer-api/auth/secret-box.js';
 import { SAMPLES_ROOT } from './support/tmp.js';
 import { TEST_REDIS_URL } from './support/postgres.js';
 import { enrol, get, startViewer, tokenFor, type TestUser, type ViewerHarness } from './viewer.support.js';
@@ -288,6 +291,40 @@ describe.each([
     const ok = await settled(doctor, ((await (await submit(doctor, 'cv-risk', regional)).json()) as RequestView).id);
     expect(ok.status).toBe('done');
   }, 60_000);
+
+  it('a withdrawal between submit and send stops the request before anything leaves', async () => {
+    // The same flow, with a queue that holds the job until the test runs it.
+    const held: string[] = [];
+    const ex = h.exchange;
+    const flow = createAiFlow({
+      db: ex.db,
+      box: SecretBox.fromKeyFile(ex.config.auth.secretKeyFile),
+      audit: ex.viewer.audit,
+      clock: h.clock.now,
+      log: ex.log,
+      registry: ex.ai.registry,
+      client: ex.ai.client,
+      contexts: ex.consent.contexts,
+      roles: ex.viewer.roles,
+      pseudonymKey: pseudonymKeyFrom(ex.config.auth.secretKeyFile),
+      queue: () => ({ kind: 'in-process', enqueue: async (id) => void held.push(id), start: async () => {}, idle: async () => {}, close: async () => {} }),
+    });
+    const principal = { userId: doctor.userId, username: 'doctor', displayName: 'doctor', facilityId: 'FB', role: 'physician' as const, sessionId: 's', deviceId: 'd', address: '127.0.0.1', expiresAt: new Date(h.clock.ms + 3_600_000) };
+    const v = await flow.submit(principal, { serviceId: 'cv-risk', patientId: regional }, 'POST /api/ai/requests');
+    expect(held).toEqual([v.id]);
+    await consent.consent.withdraw(actor, regional, 'patient withdrew at the front desk');
+    const before = stand.received.length;
+    await flow.process(v.id);
+    const after = await flow.status(principal, v.id);
+    expect(after).toMatchObject({ status: 'denied', detail: 'This patient’s data may not be sent to this AI service.' });
+    expect(stand.received.length).toBe(before);
+    const denial = (await audits('ai.request.send')).at(-1)!;
+    expect(denial).toMatchObject({ outcome: 'denied', patient: regional });
+    expect(denial.reason).toMatch(/withdrawn/);
+    // Processing again does nothing (the request is no longer queued).
+    await flow.process(v.id);
+    expect(stand.received.length).toBe(before);
+  });
 
   it('the audit chain still verifies', async () => {
     expect((await verifyAuditChain(h.exchange.db)).ok).toBe(true);
