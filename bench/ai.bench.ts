@@ -129,7 +129,8 @@ async function main() {
         const row = await db.selectFrom('ai_request').select(['status', 'completed_at']).where('id', '=', id).executeTakeFirstOrThrow();
         if (row.status === 'done') return row.completed_at!.getTime();
         if (row.status === 'failed' || row.status === 'denied') throw new Error(`request ${id} ${row.status}`);
-        await new Promise((r) => setTimeout(r, 20));
+        // Polling only keeps the number in flight; times come from the exchange's own records.
+        await new Promise((r) => setTimeout(r, 250));
       }
     };
     const timeline = async (samples: number[], until: () => boolean) => {
