@@ -46,6 +46,7 @@ export class BullmqRunner implements JobRunner {
     if (this.closing) throw new Error('the job runner is closed');
     await this.queues.get(name)!.add(name, payload, {
       jobId: opts.jobId,
+      ...(opts.priority !== undefined ? { priority: opts.priority } : {}),
       attempts: this.retry.attempts,
       backoff: { type: 'exponential', delay: this.retry.backoffMs },
       removeOnComplete: { age: 24 * 3600, count: 1000 },
@@ -56,7 +57,8 @@ export class BullmqRunner implements JobRunner {
   async startWorkers(): Promise<void> {
     if (this.workers.length) return;
     for (const name of JOB_NAMES) {
-      const processor = this.processors[name] as (p: unknown, c: { attempt: number; progress: (p: Record<string, number | string>) => Promise<void> }) => Promise<unknown>;
+      const processor = this.processors[name] as ((p: unknown, c: { attempt: number; progress: (p: Record<string, number | string>) => Promise<void> }) => Promise<unknown>) | undefined;
+      if (!processor) continue;
       const connection = this.connection.duplicate();
       this.workerConnections.push(connection);
       const worker = new Worker(

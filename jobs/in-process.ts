@@ -7,6 +7,8 @@ interface Pending {
   jobId: string | undefined;
   attempt: number;
   notBefore: number;
+  /** Lower runs sooner, as in BullMQ; unprioritised jobs come after every prioritised one. */
+  priority: number;
 }
 
 /**
@@ -35,7 +37,7 @@ export class InProcessRunner implements JobRunner {
   async enqueue<N extends JobName>(name: N, payload: JobPayloads[N], opts: EnqueueOptions = {}): Promise<void> {
     if (this.closed) throw new Error('the job runner is closed');
     if (opts.jobId && this.queue.some((j) => j.jobId === opts.jobId && j.attempt === 1)) return;
-    this.queue.push({ name, payload, jobId: opts.jobId, attempt: 1, notBefore: 0 });
+    this.queue.push({ name, payload, jobId: opts.jobId, attempt: 1, notBefore: 0, priority: opts.priority ?? Number.MAX_SAFE_INTEGER });
     this.kick();
   }
 
@@ -75,7 +77,11 @@ export class InProcessRunner implements JobRunner {
   private async loop(): Promise<void> {
     while (!this.closed) {
       const now = Date.now();
-      const i = this.queue.findIndex((j) => j.notBefore <= now);
+      // The ready job of highest priority; equal priorities keep arrival order.
+      let i = -1;
+      this.queue.forEach((j, k) => {
+        if (j.notBefore <= now && (i === -1 || j.priority < this.queue[i]!.priority)) i = k;
+      });
       if (i === -1) {
         this.settleIdle();
         const next = Math.min(...this.queue.map((j) => j.notBefore));
@@ -88,7 +94,8 @@ export class InProcessRunner implements JobRunner {
       const job = this.queue.splice(i, 1)[0]!;
       this.active++;
       try {
-        const processor = this.processors[job.name] as (p: unknown, c: { attempt: number; progress: (p: Record<string, number | string>) => Promise<void> }) => Promise<unknown>;
+        const processor = this.processors[job.name] as ((p: unknown, c: { attempt: number; progress: (p: Record<string, number | string>) => Promise<void> }) => Promise<unknown>) | undefined;
+        if (!processor) throw new PermanentJobError(`no processor for ${job.name} jobs in this process`);
         await processor(job.payload, {
           attempt: job.attempt,
           progress: async (p) => this.log.debug({ job: job.name, ...p }, 'job progress'),

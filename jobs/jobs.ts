@@ -6,6 +6,7 @@ import { BullmqRunner } from './bullmq.js';
 import { InProcessRunner } from './in-process.js';
 import { indexSnapshot, type IndexOptions, type SnapshotSource } from './index-snapshot.js';
 import type { JobRunner, Processors, RetryPolicy } from './runner.js';
+import { runRestoreRequest, type RestoreJobDeps } from './restore-job.js';
 
 /** The backup store as the indexer reads it (BackupService has these methods). */
 export interface BackupReader {
@@ -30,6 +31,8 @@ export interface Jobs {
   readonly runner: JobRunner;
   /** Queues the indexing of a committed snapshot (idempotent; called at commit). */
   enqueueIndexing(snapshotId: string): Promise<void>;
+  /** Queues the preparation of a restore request (1 = first: a declared disaster). */
+  enqueueRestore(requestId: string, priority: number): Promise<void>;
   /** Starts executing jobs here and queues every snapshot not yet indexed; returns that count. */
   start(): Promise<number>;
   /** Queues every snapshot whose indexing has not finished. */
@@ -48,7 +51,10 @@ export interface JobsOptions {
  * The exchange's background jobs: BullMQ when Redis is configured, in-process otherwise; the
  * same processors either way.
  */
-export function createJobs(deps: { config: Config; db: Db; log: Logger; source: SnapshotSource }, opts: JobsOptions = {}): Jobs {
+export function createJobs(
+  deps: { config: Config; db: Db; log: Logger; source: SnapshotSource; restore?: Omit<RestoreJobDeps, 'db' | 'log' | 'restoreRoot'> },
+  opts: JobsOptions = {},
+): Jobs {
   const log = deps.log.child({ component: 'jobs' });
   const processors: Processors = {
     'index-snapshot': (payload, ctx) => {
@@ -56,6 +62,13 @@ export function createJobs(deps: { config: Config; db: Db; log: Logger; source: 
       return indexSnapshot({ db: deps.db, source: deps.source, log }, payload.snapshotId, ctx, { waitForBusyMs: 15 * 60_000, ...opts.index });
     },
   };
+  const restore = deps.restore;
+  if (restore) {
+    processors.restore = (payload, ctx) => {
+      if (!payload || typeof payload.requestId !== 'string') throw new Error('restore needs a requestId');
+      return runRestoreRequest({ ...restore, db: deps.db, log, restoreRoot: deps.config.restoreRoot }, payload.requestId, ctx);
+    };
+  }
   const runner: JobRunner = deps.config.redisUrl
     ? new BullmqRunner(processors, log, { redisUrl: deps.config.redisUrl, prefix: opts.queuePrefix, retry: opts.retry })
     : new InProcessRunner(processors, log, opts.retry);
@@ -68,6 +81,7 @@ export function createJobs(deps: { config: Config; db: Db; log: Logger; source: 
   return {
     runner,
     enqueueIndexing,
+    enqueueRestore: (requestId, priority) => runner.enqueue('restore', { requestId }, { jobId: `restore-${requestId}`, priority }),
     catchUp,
     async start() {
       await runner.startWorkers();

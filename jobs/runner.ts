@@ -8,9 +8,11 @@
 /** Every job of the exchange and its payload. */
 export interface JobPayloads {
   'index-snapshot': { snapshotId: string };
+  /** Prepares a restore request (jobs/restore-job.ts). */
+  'restore': { requestId: string };
 }
 export type JobName = keyof JobPayloads;
-export const JOB_NAMES: readonly JobName[] = ['index-snapshot'];
+export const JOB_NAMES: readonly JobName[] = ['index-snapshot', 'restore'];
 
 export interface JobContext {
   /** 1 for the first attempt. */
@@ -20,7 +22,8 @@ export interface JobContext {
 }
 
 export type Processor<N extends JobName> = (payload: JobPayloads[N], ctx: JobContext) => Promise<unknown>;
-export type Processors = { [N in JobName]: Processor<N> };
+/** Indexing is always there; other jobs run only where their processor is given (a queue without one is not worked here). */
+export type Processors = { 'index-snapshot': Processor<'index-snapshot'> } & { [N in Exclude<JobName, 'index-snapshot'>]?: Processor<N> };
 
 /** A failure that retrying cannot fix (a snapshot that does not exist, a malformed payload). */
 export class PermanentJobError extends Error {
@@ -30,6 +33,12 @@ export class PermanentJobError extends Error {
 export interface EnqueueOptions {
   /** Jobs with the same id are not queued twice while one is waiting or running. */
   jobId?: string;
+  /**
+   * Lower runs sooner (BullMQ's priority, 1 = first). In BullMQ a job without priority runs before
+   * prioritised ones of its queue, so a queue that uses priority gives one to every job; the
+   * in-process runner (one queue for all) runs prioritised jobs before unprioritised ones.
+   */
+  priority?: number;
 }
 
 export interface JobRunner {

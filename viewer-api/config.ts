@@ -15,6 +15,8 @@ export interface Config {
   redisUrl: string | undefined;
   /** Folder that holds the pack objects of the local pack store. */
   packDir: string;
+  /** The only folder under which restores may be written on the exchange (HAKOBUNE_RESTORE_ROOT); none = path restores refused. */
+  restoreRoot?: string;
   host: string;
   port: number;
   logLevel: 'fatal' | 'error' | 'warn' | 'info' | 'debug' | 'trace' | 'silent';
@@ -84,6 +86,7 @@ const EnvSchema = z.object({
   HAKOBUNE_PACK_DIR: z.string().trim().min(1).optional(),
   DATABASE_URL: urlOf(['postgres:', 'postgresql:']).optional(),
   REDIS_URL: urlOf(['redis:', 'rediss:']).optional(),
+  HAKOBUNE_RESTORE_ROOT: z.string().min(1).optional(),
   HOST: z.string().trim().min(1).default('127.0.0.1'),
   PORT: z.coerce.number().int().min(0).max(65535).default(8080),
   LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
@@ -176,6 +179,7 @@ export function readConfig(env: NodeJS.ProcessEnv = process.env): Config {
         }
       : undefined,
     masterKeys: e.HAKOBUNE_MASTER_KEYS,
+    restoreRoot: e.HAKOBUNE_RESTORE_ROOT ? path.resolve(e.HAKOBUNE_RESTORE_ROOT) : undefined,
   };
 }
 

@@ -19,6 +19,8 @@ import { indexRecordReader } from './gate/records.reader.js';
 import { findFacility } from '../store/backup/backup.repository.js';
 import { backupSource, createJobs, type Jobs, type JobsOptions } from '../jobs/jobs.js';
 import { createAiModule, type AiModule } from './ai/ai.module.js';
+import { restoreRouter } from './routes/restore.routes.js';
+import { securityHeaders } from './routes/hygiene.js';
 
 /**
  * The composition root: the one place that builds the exchange's parts from the configuration
@@ -79,7 +81,7 @@ export async function createExchange(config: Config, opts: ExchangeOptions = {})
     }
   };
   const backup = new BackupService(db, packStore, { onCommitted });
-  const jobs: Jobs = createJobs({ config, db, log, source: backupSource(backup) }, opts.jobs);
+  const jobs: Jobs = createJobs({ config, db, log, source: backupSource(backup), restore: { backup, clock: opts.clock ?? Date.now } }, opts.jobs);
   routers.push(uploadRouter(backup));
   const clock = opts.clock ?? Date.now;
   // Identity, consent and the decision-context loader; signed consent forms go to the blob store.
@@ -116,6 +118,19 @@ export async function createExchange(config: Config, opts: ExchangeOptions = {})
     throw e;
   }
   routers.push(...viewer.routers);
+  routers.push(
+    restoreRouter({
+      auth: viewer.auth,
+      audit: viewer.audit,
+      roles: viewer.roles,
+      hygiene: securityHeaders({ tls: !!config.tls }),
+      db,
+      backup,
+      enqueue: (id, priority) => jobs.enqueueRestore(id, priority),
+      restoreRoot: config.restoreRoot,
+      clock,
+    }),
+  );
   const ai = createAiModule({ db, config, log, clock: opts.clock ?? Date.now, audit: viewer.audit, auth: viewer.auth, roles: viewer.roles, contexts: consent.contexts, queuePrefix: opts.jobs?.queuePrefix });
   routers.push(...ai.routers);
   const app = createHttpApp({
