@@ -31,17 +31,24 @@ export function identityRecordOf(facilityId: string, localId: string, p: Patient
 
 /** The narrow part of the identity service the feed needs. */
 export interface IdentitySink {
-  recordLocalPatients(records: Iterable<IdentityRecord>): Promise<number>;
+  /** Records one local patient and matches it against its block (review queue or auto-link). */
+  observe(record: IdentityRecord): Promise<unknown>;
 }
 
-/** Sends a facility's current demographics to the identity service; returns how many. */
-export async function feedFacilityDemographics(db: Db, identity: IdentitySink, facilityId: string, pageSize = 2000): Promise<number> {
+/**
+ * Sends to the identity service what one index run of a facility learnt: the current ADT-00
+ * versions that run added (new patients and changed details). Without `seq`, every current
+ * description of the facility (a first load or a re-feed). Observing is an upsert, so a retried
+ * job sends the same records again harmlessly. Returns how many were observed.
+ */
+export async function feedDemographics(db: Db, identity: IdentitySink, facilityId: string, seq?: number, pageSize = 1000): Promise<number> {
   let after = 0;
   let sent = 0;
   for (;;) {
-    const page = await pageCurrentDemographics(db, facilityId, after, pageSize);
-    if (page.items.length) {
-      sent += await identity.recordLocalPatients(page.items.map((d) => identityRecordOf(d.facilityId, d.patientId, d.record)));
+    const page = await pageCurrentDemographics(db, facilityId, after, pageSize, seq);
+    for (const d of page.items) {
+      await identity.observe(identityRecordOf(d.facilityId, d.patientId, d.record));
+      sent++;
     }
     if (page.done) return sent;
     after = page.lastId;

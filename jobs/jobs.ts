@@ -4,7 +4,7 @@ import type { Db } from '../store/db.js';
 import { unindexedSnapshots } from '../store/records/records.repository.js';
 import { BullmqRunner } from './bullmq.js';
 import { InProcessRunner } from './in-process.js';
-import { indexSnapshot, type IndexOptions, type SnapshotSource } from './index-snapshot.js';
+import { indexSnapshot, type IndexOptions, type IndexResult, type SnapshotSource } from './index-snapshot.js';
 import type { JobRunner, Processors, RetryPolicy } from './runner.js';
 import { runRestoreRequest, type RestoreJobDeps } from './restore-job.js';
 
@@ -52,14 +52,27 @@ export interface JobsOptions {
  * same processors either way.
  */
 export function createJobs(
-  deps: { config: Config; db: Db; log: Logger; source: SnapshotSource; restore?: Omit<RestoreJobDeps, 'db' | 'log' | 'restoreRoot'> },
+  deps: {
+    config: Config;
+    db: Db;
+    log: Logger;
+    source: SnapshotSource;
+    restore?: Omit<RestoreJobDeps, 'db' | 'log' | 'restoreRoot'>;
+    /**
+     * Runs after a snapshot's records are published (also when a retried job finds them already
+     * published, so that a failure here is retried too); must be idempotent.
+     */
+    afterIndexed?: (r: IndexResult) => Promise<void>;
+  },
   opts: JobsOptions = {},
 ): Jobs {
   const log = deps.log.child({ component: 'jobs' });
   const processors: Processors = {
-    'index-snapshot': (payload, ctx) => {
+    'index-snapshot': async (payload, ctx) => {
       if (!payload || typeof payload.snapshotId !== 'string') throw new Error('index-snapshot needs a snapshotId');
-      return indexSnapshot({ db: deps.db, source: deps.source, log }, payload.snapshotId, ctx, { waitForBusyMs: 15 * 60_000, ...opts.index });
+      const r = await indexSnapshot({ db: deps.db, source: deps.source, log }, payload.snapshotId, ctx, { waitForBusyMs: 15 * 60_000, ...opts.index });
+      if (deps.afterIndexed && (r.outcome === 'indexed' || r.outcome === 'already-indexed')) await deps.afterIndexed(r);
+      return r;
     },
   };
   const restore = deps.restore;

@@ -18,6 +18,8 @@ import { createConsentModule, type ConsentModule } from '../consent/consent.modu
 import { indexRecordReader } from './gate/records.reader.js';
 import { findFacility } from '../store/backup/backup.repository.js';
 import { backupSource, createJobs, type Jobs, type JobsOptions } from '../jobs/jobs.js';
+import { findRun } from '../store/records/records.repository.js';
+import { feedDemographics } from '../consent/identity-feed.js';
 import { createAiModule, type AiModule } from './ai/ai.module.js';
 import { restoreRouter } from './routes/restore.routes.js';
 import { securityHeaders } from './routes/hygiene.js';
@@ -81,7 +83,22 @@ export async function createExchange(config: Config, opts: ExchangeOptions = {})
     }
   };
   const backup = new BackupService(db, packStore, { onCommitted });
-  const jobs: Jobs = createJobs({ config, db, log, source: backupSource(backup), restore: { backup, clock: opts.clock ?? Date.now } }, opts.jobs);
+  const jobs: Jobs = createJobs(
+    {
+      config,
+      db,
+      log,
+      source: backupSource(backup),
+      restore: { backup, clock: opts.clock ?? Date.now },
+      // What a night's ADT-00 messages say about patients goes to the matcher (consent is built
+      // just below, before any job runs).
+      afterIndexed: async (r) => {
+        const run = await findRun(db, r.snapshotId);
+        if (run) await feedDemographics(db, consent.identity, r.facilityId, run.seq);
+      },
+    },
+    opts.jobs,
+  );
   routers.push(uploadRouter(backup));
   const clock = opts.clock ?? Date.now;
   // Identity, consent and the decision-context loader; signed consent forms go to the blob store.

@@ -17,8 +17,10 @@ export async function pageCurrentDemographics(
   facilityId: string,
   afterId: number,
   limit: number,
+  /** Only the versions that the index run with this sequence number added. */
+  addedSeq?: number,
 ): Promise<{ items: CurrentDemographics[]; lastId: number; done: boolean }> {
-  const rows = await db
+  let query = db
     .selectFrom('record as r')
     .innerJoin('record_index_state as s', 's.facility_id', 'r.facility_id')
     .select(['r.id', 'r.facility_id', 'r.patient_id', 'r.content'])
@@ -29,10 +31,9 @@ export async function pageCurrentDemographics(
     .where('r.patient_id', 'is not', null)
     .where((eb) => eb('r.added_seq', '<=', eb.ref('s.published_seq')))
     .where((eb) => eb.or([eb('r.removed_seq', 'is', null), eb('r.removed_seq', '>', eb.ref('s.published_seq'))]))
-    .where('r.id', '>', afterId)
-    .orderBy('r.id')
-    .limit(limit)
-    .execute();
+    .where('r.id', '>', afterId);
+  if (addedSeq !== undefined) query = query.where('r.added_seq', '=', addedSeq);
+  const rows = await query.orderBy('r.id').limit(limit).execute();
   const out: CurrentDemographics[] = [];
   for (const r of rows) {
     const stored = (typeof r.content === 'string' ? JSON.parse(r.content) : r.content) as ClinicalRecord | null;
