@@ -1,7 +1,7 @@
 /**
  * Uploader benchmark: scan speed (cold and warm cache), upload times and the uploader's peak
  * memory on a generated facility tree, against a real exchange (embedded PGlite) in this process.
- * The uploader runs as its own process (`hakobune-upload`) under /usr/bin/time, so its peak
+ * The uploader runs as its own process (`hakobune upload`) under /usr/bin/time, so its peak
  * RSS is its own.
  *
  *   node hakobune.js fixtures generate --out /tmp/b --facilities 1 --patients 9000 --days 30 --seed s
@@ -22,7 +22,6 @@ import { parseSsmix2FileName } from '../ingest/ssmix2/filename.js';
 import type { UploadSummary } from '../ingest/uploader/upload.js';
 
 const CLI = path.resolve(import.meta.dirname, '../hakobune.js');
-const UPLOADER = path.resolve(import.meta.dirname, '../hakobune-upload.js');
 
 function arg(name: string): string | undefined {
   const i = process.argv.indexOf(name);
@@ -47,8 +46,8 @@ function run(cmd: string, args: string[], env: Record<string, string> = {}): Pro
   });
 }
 
-async function upload(label: string, url: string, token: string, root: string, cache: string, extra: string[] = [], whole = false): Promise<Measured> {
-  const entry = whole ? [CLI, 'upload'] : [UPLOADER];
+async function upload(label: string, url: string, token: string, root: string, cache: string, extra: string[] = []): Promise<Measured> {
+  const entry = [CLI, 'upload'];
   const r = await run(
     '/usr/bin/time',
     ['-f', 'TIME %M %e', process.execPath, ...entry, '--server', url, '--facility', 'F001', '--root', root, '--cache', cache, '--json', ...extra],
@@ -95,7 +94,6 @@ async function main() {
   try {
     results.push(await upload('first upload (cold cache: every file read)', url, token, root, cache, ['--changes', feed]));
     results.push(await upload('unchanged tree (warm cache: nothing read)', url, token, root, cache));
-    results.push(await upload('unchanged tree, through `hakobune upload` (whole CLI loaded)', url, token, root, cache, [], true));
     if (process.argv.includes('--evolve')) {
       // The next two nights not yet applied to this tree (evolve refuses a day twice).
       let first = 1;

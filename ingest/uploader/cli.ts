@@ -3,12 +3,12 @@ import { exitCodeFor } from '../../viewer-api/cli/output.js';
 import { configureUploadCommand } from './upload.command.js';
 
 /**
- * `hakobune-upload`: the facility uploader on its own. The same command as `hakobune upload`,
- * without loading the rest of the exchange (database drivers, PGlite, koa, queues), which
- * roughly halves the agent's memory on the facility's machine.
+ * `hakobune upload`, as `hakobune.js` runs it: the facility uploader on its own, without loading
+ * the rest of the exchange (database drivers, PGlite, koa, queues), which roughly halves the
+ * agent's memory on the facility's machine.
  */
 export async function uploadMain(argv: string[]): Promise<number> {
-  const program = configureUploadCommand(new Command('hakobune-upload')).showHelpAfterError().exitOverride();
+  const program = configureUploadCommand(new Command('hakobune upload')).showHelpAfterError().exitOverride();
   try {
     await program.parseAsync(argv);
     return 0;
