@@ -1,7 +1,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createExchange, type Exchange } from '../viewer-api/exchange.js';
 import { testConfig } from '../viewer-api/config.js';
-import { ensureDemoData, readDemoState, type DemoState } from '../viewer-api/demo/seed.js';
+import { ensureDemoData, readDemoState, startDemoAiService, DEMO_AI_SERVICE, type DemoState } from '../viewer-api/demo/seed.js';
 import { totpCode } from '../viewer-api/auth/totp.js';
 import { DEVICE_HEADER } from '../viewer-api/routes/session.js';
 import { tempDir } from './support/tmp.js';
@@ -77,6 +77,46 @@ describe('the demo', () => {
     } else {
       expect(res.status).toBe(403);
     }
+  });
+
+  it('sends the AI-consenting patient to the local stand-in service through the exchange, de-identified', async () => {
+    const standIn = await startDemoAiService(exchange);
+    try {
+      const patient = state.patients.find((p) => p.shape === 'ai-and-research')!;
+      const submitted = await fetch(`${url}/api/ai/requests`, {
+        method: 'POST',
+        headers: { Authorization: `Bearer ${token}`, 'Content-Type': 'application/json' },
+        body: JSON.stringify({ serviceId: DEMO_AI_SERVICE, patientId: patient.regionalId }),
+      });
+      expect(submitted.status).toBe(202);
+      const { id } = (await submitted.json()) as { id: string };
+      let status = '';
+      for (let i = 0; i < 120 && !['done', 'failed', 'denied'].includes(status); i++) {
+        await new Promise((r) => setTimeout(r, 250));
+        const res = await fetch(`${url}/api/ai/requests/${id}`, { headers: { Authorization: `Bearer ${token}` } });
+        status = ((await res.json()) as { status: string }).status;
+      }
+      expect(status).toBe('done');
+      const result = await fetch(`${url}/api/ai/requests/${id}/result`, { headers: { Authorization: `Bearer ${token}` } });
+      expect(result.status).toBe(200);
+      expect(JSON.stringify(await result.json())).toContain('RiskAssessment');
+      // What left the exchange carries none of the patient's local IDs.
+      const sent = standIn.received.map((r) => r.body).join('\n');
+      expect(sent.length).toBeGreaterThan(0);
+      for (const link of patient.links) expect(sent).not.toContain(link.localId);
+    } finally {
+      await standIn.close();
+    }
+  });
+
+  it('refuses the AI service for a patient who did not consent to it', async () => {
+    const patient = state.patients.find((p) => p.shape === 'hospitals-and-pharmacies')!;
+    const res = await fetch(`${url}/api/ai/requests`, {
+      method: 'POST',
+      headers: { Authorization: `Bearer ${token}`, 'Content-Type': 'application/json' },
+      body: JSON.stringify({ serviceId: DEMO_AI_SERVICE, patientId: patient.regionalId }),
+    });
+    expect(res.status).toBe(403);
   });
 
   it('is prepared once: a second call returns the saved state without uploading again', async () => {

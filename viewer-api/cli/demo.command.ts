@@ -2,7 +2,7 @@ import type { Command } from 'commander';
 import { readConfig } from '../config.js';
 import { createExchange } from '../exchange.js';
 import { serveUntilSignal } from './server.commands.js';
-import { ensureDemoData, readDemoState, demoStateFile, type DemoState } from '../demo/seed.js';
+import { ensureDemoData, readDemoState, demoStateFile, startDemoAiService, DEMO_AI_SERVICE, type DemoState } from '../demo/seed.js';
 import { totpCode } from '../auth/totp.js';
 import { DEVICE_HEADER } from '../routes/session.js';
 import { report, UsageError, type OutputOptions } from './output.js';
@@ -11,6 +11,7 @@ function howToLogIn(url: string, state: DemoState, dataDir: string): string {
   const physician = state.users.find((u) => u.role === 'physician')!;
   const device = state.devices.find((d) => d.facilityId === physician.facilityId)!;
   const linked = state.patients.find((p) => p.shape === 'hospitals-and-pharmacies' && p.links.length > 1) ?? state.patients[0];
+  const aiPatient = state.patients.find((p) => p.shape === 'ai-and-research');
   const who = `${physician.facilityId}/${physician.username}`;
   const lines = [
     '',
@@ -34,6 +35,11 @@ function howToLogIn(url: string, state: DemoState, dataDir: string): string {
     `  curl -s ${url}/api/patients/${linked?.regionalId ?? '<regional id>'}/timeline -H "Authorization: Bearer $TOKEN"`,
     `  curl -s ${url}/fhir/Patient/${linked?.regionalId ?? '<regional id>'}/\\$everything -H "Authorization: Bearer $TOKEN"`,
     '',
+    `AI through the exchange (a local stand-in service, registered as "${DEMO_AI_SERVICE}"; only this patient consented to it):`,
+    `  curl -s -X POST ${url}/api/ai/requests -H "Authorization: Bearer $TOKEN" -H 'Content-Type: application/json' \\`,
+    `    -d '{"serviceId":"${DEMO_AI_SERVICE}","patientId":"${aiPatient?.regionalId ?? '<regional id>'}"}'`,
+    `  curl -s ${url}/api/ai/requests/<id> -H "Authorization: Bearer $TOKEN"        # then .../<id>/result`,
+    '',
     'Press Ctrl+C to stop.',
   ];
   return lines.join('\n');
@@ -50,6 +56,7 @@ export function registerDemoCommand(program: Command): void {
     .action(async () => {
       const config = readConfig();
       const exchange = await createExchange(config);
+      let standIn: Awaited<ReturnType<typeof startDemoAiService>> | undefined;
       try {
         const url = await exchange.listen();
         const fresh = !readDemoState(config.dataDir);
@@ -57,12 +64,15 @@ export function registerDemoCommand(program: Command): void {
         const started = Date.now();
         const state = await ensureDemoData(exchange, url, { say: (line) => process.stdout.write(`  ${line}\n`) });
         if (fresh) process.stdout.write(`Demo data ready in ${((Date.now() - started) / 1000).toFixed(1)} s.\n`);
+        standIn = await startDemoAiService(exchange);
         process.stdout.write(howToLogIn(url, state, config.dataDir) + '\n');
       } catch (e) {
         await exchange.stop();
+        await standIn?.close();
         throw e;
       }
       await serveUntilSignal(exchange);
+      await standIn?.close();
     });
 
   demo

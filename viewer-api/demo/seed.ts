@@ -9,6 +9,7 @@ import type { FacilityKind } from '../../consent/model.js';
 import { seedDemoIdentityAndConsent, type DemoLocalPatient } from '../../consent/demo.js';
 import { identityRecordOf } from '../../consent/identity-feed.js';
 import { pageCurrentDemographics } from '../../store/records/demographics.repository.js';
+import { startStandIn, type StandIn } from '../ai/standin.js';
 
 /**
  * The demo that `npm start` prepares on first start, through the same paths a real region uses:
@@ -184,4 +185,37 @@ async function seedIdentityAndConsent(exchange: Exchange, tree: string, faciliti
     }
   }
   return seedDemoIdentityAndConsent(exchange.consent, { facilities, localPatients: locals, now: Date.now() });
+}
+
+/** The registry id of the demo's AI service (the demo consents name it for purpose ai-analysis). */
+export const DEMO_AI_SERVICE = 'demo-ai';
+
+/**
+ * Starts the local stand-in AI service (a FHIR server on 127.0.0.1 that answers with a
+ * RiskAssessment) and points the registry's demo entry at it. Its port changes with every start,
+ * so the entry is updated each time; the caller closes the stand-in when the exchange stops.
+ */
+export async function startDemoAiService(exchange: Exchange): Promise<StandIn> {
+  const standIn = await startStandIn();
+  const ctx = { actor: { username: 'demo-setup' }, address: null, endpoint: 'demo setup' };
+  const definition = {
+    id: DEMO_AI_SERVICE,
+    name: 'ローカル検証用AI (stand-in)',
+    baseUrl: standIn.base,
+    operation: '$analyze',
+    auth: { kind: 'none' },
+    categories: ['demographics', 'prescriptions', 'injections', 'labs', 'diagnoses'],
+    facilities: 'all',
+    location: { country: 'JP', region: 'loopback' },
+    birthDate: 'age',
+  };
+  try {
+    const known = (await exchange.ai.registry.list()).some((s) => s.id === DEMO_AI_SERVICE);
+    if (known) await exchange.ai.registry.update(ctx, DEMO_AI_SERVICE, { baseUrl: standIn.base, enabled: true });
+    else await exchange.ai.registry.register(ctx, definition);
+  } catch (e) {
+    await standIn.close();
+    throw e;
+  }
+  return standIn;
 }
