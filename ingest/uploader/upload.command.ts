@@ -56,7 +56,7 @@ export function registerUploadCommand(program: Command): void {
   configureUploadCommand(program.command('upload'));
 }
 
-/** Gives a command the uploader's options and action (`hakobune upload`, or `hakobune-upload` alone). */
+/** Gives a command the uploader's options and action (`hakobune upload`, run by ingest/uploader/cli.ts). */
 export function configureUploadCommand(command: Command): Command {
   return command
     .description("back up a facility's SS-MIX2 storage to the exchange (sends only what the exchange lacks; resumes when run again)")
