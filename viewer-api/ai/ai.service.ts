@@ -2,10 +2,10 @@ import { randomBytes } from 'node:crypto';
 import type { Logger } from 'pino';
 import type { Db } from '../../store/db.js';
 import { conflict, ExchangeError, forbidden, notFound } from '../../store/errors.js';
-import type { Category } from '../../consent/categories.js';
 import type { DecisionContextLoader } from '../../consent/decision-context.js';
 import type { Category as IndexCategory, ClinicalRecord } from '../../ingest/records/types.js';
 import { queryPatientRecords, type RecordCursor } from '../../store/records/records.repository.js';
+import { INDEX_CATEGORIES } from '../gate/records.reader.js';
 import type { AuditLog } from '../audit/audit.service.js';
 import type { Principal } from '../auth/auth.service.js';
 import type { SecretBox } from '../auth/secret-box.js';
@@ -70,19 +70,6 @@ export interface AiFlowDeps {
   shiftDays?: () => number;
 }
 
-/** The index files records under finer categories than consent speaks of (see gate/records.reader). */
-const INDEX_CATEGORIES: Record<Category, IndexCategory[]> = {
-  demographics: ['patient'],
-  encounters: ['encounter'],
-  diagnoses: ['diagnosis'],
-  allergies: ['allergy'],
-  prescriptions: ['prescription'],
-  injections: ['injection'],
-  labs: ['lab'],
-  imaging: ['radiology', 'endoscopy', 'physiology'],
-  diet: ['diet'],
-  documents: ['document'],
-};
 
 interface SealedKey {
   key: ReidentificationKey;

@@ -10,7 +10,7 @@ import type { GateRecord, RecordReader } from './gate.js';
  * (consent/categories.ts). This is the one translation between them, in both directions; a record
  * whose index category has no exchange category is never returned.
  */
-const INDEX_CATEGORIES: Record<Category, IndexCategory[]> = {
+export const INDEX_CATEGORIES: Record<Category, IndexCategory[]> = {
   demographics: ['patient'],
   encounters: ['encounter'],
   diagnoses: ['diagnosis'],
