@@ -1,27 +1,17 @@
 import type { Command } from 'commander';
 import cliProgress from 'cli-progress';
-import { readConfig } from '../../viewer-api/config.js';
-import { createExchange, type Exchange } from '../../viewer-api/exchange.js';
 import { report, UsageError, type OutputOptions } from '../../viewer-api/cli/output.js';
 import { FACILITY_KINDS } from './backup.service.js';
 import type { FacilityKind } from './backup.repository.js';
 import { restoreSnapshot, type RestoreProgress } from './restore.js';
 import { verifyStore } from './verify.js';
+import { withExchange } from '../../viewer-api/cli/command-context.js';
 
 /**
  * `hakobune facility add|list|rotate-token`, `snapshots`, `restore`, `verify`,
  * `backup train-dictionary`. They open the exchange's store directly; in the embedded mode,
  * while a server owns the database, openDatabase stops them with a message naming its URL.
  */
-
-async function withExchange<T>(fn: (ex: Exchange) => Promise<T>): Promise<T> {
-  const exchange = await createExchange(readConfig());
-  try {
-    return await fn(exchange);
-  } finally {
-    await exchange.stop();
-  }
-}
 
 function mib(n: number): string {
   return n >= 1024 * 1024 ? `${(n / 1024 / 1024).toFixed(1)} MiB` : n >= 1024 ? `${(n / 1024).toFixed(1)} KiB` : `${n} B`;

@@ -1,35 +1,14 @@
 import fs from 'node:fs';
-import os from 'node:os';
 import type { Command } from 'commander';
-import { readConfig } from '../config.js';
-import { createExchange, type Exchange } from '../exchange.js';
-import type { AdminContext } from '../auth/admin.service.js';
 import { report, UsageError, positiveInt, type OutputOptions } from '../cli/output.js';
 import { startStandIn } from './standin.js';
+import { cliContext, withExchange } from '../cli/command-context.js';
 
 /**
  * `hakobune ai service add|list|update|enable|disable` (the network administrator at the
  * machine's shell; audited as `cli:<user>`), and `hakobune ai stand-in`: a local stand-in AI
  * service for the demo.
  */
-function cliContext(command: string): AdminContext {
-  let user = 'unknown';
-  try {
-    user = os.userInfo().username;
-  } catch {
-    /* no passwd entry (containers) */
-  }
-  return { actor: { username: `cli:${user}` }, address: null, endpoint: `cli: hakobune ${command}` };
-}
-
-async function withExchange<T>(fn: (exchange: Exchange) => Promise<T>): Promise<T> {
-  const exchange = await createExchange(readConfig());
-  try {
-    return await fn(exchange);
-  } finally {
-    await exchange.stop();
-  }
-}
 
 function readDefinition(file: string): unknown {
   let text: string;

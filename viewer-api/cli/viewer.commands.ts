@@ -1,35 +1,12 @@
 import fs from 'node:fs';
-import os from 'node:os';
 import { randomBytes } from 'node:crypto';
 import type { Command } from 'commander';
-import { readConfig } from '../config.js';
-import { createExchange, type Exchange } from '../exchange.js';
-import type { AdminContext } from '../auth/admin.service.js';
 import { verifyAuditChain } from '../audit/audit.service.js';
 import { readAuditHead, searchAudit } from '../audit/audit.repository.js';
 import { toAuditEvent } from '../audit/audit.fhir.js';
 import { ROLES } from '../roles/roles.js';
 import { report, UsageError, type OutputOptions } from './output.js';
-
-/** The operator at the machine's shell is the actor of command-line changes. */
-function cliContext(command: string): AdminContext {
-  let user = 'unknown';
-  try {
-    user = os.userInfo().username;
-  } catch {
-    /* no passwd entry (containers) */
-  }
-  return { actor: { username: `cli:${user}` }, address: null, endpoint: `cli: hakobune ${command}` };
-}
-
-async function withExchange<T>(fn: (exchange: Exchange) => Promise<T>): Promise<T> {
-  const exchange = await createExchange(readConfig());
-  try {
-    return await fn(exchange);
-  } finally {
-    await exchange.stop();
-  }
-}
+import { cliContext, withExchange } from './command-context.js';
 
 async function readStdin(): Promise<string> {
   const chunks: Buffer[] = [];
