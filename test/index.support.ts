@@ -1,33 +1,10 @@
 import { createHash, randomBytes } from 'node:crypto';
 import fs from 'node:fs';
-import path from 'node:path';
 import type { BackupService } from '../store/backup/backup.service.js';
+import type { LocalFile as TreeFile } from './backup.support.js';
 
-/** A file of a local tree, as an upload manifest lists it. */
-export interface TreeFile {
-  path: string;
-  abs: string;
-  size: number;
-  mtime: number;
-  sha256: string;
-}
-
-/** Lists a folder as snapshot paths under `prefix` (`standard/` like the uploader does). */
-export function scanTree(root: string, prefix = 'standard/'): TreeFile[] {
-  const out: TreeFile[] = [];
-  const walk = (dir: string, rel: string) => {
-    for (const e of fs.readdirSync(dir, { withFileTypes: true })) {
-      const abs = path.join(dir, e.name);
-      if (e.isDirectory()) walk(abs, `${rel}${e.name}/`);
-      else if (e.isFile()) {
-        const data = fs.readFileSync(abs);
-        out.push({ path: rel + e.name, abs, size: data.length, mtime: Math.floor(fs.statSync(abs).mtimeMs), sha256: createHash('sha256').update(data).digest('hex') });
-      }
-    }
-  };
-  walk(root, prefix);
-  return out;
-}
+/** A file of a local tree, as an upload manifest lists it; the scanner is the backup tests' own. */
+export { scan as scanTree, type LocalFile as TreeFile } from './backup.support.js';
 
 function frames(datas: Buffer[]): Buffer {
   const parts: Buffer[] = [];

@@ -1,6 +1,6 @@
 import type { BackupService } from './backup.service.js';
 import type { SnapshotRow } from './backup.repository.js';
-import { patientPrefixes } from './restore.js';
+import { groupByBlob, patientPrefixes } from './restore.js';
 import { walkFiles, type SnapshotFile } from './tree-store.js';
 
 /**
@@ -109,13 +109,7 @@ export async function* snapshotTar(
 ): AsyncGenerator<Buffer> {
   const prefixes = opts.patients?.length ? opts.patients.flatMap(patientPrefixes) : undefined;
   async function* batchOut(batch: SnapshotFile[]): AsyncGenerator<Buffer> {
-    const byHash = new Map<string, SnapshotFile[]>();
-    for (const f of batch) {
-      const k = f.sha256.toString('hex');
-      const list = byHash.get(k);
-      if (list) list.push(f);
-      else byHash.set(k, [f]);
-    }
+    const byHash = groupByBlob(batch);
     for await (const r of backup.blobs.readMany([...byHash.values()].map((l) => l[0]!.sha256))) {
       const files = byHash.get(r.sha256.toString('hex')) ?? [];
       if ('error' in r) throw new DamagedBlobError(files[0]?.path ?? '?', r.sha256.toString('hex'), r.error);

@@ -30,6 +30,18 @@ export interface RestoreResult {
 }
 
 /** The folders of one patient in the standard and extended storage (SS-MIX2 layout). */
+/** A batch's files grouped by blob (hex SHA-256), so each blob is read once for all its names. */
+export function groupByBlob(batch: SnapshotFile[]): Map<string, SnapshotFile[]> {
+  const byHash = new Map<string, SnapshotFile[]>();
+  for (const f of batch) {
+    const k = f.sha256.toString('hex');
+    const list = byHash.get(k);
+    if (list) list.push(f);
+    else byHash.set(k, [f]);
+  }
+  return byHash;
+}
+
 export function patientPrefixes(pid: string): string[] {
   if (!/^[A-Za-z0-9_-]{1,64}$/.test(pid)) throw badRequest(`"${pid}" is not a patient id`);
   const rel = `${pid.slice(0, 3)}/${pid.slice(3, 6)}/${pid}/`;
@@ -57,13 +69,7 @@ export async function restoreSnapshot(backup: BackupService, snapshot: SnapshotR
   const progress = { files: 0, bytes: 0, totalFiles: snapshot.files, totalBytes: snapshot.bytes };
 
   const writeBatch = async (batch: SnapshotFile[]) => {
-    const byHash = new Map<string, SnapshotFile[]>();
-    for (const f of batch) {
-      const k = f.sha256.toString('hex');
-      const list = byHash.get(k);
-      if (list) list.push(f);
-      else byHash.set(k, [f]);
-    }
+    const byHash = groupByBlob(batch);
     for await (const r of backup.blobs.readMany([...byHash.values()].map((l) => l[0]!.sha256))) {
       const files = byHash.get(r.sha256.toString('hex')) ?? [];
       for (const f of files) {
