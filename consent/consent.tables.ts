@@ -1,4 +1,5 @@
 import type { ColumnType, Generated } from 'kysely';
+import type { FacilityKind } from '../store/facility-kind.js';
 
 /**
  * Tables of patient identity links and consent (made by store/migrations/0003_identity_consent).
@@ -110,7 +111,7 @@ export interface ConsentVersionTable {
 
 export interface FacilityParticipationTable {
   facility_id: string;
-  kind: 'hospital' | 'clinic' | 'pharmacy' | 'care_home';
+  kind: FacilityKind;
   discloses: boolean;
   views: boolean;
   updated_at: Instant;

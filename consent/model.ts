@@ -2,8 +2,9 @@ import type { Category } from './categories.js';
 
 /** Domain types of patient identity and consent. Instants are epoch milliseconds (UTC). */
 
-export const FACILITY_KINDS = ['hospital', 'clinic', 'pharmacy', 'care_home'] as const;
-export type FacilityKind = (typeof FACILITY_KINDS)[number];
+import type { FacilityKind } from '../store/facility-kind.js';
+
+export { FACILITY_KINDS, type FacilityKind } from '../store/facility-kind.js';
 
 export const PURPOSES = ['treatment', 'emergency', 'ai-analysis', 'research'] as const;
 export type Purpose = (typeof PURPOSES)[number];

@@ -21,7 +21,7 @@ describe('demo identities and consents', () => {
     await migrateToLatest(handle.db);
     m = createConsentModule({ db: handle.db, evidence: { put: async (b) => createHash('sha256').update(b).digest('hex') } });
     const plans = planFacilities({ seed: 'demo', facilities: 8 });
-    facilities = plans.map((p) => ({ facilityId: p.facilityId, kind: p.kind === 'care-home' ? 'care_home' : p.kind }));
+    facilities = plans.map((p) => ({ facilityId: p.facilityId, kind: p.kind }));
     seeded = await seedDemoIdentityAndConsent(m, { facilities, localPatients: generatePopulation({ seed: 'demo', facilities: plans, patients: 60 }), people: DEMO_SHAPES.length, now });
   }, 180_000);
   afterAll(async () => {

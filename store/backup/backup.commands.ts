@@ -1,7 +1,7 @@
 import type { Command } from 'commander';
 import cliProgress from 'cli-progress';
 import { report, UsageError, type OutputOptions } from '../../viewer-api/cli/output.js';
-import { FACILITY_KINDS } from './backup.service.js';
+import { FACILITY_KINDS } from '../facility-kind.js';
 import type { FacilityKind } from './backup.repository.js';
 import { restoreSnapshot, type RestoreProgress } from './restore.js';
 import { verifyStore } from './verify.js';

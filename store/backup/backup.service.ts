@@ -7,7 +7,7 @@ import * as repo from './backup.repository.js';
 import { TreeLoader, buildFromDelta, buildFromStaging, diffTrees, walkFiles, type SnapshotFile } from './tree-store.js';
 import { TreeConflict, pathProblem } from './tree.js';
 
-export const FACILITY_KINDS = ['hospital', 'clinic', 'pharmacy', 'care_home'] as const;
+import { FACILITY_KINDS } from '../facility-kind.js';
 
 export interface BackupOptions {
   /** Largest single blob (file) accepted; the request limit is 32 MiB (PROTOCOL.md §3). */

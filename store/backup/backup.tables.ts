@@ -1,4 +1,5 @@
 import type { ColumnType, Generated } from 'kysely';
+import type { FacilityKind } from '../facility-kind.js';
 
 /** Tables of the backup store (facilities, blobs, packs, trees, snapshots, uploads). */
 export interface BackupTables {
@@ -18,7 +19,7 @@ type CreatedAt = ColumnType<Date, Date | string | undefined, never>;
 export interface FacilityTable {
   id: string;
   name: string;
-  kind: 'hospital' | 'clinic' | 'pharmacy' | 'care_home';
+  kind: FacilityKind;
   created_at: CreatedAt;
 }
 

@@ -5,7 +5,7 @@ import { generateFixtures } from '../../fixtures/generate.js';
 import { uploadTree } from '../../ingest/uploader/upload.js';
 import { httpTransport } from '../../ingest/uploader/transport.js';
 import type { Role } from '../roles/roles.js';
-import type { FacilityKind } from '../../consent/model.js';
+import { FACILITY_KINDS, type FacilityKind } from '../../store/facility-kind.js';
 import { seedDemoIdentityAndConsent, type DemoLocalPatient } from '../../consent/demo.js';
 import { identityRecordOf } from '../../consent/identity-feed.js';
 import { pageCurrentDemographics } from '../../store/records/demographics.repository.js';
@@ -51,10 +51,9 @@ export function readDemoState(dataDir: string): DemoState | undefined {
   }
 }
 
-/** The generator's spelling of a facility kind, in the exchange's vocabulary. */
+/** A facility kind read back from the generator's facilities.json. */
 function kindOf(generated: string): FacilityKind {
-  const k = generated.replace('-', '_');
-  if (k === 'hospital' || k === 'clinic' || k === 'pharmacy' || k === 'care_home') return k;
+  if ((FACILITY_KINDS as readonly string[]).includes(generated)) return generated as FacilityKind;
   throw new Error(`the generator produced an unknown facility kind "${generated}"`);
 }
 
