@@ -16,6 +16,7 @@ import { createViewer, type Viewer } from './routes/viewer.js';
 import { createHash } from 'node:crypto';
 import { createConsentModule, type ConsentModule } from '../consent/consent.module.js';
 import { indexRecordReader } from './gate/records.reader.js';
+import { indexRecordLookup } from './gate/record-lookup.js';
 import { findFacility } from '../store/backup/backup.repository.js';
 import { backupSource, createJobs, type Jobs, type JobsOptions } from '../jobs/jobs.js';
 import { findRun } from '../store/records/records.repository.js';
@@ -23,6 +24,8 @@ import { feedDemographics } from '../consent/identity-feed.js';
 import { createAiModule, type AiModule } from './ai/ai.module.js';
 import { restoreRouter } from './routes/restore.routes.js';
 import { securityHeaders } from './routes/hygiene.js';
+import { facilitiesRouter } from './routes/facilities.routes.js';
+import { consentAdminRouter } from './routes/consent-admin.routes.js';
 
 /**
  * The composition root: the one place that builds the exchange's parts from the configuration
@@ -126,6 +129,8 @@ export async function createExchange(config: Config, opts: ExchangeOptions = {})
         breakGlass: consent.consent,
         finder: consent.identity,
         records: indexRecordReader(db),
+        recordById: indexRecordLookup(db),
+        blobs: backup.blobs,
         facilityKind: async (id) => (await findFacility(db, id))?.kind,
       },
     });
@@ -147,6 +152,12 @@ export async function createExchange(config: Config, opts: ExchangeOptions = {})
       restoreRoot: config.restoreRoot,
       clock,
     }),
+  );
+  // Facilities (quality report, participation) and identity links and consents over HTTP.
+  const adminHygiene = securityHeaders({ tls: !!config.tls });
+  routers.push(
+    facilitiesRouter({ auth: viewer.auth, audit: viewer.audit, roles: viewer.roles, db, participation: consent.consent, hygiene: adminHygiene }),
+    consentAdminRouter({ auth: viewer.auth, audit: viewer.audit, roles: viewer.roles, identity: consent.identity, consent: consent.consent, hygiene: adminHygiene }),
   );
   const ai = createAiModule({ db, config, log, clock: opts.clock ?? Date.now, audit: viewer.audit, auth: viewer.auth, roles: viewer.roles, contexts: consent.contexts, queuePrefix: opts.jobs?.queuePrefix });
   routers.push(...ai.routers);

@@ -2,8 +2,8 @@ import type { Command } from 'commander';
 import { readConfig } from '../../viewer-api/config.js';
 import { createExchange } from '../../viewer-api/exchange.js';
 import { positiveInt, report, type OutputOptions } from '../../viewer-api/cli/output.js';
-import { notFound } from '../../store/errors.js';
-import { findRun, publishedState, qualityReport, type QualityReport } from '../../store/records/records.repository.js';
+import type { QualityReport } from '../../store/records/records.repository.js';
+import { facilityQualityReport } from './quality.report.js';
 
 /**
  * `hakobune quality --facility ID [--snapshot ID] [--json]`: the data-quality report of a
@@ -22,16 +22,7 @@ export function registerQualityCommand(program: Command): void {
     .action(async (opts: OutputOptions & { facility: string; snapshot?: string; limit: number }) => {
       const exchange = await createExchange(readConfig());
       try {
-        const facilities = await exchange.backup.listFacilities();
-        if (!facilities.some((f) => f.id === opts.facility)) throw notFound(`no facility ${opts.facility}`);
-        if (opts.snapshot) {
-          const run = await findRun(exchange.db, opts.snapshot);
-          if (!run || run.facilityId !== opts.facility) throw notFound(`snapshot ${opts.snapshot} of facility ${opts.facility} has not been indexed`);
-          if (run.state !== 'done') throw notFound(`snapshot ${opts.snapshot} is ${run.state === 'running' ? 'still being indexed' : 'superseded by a newer indexed snapshot'}`);
-        } else if (!(await publishedState(exchange.db, opts.facility))?.published_snapshot_id) {
-          throw notFound(`facility ${opts.facility} has no indexed snapshot yet`);
-        }
-        const q = await qualityReport(exchange.db, opts.facility, opts.snapshot, opts.limit);
+        const q = await facilityQualityReport(exchange.db, opts.facility, opts.snapshot, opts.limit);
         report(opts, q, () => renderQuality(q));
       } finally {
         await exchange.stop();

@@ -111,6 +111,18 @@ export interface PatientView {
   /** Categories visible at one facility at least. */
   readonly categories: readonly Category[];
   timeline(filter: TimelineFilter): Promise<{ records: VisibleRecord[]; nextCursor: string | undefined }>;
+  /**
+   * Whether one (source facility, local ID, category) passed the gate for this request, and on
+   * what basis: the record-by-id reads (record-gate.ts) ask this before showing a record.
+   */
+  permits(facilityId: string, localId: string, category: Category): PermittedRead | undefined;
+}
+
+export interface PermittedRead {
+  basis: DecisionBasis;
+  grantId: string | null;
+  /** The stated reason of the break-glass grant the permit rests on, if any. */
+  breakGlassReason: string | null;
 }
 
 /** The one text a refused read gets: the same whether the patient exists, is hidden or is unknown. */
@@ -268,7 +280,12 @@ export function createGate(deps: GateDeps): Gate {
       return { records, nextCursor: more && last ? formatCursor({ careDate: last.careDate, id: last.id }) : undefined };
     }
 
-    return { regionalId: ev.regionalId, purpose: req.purpose, facilities, categories, timeline };
+    function permits(facilityId: string, localId: string, category: Category): PermittedRead | undefined {
+      const g = permitted.find((e) => e.facilityId === facilityId && e.localId === localId)?.categories.get(category);
+      return g && { basis: g.basis, grantId: g.grantId, breakGlassReason: g.grantId ? (grantReasons.get(g.grantId) ?? g.grantId) : null };
+    }
+
+    return { regionalId: ev.regionalId, purpose: req.purpose, facilities, categories, timeline, permits };
   }
 
   async function canSee(p: Principal, regionalId: string, purpose: ViewerPurpose): Promise<boolean> {

@@ -23,7 +23,7 @@ export const INDEX_CATEGORIES: Record<Category, IndexCategory[]> = {
   documents: ['document'],
 };
 
-const EXCHANGE_CATEGORY = new Map<string, Category>(
+export const EXCHANGE_CATEGORY = new Map<string, Category>(
   Object.entries(INDEX_CATEGORIES).flatMap(([c, list]) => list.map((i) => [i, c as Category] as const)),
 );
 

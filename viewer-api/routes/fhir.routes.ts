@@ -8,6 +8,7 @@ import type { AuthService } from '../auth/auth.service.js';
 import type { Gate, PatientView, VisibleRecord } from '../gate/gate.js';
 import { principalOf, requireSession } from './session.js';
 import { regionalIdParam } from './params.js';
+import { searchPatientsByName, type NameSearchDeps } from './patient-search.js';
 
 /**
  * FHIR R4 under /fhir (http://hl7.org/fhir/R4/http.html): metadata, Patient read and search by
@@ -152,7 +153,13 @@ export function capabilityStatement(now: Date) {
           {
             type: 'Patient',
             interaction: [{ code: 'read' }, { code: 'search-type' }],
-            searchParam: [{ name: '_id', type: 'token' }],
+            searchParam: [
+              { name: '_id', type: 'token' },
+              { name: 'name', type: 'string' },
+              { name: 'family', type: 'string' },
+              { name: 'given', type: 'string' },
+              { name: '_count', type: 'number' },
+            ],
             operation: [{ name: 'everything', definition: 'http://hl7.org/fhir/OperationDefinition/Patient-everything' }],
           },
           ...Object.keys(TYPE_CATEGORIES).map((type) => ({
@@ -166,7 +173,7 @@ export function capabilityStatement(now: Date) {
   };
 }
 
-export function fhirRouter(deps: { auth: AuthService; gate: Gate; hygiene: Middleware; clock: () => number }): Router {
+export function fhirRouter(deps: { auth: AuthService; gate: Gate; hygiene: Middleware; clock: () => number; names: NameSearchDeps }): Router {
   const r = new Router({ prefix: '/fhir' });
   r.use(deps.hygiene);
   r.use(async (ctx, next) => {
@@ -185,9 +192,23 @@ export function fhirRouter(deps: { auth: AuthService; gate: Gate; hygiene: Middl
   }
 
   r.get('/Patient', session, async (ctx) => {
-    const q = params(ctx, ['_id']);
+    const q = params(ctx, ['_id', 'name', 'family', 'given', '_count']);
     const id = single(q.get('_id'), '_id');
-    if (!id) throw badRequest('Patient search needs _id (the regional patient id)');
+    const byName = { name: single(q.get('name'), 'name'), family: single(q.get('family'), 'family'), given: single(q.get('given'), 'given') };
+    if (!id) {
+      if (!byName.name && !byName.family && !byName.given) throw badRequest('Patient search needs _id (the regional patient id), or name, family or given');
+      const found = await searchPatientsByName(deps.names, principalOf(ctx), byName, count(q.get('_count')), `GET ${ctx.path}`);
+      const resources: FhirResource[] = [];
+      for (const rid of found) {
+        const view = await openFor(ctx, rid).catch((e: { status?: number }) => (e.status === 403 ? undefined : Promise.reject(e)));
+        if (!view) continue;
+        const demo = view.categories.includes('demographics') ? (await view.timeline({ categories: ['demographics'], limit: 1 })).records[0] : undefined;
+        resources.push(patientResource(view, demo));
+      }
+      ctx.body = bundle(ctx, resources, undefined);
+      return;
+    }
+    if (byName.name || byName.family || byName.given) throw badRequest('search by _id or by name, not both');
     let view: PatientView;
     try {
       view = await openFor(ctx, id);

@@ -16,6 +16,9 @@ import { auditRouter } from './audit.routes.js';
 import { adminRouter } from './admin.routes.js';
 import { openApiRouter } from './openapi.js';
 import { createGate, type Gate, type RecordReader } from '../gate/gate.js';
+import { createRecordGate, type BlobReader, type RecordLookup } from '../gate/record-gate.js';
+import { recordsRouter } from './records.routes.js';
+import { findPatientsByName, type NameQuery } from '../../consent/name-search.js';
 import type { DecisionContextLoader } from '../../consent/decision-context.js';
 import type { FacilityKind } from '../../consent/model.js';
 
@@ -36,6 +39,10 @@ export interface ClinicalDeps {
   breakGlass: BreakGlassOpener;
   finder: PatientFinder;
   records: RecordReader;
+  /** One record by id, for record detail, original messages and documents. */
+  recordById: RecordLookup;
+  /** The stored bytes of source files (messages and documents). */
+  blobs: BlobReader;
   facilityKind(facilityId: string): Promise<FacilityKind | undefined>;
 }
 
@@ -74,7 +81,10 @@ export function createViewer(deps: ViewerDeps): Viewer {
     const c = deps.clinical;
     gate = createGate({ contexts: c.contexts, roles, records: c.records, facilityKind: c.facilityKind, audit, clock });
     routers.push(patientsRouter({ auth, gate, roles, audit, breakGlass: c.breakGlass, finder: c.finder, hygiene }));
-    routers.push(fhirRouter({ auth, gate, hygiene, clock }));
+    const names = { gate, roles, audit, find: (q: NameQuery, limit: number) => findPatientsByName(db, q, limit) };
+    routers.push(fhirRouter({ auth, gate, hygiene, clock, names }));
+    const records = createRecordGate({ gate, roles, audit, records: c.recordById, blobs: c.blobs, linkOf: (k) => c.finder.linkOf(k) });
+    routers.push(recordsRouter({ auth, records, hygiene }));
   }
   return { routers, audit, auth, admin, roles, gate };
 }
