@@ -75,11 +75,11 @@ describe('identity links, consents and participation over HTTP (PostgreSQL)', ()
   afterAll(async () => h?.close());
 
   const as = (who: string, p: string) => get(h, p, tokens[who]);
-  const post = (who: string, p: string, body: unknown, method = 'POST', type = 'application/json') =>
+  const post = (who: string, p: string, body: string | Uint8Array | object, method = 'POST', type = 'application/json') =>
     fetch(`${h.url}${p}`, {
       method,
       headers: { authorization: `Bearer ${tokens[who]}`, 'content-type': type },
-      body: typeof body === 'string' || Buffer.isBuffer(body) ? body : JSON.stringify(body),
+      body: typeof body === 'string' ? body : body instanceof Uint8Array ? new Uint8Array(body) : JSON.stringify(body),
     });
   const strip = async (r: Response) => {
     const b = (await r.json()) as Record<string, unknown>;
@@ -237,7 +237,7 @@ describe('identity links, consents and participation over HTTP (PostgreSQL)', ()
     expect((await post('FB/net', `/api/admin/patients/${shared}/consents`, { terms: { ...TERMS, validTo: 1 } })).status).toBe(400);
     expect((await post('FB/net', `/api/admin/patients/${shared}/consents`, { terms: TERMS, evidence: { mediaType: 'application/pdf', base64: '!!notbase64' } })).status).toBe(400);
     expect((await post('FB/net', `/api/admin/patients/${shared}/consents`, '[1,2,')).status).toBe(400);
-    expect((await post('FB/net', `/api/admin/patients/${shared}/consents`, Buffer.alloc(5 * 1024 * 1024, 0x20))).status).toBe(413);
+    expect((await post('FB/net', `/api/admin/patients/${shared}/consents`, new Uint8Array(5 * 1024 * 1024).fill(0x20))).status).toBe(413);
     expect((await post('FB/net', `/api/admin/patients/${encodeURIComponent('x;drop table consent_version')}/consents`, { terms: TERMS })).status).toBe(400);
     expect(((await h.exchange.consent.consent.versions(shared)) as unknown[]).length).toBe(2);
   });
