@@ -1,6 +1,7 @@
 import path from 'node:path';
 import { z } from 'zod';
 import { parseMasterKeys, type MasterKey } from '../store/dr/key-provider.js';
+import { DEFAULT_RETENTION, parseRetentionPolicy, type RetentionPolicy } from '../store/retention/retention-policy.js';
 
 /**
  * The exchange's configuration, read once from the environment at start and passed down.
@@ -28,7 +29,34 @@ export interface Config {
   s3: S3Settings | undefined;
   /** Master keys for encryption at rest of pack objects (the first is current); unset: packs are stored in clear. */
   masterKeys: MasterKey[] | undefined;
+  /** Generations kept, the delete lock and the keys of the delete privilege. */
+  retention: RetentionSettings;
+  /** Scheduled restore drills and sampled verification of the store. */
+  drills: DrillSettings;
 }
+
+export interface RetentionSettings {
+  policy: RetentionPolicy;
+  /** Nothing younger than this many days is deleted, by anyone. */
+  lockDays: number;
+  /** Ed25519 public key (PEM) that verifies signed delete requests; unset: nothing can be deleted. */
+  deletePublicKeyFile: string | undefined;
+  /** The operator's Ed25519 private key (PEM) the command line signs deletes with. */
+  deleteKeyFile: string | undefined;
+}
+
+export interface DrillSettings {
+  /** Minutes between restore drills; 0: no scheduled drill. */
+  intervalMinutes: number;
+  /** Minutes between sampled verifications of the store; 0: none scheduled. */
+  verifyIntervalMinutes: number;
+  /** Fraction of the packs a scheduled verification reads back (0..1]. */
+  verifySubset: number;
+  /** Scratch folder drills restore into (emptied after each drill). */
+  scratchDir: string;
+}
+
+export const DEFAULT_DELETE_LOCK_DAYS = 30;
 
 export interface S3Settings {
   /** Endpoint of an S3-compatible service; unset: AWS S3 of the region. */
@@ -116,6 +144,21 @@ const EnvSchema = z.object({
       return z.NEVER;
     }
   }),
+  HAKOBUNE_RETENTION: z.string().default(DEFAULT_RETENTION).transform((v, ctx) => {
+    try {
+      return parseRetentionPolicy(v);
+    } catch (e) {
+      ctx.addIssue({ code: 'custom', message: (e as Error).message });
+      return z.NEVER;
+    }
+  }),
+  HAKOBUNE_DELETE_LOCK_DAYS: z.coerce.number().int().min(1).max(36_500).default(DEFAULT_DELETE_LOCK_DAYS),
+  HAKOBUNE_DELETE_PUBLIC_KEY_FILE: z.string().trim().min(1).optional(),
+  HAKOBUNE_DELETE_KEY_FILE: z.string().trim().min(1).optional(),
+  HAKOBUNE_DRILL_INTERVAL_MINUTES: z.coerce.number().int().min(0).max(525_600).default(0),
+  HAKOBUNE_VERIFY_INTERVAL_MINUTES: z.coerce.number().int().min(0).max(525_600).default(0),
+  HAKOBUNE_VERIFY_SUBSET: z.string().trim().regex(/^(100|[1-9]?[0-9](\.[0-9]+)?)%$/, 'must be a percentage like 5%').default('5%'),
+  HAKOBUNE_DRILL_DIR: z.string().trim().min(1).optional(),
 }).refine((e) => (e.TLS_CERT_FILE === undefined) === (e.TLS_KEY_FILE === undefined), {
   path: ['TLS_CERT_FILE'],
   message: 'TLS_CERT_FILE and TLS_KEY_FILE must be set together',
@@ -180,6 +223,18 @@ export function readConfig(env: NodeJS.ProcessEnv = process.env): Config {
       : undefined,
     masterKeys: e.HAKOBUNE_MASTER_KEYS,
     restoreRoot: e.HAKOBUNE_RESTORE_ROOT ? path.resolve(e.HAKOBUNE_RESTORE_ROOT) : undefined,
+    retention: {
+      policy: e.HAKOBUNE_RETENTION,
+      lockDays: e.HAKOBUNE_DELETE_LOCK_DAYS,
+      deletePublicKeyFile: e.HAKOBUNE_DELETE_PUBLIC_KEY_FILE ? path.resolve(e.HAKOBUNE_DELETE_PUBLIC_KEY_FILE) : undefined,
+      deleteKeyFile: e.HAKOBUNE_DELETE_KEY_FILE ? path.resolve(e.HAKOBUNE_DELETE_KEY_FILE) : undefined,
+    },
+    drills: {
+      intervalMinutes: e.HAKOBUNE_DRILL_INTERVAL_MINUTES,
+      verifyIntervalMinutes: e.HAKOBUNE_VERIFY_INTERVAL_MINUTES,
+      verifySubset: Math.max(Number(e.HAKOBUNE_VERIFY_SUBSET.slice(0, -1)) / 100, 0.0001),
+      scratchDir: path.resolve(e.HAKOBUNE_DRILL_DIR ?? path.join(dataDir, 'drills')),
+    },
   };
 }
 
@@ -197,6 +252,8 @@ export function testConfig(dataDir: string, overrides: Partial<Config> = {}): Co
     auth: { ...DEFAULT_AUTH, secretKeyFile: path.join(dataDir, 'secret.key'), rolePolicyFile: undefined },
     s3: undefined,
     masterKeys: undefined,
+    retention: { policy: parseRetentionPolicy(DEFAULT_RETENTION), lockDays: DEFAULT_DELETE_LOCK_DAYS, deletePublicKeyFile: undefined, deleteKeyFile: undefined },
+    drills: { intervalMinutes: 0, verifyIntervalMinutes: 0, verifySubset: 0.05, scratchDir: path.join(dataDir, 'drills') },
     ...overrides,
   };
 }

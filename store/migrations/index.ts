@@ -6,6 +6,7 @@ import * as m0004_viewer from './0004_viewer.js';
 import * as m0005_dr from './0005_dr.js';
 import * as m0006_ai from './0006_ai.js';
 import * as m0007_restore_requests from './0007_restore_requests.js';
+import * as m0008_retention_drills from './0008_retention_drills.js';
 
 /**
  * The exchange's migrations, in order. Each is frozen once it has landed: a change to the schema
@@ -20,4 +21,5 @@ export const migrations: Record<string, Migration> = {
   '0005_dr': m0005_dr,
   '0006_ai': m0006_ai,
   '0007_restore_requests': m0007_restore_requests,
+  '0008_retention_drills': m0008_retention_drills,
 };

@@ -11,6 +11,7 @@ import { registerWorkerCommand } from '../../jobs/worker.command.js';
 import { registerQualityCommand } from '../../ingest/quality/quality.command.js';
 import { registerDrCommands } from '../../store/dr/dr.commands.js';
 import { registerAiCommands } from '../ai/ai.commands.js';
+import { registerRetentionCommands } from '../../store/retention/retention.commands.js';
 
 /** Builds the `hakobune` command line from each feature's commands. */
 export function buildProgram(): Command {
@@ -29,6 +30,7 @@ export function buildProgram(): Command {
   registerQualityCommand(program);
   registerDrCommands(program);
   registerAiCommands(program);
+  registerRetentionCommands(program);
   return program;
 }
 
