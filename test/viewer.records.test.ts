@@ -350,6 +350,29 @@ describe('records by id, documents, quality and name search over HTTP (PostgreSQ
     }
   });
 
+  it('describes the new endpoints in the OpenAPI document and the CapabilityStatement', async () => {
+    const doc = (await (await get(h, '/api/openapi.json')).json()) as { paths: Record<string, Record<string, unknown>> };
+    for (const [p, m] of [
+      ['/api/records/{id}', 'get'],
+      ['/api/records/{id}/original', 'get'],
+      ['/api/records/{id}/content', 'get'],
+      ['/api/facilities/{id}/quality', 'get'],
+      ['/api/admin/facilities', 'get'],
+      ['/api/admin/participation/{facility}', 'put'],
+      ['/api/admin/patients/{id}/links', 'get'],
+      ['/api/admin/links/review', 'get'],
+      ['/api/admin/links/review/{match}/accept', 'post'],
+      ['/api/admin/links/unlink', 'post'],
+      ['/api/admin/patients/{id}/consents', 'post'],
+      ['/api/admin/patients/{id}/consents/withdraw', 'post'],
+    ] as const) {
+      expect([p, m, doc.paths[p]?.[m] !== undefined]).toEqual([p, m, true]);
+    }
+    const cs = (await (await get(h, '/fhir/metadata')).json()) as { rest: Array<{ resource: Array<{ type: string; searchParam: Array<{ name: string }> }> }> };
+    const patient = cs.rest[0]!.resource.find((r) => r.type === 'Patient')!;
+    expect(patient.searchParam.map((s) => s.name)).toEqual(expect.arrayContaining(['_id', 'name', 'family', 'given']));
+  });
+
   it('keeps a verifying audit chain after all of it', async () => {
     expect((await verifyAuditChain(h.exchange.db)).ok).toBe(true);
   });

@@ -2,6 +2,7 @@ import Router from '@koa/router';
 import type { Middleware } from 'koa';
 import { CATEGORIES } from '../../consent/categories.js';
 import { ROLES } from '../roles/roles.js';
+import { adminPaths, recordPaths, RECORD_DETAIL_SCHEMA } from './openapi.records.js';
 
 /**
  * The OpenAPI 3.0 description of the viewer's JSON API, served at /api/openapi.json. It lists the
@@ -125,6 +126,7 @@ export function openApiDocument(clinical: boolean): Record<string, unknown> {
       },
     });
   }
+  Object.assign(paths, adminPaths(), clinical ? recordPaths() : {});
   return {
     openapi: '3.0.3',
     info: {
@@ -140,6 +142,7 @@ export function openApiDocument(clinical: boolean): Record<string, unknown> {
         Problem: { description: 'RFC 9457 problem document', content: { 'application/problem+json': { schema: { type: 'object', properties: { title: { type: 'string' }, status: { type: 'integer' }, detail: { type: 'string' }, requestId: { type: 'string' } } } } } },
       },
       schemas: {
+        RecordDetail: RECORD_DETAIL_SCHEMA,
         User: { type: 'object', properties: { id: { type: 'integer' }, username: { type: 'string' }, displayName: { type: 'string' }, facilityId: { type: 'string' }, role: { type: 'string', enum: [...ROLES] } } },
         Record: {
           type: 'object',
