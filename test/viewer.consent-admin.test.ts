@@ -104,6 +104,13 @@ describe('identity links, consents and participation over HTTP (PostgreSQL)', ()
     const parts = (await (await as('FB/net', '/api/admin/participation')).json()) as { participation: Array<{ facilityId: string }> };
     expect(parts.participation.map((p) => p.facilityId).sort()).toEqual(['FA', 'FC']);
 
+    // The role matrix in force, for those who give users their roles.
+    const roles = (await (await as('FA/admin', '/api/admin/roles')).json()) as { roles: Record<string, { categories: string[]; actions: string[] }> };
+    expect(roles.roles.physician!.actions).toContain('record.original');
+    expect(roles.roles.clerk!.actions).not.toContain('record.original');
+    expect(roles.roles.care_worker!.categories).toEqual(['demographics', 'allergies', 'diet']);
+    expect((await as('FB/clerk', '/api/admin/roles')).status).toBe(403);
+
     // A facility administrator may not change the network; a physician may not list it.
     expect((await post('FA/admin', '/api/admin/participation/FA', { kind: 'hospital', discloses: false, views: true, reason: 'leaving' }, 'PUT')).status).toBe(403);
     expect((await lastAudit(h))[0]).toMatchObject({ action: 'admin.participation.set', outcome: 'denied' });
@@ -245,6 +252,6 @@ describe('identity links, consents and participation over HTTP (PostgreSQL)', ()
   it('keeps a verifying audit chain', async () => {
     expect((await verifyAuditChain(h.exchange.db)).ok).toBe(true);
     const denied = await h.exchange.db.selectFrom('audit_event').select('action').where('outcome', '=', 'denied').where('action', 'like', 'admin.%').execute();
-    expect(new Set(denied.map((d) => d.action))).toEqual(new Set(['admin.participation.set', 'admin.facility.list', 'admin.participation.list', 'admin.link.read', 'admin.link.accept', 'admin.link.unlink', 'admin.consent.read', 'admin.consent.record']));
+    expect(new Set(denied.map((d) => d.action))).toEqual(new Set(['admin.participation.set', 'admin.facility.list', 'admin.roles.read', 'admin.participation.list', 'admin.link.read', 'admin.link.accept', 'admin.link.unlink', 'admin.consent.read', 'admin.consent.record']));
   });
 });

@@ -213,6 +213,12 @@ describe('records by id, documents, quality and name search over HTTP (PostgreSQ
     const [entry] = await lastAudit(h);
     expect(entry).toMatchObject({ action: 'record.read', outcome: 'success' });
 
+    // FHIR DocumentReference points at the same files.
+    const docs = (await (await as('FB/doctor', `/fhir/DocumentReference?patient=${regional}`)).json()) as { entry: Array<{ resource: { content: Array<{ attachment: { url?: string; contentType: string } }> } }> };
+    const urls = docs.entry.flatMap((e) => e.resource.content.map((c) => c.attachment.url)).filter(Boolean);
+    expect(urls).toEqual(expect.arrayContaining([`/api/records/${ids.pdfA}/content`, `/api/records/${ids.cdaA}/content`]));
+    expect(urls.some((x) => x!.startsWith('urn:hakobune:blob:'))).toBe(false);
+
     // A record that is not a document has no file to serve; the PDF's original is binary.
     expect((await as('FB/doctor', `/api/records/${ids.rxA}/content`)).status).toBe(404);
     expect((await as('FB/doctor', `/api/records/${ids.pdfA}/original`)).status).toBe(400);
@@ -324,6 +330,25 @@ describe('records by id, documents, quality and name search over HTTP (PostgreSQ
       expect(((await res.json()) as { resourceType: string }).resourceType).toBe('OperationOutcome');
     }
     expect((await as('FB/auditor', `/fhir/Patient?name=${enc('患者')}`)).status).toBe(403);
+  });
+
+  it('opens a record of a patient without consent by break-glass, audited with the reason', async () => {
+    const missing = await problem(await as('FB/doctor', '/api/records/987654321'));
+    expect(await problem(await as('FB/doctor', `/api/records/${ids.rxC}?purpose=emergency`))).toEqual(missing);
+    const opened = await fetch(`${h.url}/api/patients/${otherRegional}/break-glass`, {
+      method: 'POST',
+      headers: { authorization: `Bearer ${tokens['FB/doctor']}`, 'content-type': 'application/json' },
+      body: JSON.stringify({ reason: 'unconscious on arrival, FC is her clinic', minutes: 15 }),
+    });
+    expect(opened.status).toBe(201);
+    const res = await as('FB/doctor', `/api/records/${ids.rxC}?purpose=emergency`);
+    expect(res.status).toBe(200);
+    expect(((await res.json()) as { basis: string; sourceFacilityId: string })).toMatchObject({ basis: 'break-glass', sourceFacilityId: 'FC' });
+    const [entry] = await lastAudit(h);
+    expect(entry).toMatchObject({ action: 'record.read', outcome: 'success', patient: otherRegional, purpose: 'emergency', break_glass_reason: 'unconscious on arrival, FC is her clinic' });
+    expect(JSON.parse(entry!.detail).grantIds).toHaveLength(1);
+    // The grant is the physician's own: another role at FB gains nothing from it.
+    expect(await problem(await as('FB/nurse', `/api/records/${ids.rxC}?purpose=emergency`))).toEqual(missing);
   });
 
   it('closes a record of FA on the request after the consent is withdrawn over HTTP', async () => {

@@ -17,7 +17,8 @@ import { parseQuery } from './params.js';
  * Facilities over HTTP: the data-quality report of a facility (a facility administrator for its
  * own facility, a network administrator for any), the list of facilities and their participation
  * in the network (network administrators, or whoever the role matrix gives facility.manage /
- * participation.manage). Every refusal and every change is in the audit trail.
+ * participation.manage), and the role matrix in force (those who manage users). Every refusal and
+ * every change is in the audit trail.
  */
 
 export const FACILITY_ID = /^[A-Za-z0-9][A-Za-z0-9_-]{0,31}$/;
@@ -63,7 +64,7 @@ export function facilitiesRouter(deps: {
   hygiene: Middleware;
 }): Router {
   const r = new Router();
-  r.use(['/api/facilities', '/api/admin/facilities', '/api/admin/participation'], deps.hygiene, requireSession(deps.auth));
+  r.use(['/api/facilities', '/api/admin/facilities', '/api/admin/participation', '/api/admin/roles'], deps.hygiene, requireSession(deps.auth));
 
   const trail = (ctx: Context, p: Principal, action: string) => ({
     action,
@@ -134,6 +135,14 @@ export function facilitiesRouter(deps: {
         };
       }),
     };
+  });
+
+  // The role matrix in force (built-in, or as ROLE_POLICY_FILE replaced it), for those who give
+  // users their roles. It is changed in the file, not over HTTP.
+  r.get('/api/admin/roles', async (ctx) => {
+    parseQuery(ctx, z.object({}).strict());
+    await authorise(ctx, 'user.manage', 'admin.roles.read', null, 'You may not administer this.');
+    ctx.body = { roles: deps.roles };
   });
 
   r.get('/api/admin/participation', async (ctx) => {

@@ -9,6 +9,7 @@ import type { Gate, PatientView, VisibleRecord } from '../gate/gate.js';
 import { principalOf, requireSession } from './session.js';
 import { regionalIdParam } from './params.js';
 import { searchPatientsByName, type NameSearchDeps } from './patient-search.js';
+import { linkDocumentContent } from './records.routes.js';
 
 /**
  * FHIR R4 under /fhir (http://hl7.org/fhir/R4/http.html): metadata, Patient read and search by
@@ -33,11 +34,16 @@ const FHIR_JSON = 'application/fhir+json; charset=utf-8';
 const MAX_COUNT = 200;
 
 function resourcesOf(r: VisibleRecord): FhirResource[] {
-  return toFhir(r.content as ClinicalRecord).map((res) => ({
-    ...res,
-    // Where the data came from: the facility that holds the original (meta.source is a uri).
-    meta: { ...(res.meta as object), source: `urn:hakobune:facility:${r.sourceFacilityId}` },
-  }));
+  return toFhir(r.content as ClinicalRecord).map((res) =>
+    linkDocumentContent(
+      {
+        ...res,
+        // Where the data came from: the facility that holds the original (meta.source is a uri).
+        meta: { ...(res.meta as object), source: `urn:hakobune:facility:${r.sourceFacilityId}` },
+      },
+      r.id,
+    ),
+  );
 }
 
 /** FHIR search parameters arrive once or repeated (date=ge...&date=le...). */

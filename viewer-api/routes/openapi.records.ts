@@ -75,6 +75,9 @@ export function adminPaths(): Record<string, unknown> {
     '/api/admin/facilities': {
       get: { summary: 'Facilities with their participation in the network (facility.manage or participation.manage)', responses: { '200': json({ type: 'object' }), ...errors } },
     },
+    '/api/admin/roles': {
+      get: { summary: 'The role matrix in force: the record categories and actions of each role (user.manage; set by ROLE_POLICY_FILE)', responses: { '200': json({ type: 'object' }), ...errors } },
+    },
     '/api/admin/participation': {
       get: { summary: 'Participation of every facility (participation.manage)', responses: { '200': json({ type: 'object' }), ...errors } },
     },

@@ -105,6 +105,25 @@ export function detailBody(r: RecordDetail) {
   };
 }
 
+/**
+ * Points a DocumentReference made from a record at the file the viewer serves: the stored
+ * attachment's `urn:hakobune:blob:` address becomes `/api/records/{id}/content`, and a CDA
+ * document (whose narrative is inline) gains a link to its XML.
+ */
+export function linkDocumentContent<T extends { resourceType: string; [k: string]: unknown }>(res: T, recordId: number): T {
+  if (res.resourceType !== 'DocumentReference') return res;
+  const url = `/api/records/${recordId}/content`;
+  const content = Array.isArray(res.content) ? (res.content as Array<{ attachment?: Record<string, unknown> }>) : [];
+  let linked = false;
+  const out: Array<{ attachment?: Record<string, unknown> }> = content.map((c) => {
+    if (typeof c.attachment?.url !== 'string' || !c.attachment.url.startsWith('urn:hakobune:blob:')) return c;
+    linked = true;
+    return { ...c, attachment: { ...c.attachment, url } };
+  });
+  if (!linked) out.unshift({ attachment: { contentType: 'text/xml', url, title: 'CDA document' } });
+  return { ...res, content: out };
+}
+
 export function recordsRouter(deps: { auth: AuthService; records: RecordGate; hygiene: Middleware }): Router {
   const r = new Router({ prefix: '/api/records' });
   r.use(deps.hygiene);
