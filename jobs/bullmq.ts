@@ -26,6 +26,8 @@ export class BullmqRunner implements JobRunner {
   private closing: Promise<void> | undefined;
   private readonly prefix: string;
   private readonly retry: RetryPolicy;
+  /** Queues with a schedule: their next run waits as a delayed job, which idle() does not count. */
+  private readonly scheduled = new Set<JobName>();
 
   constructor(
     private readonly processors: Processors,
@@ -52,6 +54,22 @@ export class BullmqRunner implements JobRunner {
       removeOnComplete: { age: 24 * 3600, count: 1000 },
       removeOnFail: { age: 7 * 24 * 3600 },
     });
+  }
+
+  async schedule<N extends JobName>(name: N, payload: JobPayloads[N], everyMs: number): Promise<void> {
+    const queue = this.queues.get(name)!;
+    const id = `${name}-every`;
+    if (everyMs <= 0) {
+      await queue.removeJobScheduler(id);
+      this.scheduled.delete(name);
+      return;
+    }
+    await queue.upsertJobScheduler(id, { every: everyMs }, {
+      name,
+      data: payload,
+      opts: { attempts: 1, removeOnComplete: { age: 24 * 3600, count: 100 }, removeOnFail: { age: 7 * 24 * 3600 } },
+    });
+    this.scheduled.add(name);
   }
 
   async startWorkers(): Promise<void> {
@@ -83,8 +101,10 @@ export class BullmqRunner implements JobRunner {
   async idle(): Promise<void> {
     for (;;) {
       let busy = 0;
-      for (const q of this.queues.values()) {
-        const c = await q.getJobCounts('waiting', 'active', 'delayed', 'prioritized', 'waiting-children');
+      for (const [name, q] of this.queues) {
+        const c = this.scheduled.has(name)
+          ? await q.getJobCounts('waiting', 'active', 'prioritized')
+          : await q.getJobCounts('waiting', 'active', 'delayed', 'prioritized', 'waiting-children');
         busy += Object.values(c).reduce((a, b) => a + b, 0);
       }
       if (busy === 0) return;

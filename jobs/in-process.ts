@@ -27,6 +27,7 @@ export class InProcessRunner implements JobRunner {
   private timer: NodeJS.Timeout | undefined;
   private readonly idleWaiters: (() => void)[] = [];
   private active = 0;
+  private readonly schedules = new Map<JobName, NodeJS.Timeout>();
 
   constructor(
     private readonly processors: Processors,
@@ -39,6 +40,17 @@ export class InProcessRunner implements JobRunner {
     if (opts.jobId && this.queue.some((j) => j.jobId === opts.jobId && j.attempt === 1)) return;
     this.queue.push({ name, payload, jobId: opts.jobId, attempt: 1, notBefore: 0, priority: opts.priority ?? Number.MAX_SAFE_INTEGER });
     this.kick();
+  }
+
+  async schedule<N extends JobName>(name: N, payload: JobPayloads[N], everyMs: number): Promise<void> {
+    clearInterval(this.schedules.get(name));
+    this.schedules.delete(name);
+    if (everyMs <= 0 || this.closed) return;
+    const timer = setInterval(() => {
+      this.enqueue(name, payload, { jobId: `${name}-scheduled` }).catch((err: unknown) => this.log.warn({ err, job: name }, 'scheduled job not queued'));
+    }, everyMs);
+    timer.unref();
+    this.schedules.set(name, timer);
   }
 
   async startWorkers(): Promise<void> {
@@ -55,6 +67,8 @@ export class InProcessRunner implements JobRunner {
   close(): Promise<void> {
     return (this.closing ??= (async () => {
       this.closed = true;
+      for (const t of this.schedules.values()) clearInterval(t);
+      this.schedules.clear();
       this.kick();
       await this.running;
       this.queue.length = 0;

@@ -7,6 +7,7 @@ import { InProcessRunner } from './in-process.js';
 import { indexSnapshot, type IndexOptions, type IndexResult, type SnapshotSource } from './index-snapshot.js';
 import type { JobRunner, Processors, RetryPolicy } from './runner.js';
 import { runRestoreRequest, type RestoreJobDeps } from './restore-job.js';
+import { runRestoreDrill, runVerifyDrill, type DrillDeps } from './drill.js';
 
 /** The backup store as the indexer reads it (BackupService has these methods). */
 export interface BackupReader {
@@ -58,6 +59,8 @@ export function createJobs(
     log: Logger;
     source: SnapshotSource;
     restore?: Omit<RestoreJobDeps, 'db' | 'log' | 'restoreRoot'>;
+    /** Restore drills and sampled verification (scheduled by config.drills). */
+    drill?: Omit<DrillDeps, 'scratchDir'>;
     /**
      * Runs after a snapshot's records are published (also when a retried job finds them already
      * published, so that a failure here is retried too); must be idempotent.
@@ -82,6 +85,19 @@ export function createJobs(
       return runRestoreRequest({ ...restore, db: deps.db, log, restoreRoot: deps.config.restoreRoot }, payload.requestId, ctx);
     };
   }
+  const drill = deps.drill;
+  if (drill) {
+    processors['restore-drill'] = async () => {
+      const r = await runRestoreDrill({ ...drill, scratchDir: deps.config.drills.scratchDir });
+      if (r.outcome !== 'passed') log.error({ drill: r.id, facility: r.facilityId, snapshot: r.snapshotId, outcome: r.outcome, detail: r.detail }, 'restore drill did not pass');
+      return { drill: r.id, outcome: r.outcome };
+    };
+    processors['verify-sample'] = async (payload) => {
+      const r = await runVerifyDrill(drill, payload.subset);
+      if (r.outcome !== 'passed') log.error({ drill: r.id, outcome: r.outcome, detail: r.detail }, 'sampled verification did not pass');
+      return { drill: r.id, outcome: r.outcome };
+    };
+  }
   const runner: JobRunner = deps.config.redisUrl
     ? new BullmqRunner(processors, log, { redisUrl: deps.config.redisUrl, prefix: opts.queuePrefix, retry: opts.retry })
     : new InProcessRunner(processors, log, opts.retry);
@@ -98,6 +114,11 @@ export function createJobs(
     catchUp,
     async start() {
       await runner.startWorkers();
+      if (drill) {
+        const { intervalMinutes, verifyIntervalMinutes, verifySubset } = deps.config.drills;
+        await runner.schedule('restore-drill', {}, intervalMinutes * 60_000);
+        await runner.schedule('verify-sample', { subset: verifySubset }, verifyIntervalMinutes * 60_000);
+      }
       return catchUp();
     },
     close: () => runner.close(),

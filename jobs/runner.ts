@@ -10,9 +10,13 @@ export interface JobPayloads {
   'index-snapshot': { snapshotId: string };
   /** Prepares a restore request (jobs/restore-job.ts). */
   'restore': { requestId: string };
+  /** A restore drill of a random facility and night (jobs/drill.ts). */
+  'restore-drill': Record<string, never>;
+  /** A sampled verification of the store: the share of packs read back. */
+  'verify-sample': { subset: number };
 }
 export type JobName = keyof JobPayloads;
-export const JOB_NAMES: readonly JobName[] = ['index-snapshot', 'restore'];
+export const JOB_NAMES: readonly JobName[] = ['index-snapshot', 'restore', 'restore-drill', 'verify-sample'];
 
 export interface JobContext {
   /** 1 for the first attempt. */
@@ -44,6 +48,11 @@ export interface EnqueueOptions {
 export interface JobRunner {
   readonly kind: 'in-process' | 'bullmq';
   enqueue<N extends JobName>(name: N, payload: JobPayloads[N], opts?: EnqueueOptions): Promise<void>;
+  /**
+   * Queues a job every `everyMs` milliseconds (a BullMQ job scheduler, or a timer in this
+   * process); 0 removes the schedule. Scheduling twice under one name keeps one schedule.
+   */
+  schedule<N extends JobName>(name: N, payload: JobPayloads[N], everyMs: number): Promise<void>;
   /** Starts executing jobs in this process. */
   startWorkers(): Promise<void>;
   /** Resolves when no job is waiting or running (tests, demo, CLI). */

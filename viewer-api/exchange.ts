@@ -93,6 +93,7 @@ export async function createExchange(config: Config, opts: ExchangeOptions = {})
       log,
       source: backupSource(backup),
       restore: { backup, clock: opts.clock ?? Date.now },
+      drill: { backup, clock: opts.clock ?? Date.now },
       // What a night's ADT-00 messages say about patients goes to the matcher (consent is built
       // just below, before any job runs).
       afterIndexed: async (r) => {

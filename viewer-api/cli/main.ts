@@ -12,6 +12,7 @@ import { registerQualityCommand } from '../../ingest/quality/quality.command.js'
 import { registerDrCommands } from '../../store/dr/dr.commands.js';
 import { registerAiCommands } from '../ai/ai.commands.js';
 import { registerRetentionCommands } from '../../store/retention/retention.commands.js';
+import { registerDrillCommand } from '../../jobs/drill.command.js';
 
 /** Builds the `hakobune` command line from each feature's commands. */
 export function buildProgram(): Command {
@@ -31,6 +32,7 @@ export function buildProgram(): Command {
   registerDrCommands(program);
   registerAiCommands(program);
   registerRetentionCommands(program);
+  registerDrillCommand(program);
   return program;
 }
 
