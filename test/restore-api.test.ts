@@ -150,6 +150,15 @@ describe('restores through the viewer API (embedded)', () => {
     expect(last[0]).toMatchObject({ action: 'restore.request', outcome: 'failure', detail: { facility: FACILITY, snapshot: 'S20010101T000000Z-abcdef' } });
   });
 
+  it('describes the restore endpoints in the OpenAPI document', async () => {
+    const doc = (await (await fetch(`${h.url}/api/openapi.json`)).json()) as { paths: Record<string, Record<string, any>> };
+    expect(Object.keys(doc.paths['/api/restores']!)).toEqual(['post']);
+    expect(doc.paths['/api/restores']!.post.requestBody.content['application/json'].schema.required).toEqual(['facilityId', 'mode']);
+    expect(Object.keys(doc.paths['/api/restores']!.post.responses)).toContain('202');
+    expect(Object.keys(doc.paths['/api/restores/{id}']!)).toEqual(['get']);
+    expect(Object.keys(doc.paths['/api/restores/{id}/download']!.get.responses['200'].content)).toEqual(['application/x-tar']);
+  });
+
   it('refuses a physician (403, audited)', async () => {
     const res = await post(physician, { facilityId: FACILITY, mode: 'download' });
     expect(res.status).toBe(403);
