@@ -90,6 +90,10 @@ describe('identity links, consents and participation over HTTP (PostgreSQL)', ()
   it('lists facilities with their participation and lets a network administrator change it (audited)', async () => {
     const list = await as('FB/net', '/api/admin/facilities');
     expect(list.status).toBe(200);
+    expect(list.headers.get('cache-control')).toBe('no-store');
+    for (const p of ['/api/admin/facilities', '/api/admin/roles', `/api/admin/patients/${shared}/consents`, '/api/admin/links/review', '/api/facilities/FA/quality']) {
+      expect([p, (await get(h, p)).status]).toEqual([p, 401]);
+    }
     const body = (await list.json()) as { facilities: Array<{ id: string; kind: string; participation: unknown }> };
     expect(body.facilities.map((f) => f.id)).toEqual(['FA', 'FB', 'FC']);
     expect(body.facilities[0]!.participation).toEqual({ kind: 'hospital', discloses: true, views: true });
