@@ -21,7 +21,10 @@ export interface NameQuery {
 /** What a name may hold: letters and marks of any script, digits, spaces, ・ and dashes. */
 export const NAME_TEXT = /^[\p{L}\p{M}\p{N}\s\u3000・ー‐－-]{1,64}$/u;
 
-const SEP = '\u001f';
+/** A LIKE pattern for "starts with v" (the name text allows no wildcard, but escape anyway). */
+function prefix(v: string): string {
+  return `${v.replace(/[\\%_]/g, (c) => `\\${c}`)}%`;
+}
 
 interface Forms {
   kanji: string;
@@ -48,33 +51,33 @@ export async function findPatientsByName(db: Conn, q: NameQuery, limit: number):
   if ((q.name !== undefined && n.name.length === 0) || n.name.some((f) => !f.kanji && !f.kana) || empty(n.family) || empty(n.given)) return [];
   if (n.name.length === 0 && !n.family && !n.given) return [];
 
-  // For each script: family part, given part and the whole name of a key "family<US>given".
+  // For each script: family part, given part and the whole name of a key "family<US>given". The
+  // expressions are those of the prefix indexes of migration 0009, written out the same way.
   const conds = (key: 'kanji_key' | 'kana_key', pick: (f: Forms) => string): Expression<SqlBool> | undefined => {
-    const col = sql.ref(`p.${key}`);
-    const fam = sql<string>`split_part(${col}, ${SEP}, 1)`;
-    const giv = sql<string>`split_part(${col}, ${SEP}, 2)`;
-    const whole = sql<string>`replace(${col}, ${SEP}, '')`;
-    const all: Expression<SqlBool>[] = [sql<SqlBool>`${col} <> ''`];
+    const fam = sql.raw(`split_part(p.${key}, chr(31), 1)`);
+    const giv = sql.raw(`split_part(p.${key}, chr(31), 2)`);
+    const whole = sql.raw(`replace(p.${key}, chr(31), '')`);
+    const all: Expression<SqlBool>[] = [sql<SqlBool>`${sql.ref(`p.${key}`)} <> ''`];
     if (n.name.length === 1) {
       const v = pick(n.name[0]!);
       if (!v) return undefined;
-      all.push(sql<SqlBool>`(starts_with(${fam}, ${v}) or starts_with(${giv}, ${v}) or starts_with(${whole}, ${v}))`);
+      all.push(sql<SqlBool>`(${fam} like ${prefix(v)} or ${giv} like ${prefix(v)} or ${whole} like ${prefix(v)})`);
     } else if (n.name.length >= 2) {
       // "family given": the first part is the family name, the rest the given name.
       const f = pick(n.name[0]!);
       const g = n.name.slice(1).map(pick).join('');
       if (!f || !g) return undefined;
-      all.push(sql<SqlBool>`(${fam} = ${f} and starts_with(${giv}, ${g}))`);
+      all.push(sql<SqlBool>`(${fam} like ${prefix(f)} and ${fam} = ${f} and ${giv} like ${prefix(g)})`);
     }
     if (n.family) {
       const v = pick(n.family);
       if (!v) return undefined;
-      all.push(sql<SqlBool>`starts_with(${fam}, ${v})`);
+      all.push(sql<SqlBool>`${fam} like ${prefix(v)}`);
     }
     if (n.given) {
       const v = pick(n.given);
       if (!v) return undefined;
-      all.push(sql<SqlBool>`starts_with(${giv}, ${v})`);
+      all.push(sql<SqlBool>`${giv} like ${prefix(v)}`);
     }
     return sql<SqlBool>`(${sql.join(all, sql` and `)})`;
   };
