@@ -1,55 +1,124 @@
 /**
  * Viewer timeline and $everything under load, with the gate and the audit trail on.
  *
- *   npx tsx bench/viewer.bench.ts --records 200000 --patients 20000 --seconds 20 --clients 50
+ *   npx tsx bench/viewer.bench.ts --records 1000000 --patients 100000 --seconds 20 --clients 50 --reuse
  *
- * Builds, on a fresh PostgreSQL database, 10 hospital facilities, `--patients` regional patients
- * each linked at two facilities and opted in, and `--records` indexed records spread over their
- * local IDs and all categories (bulk SQL: the indexer's own speed is bench/index.bench.ts's
- * business). One physician signs in once (logins are excluded from the figures); then
- * `--clients` concurrent clients on loopback ask for random patients' timelines (limit 50) for
- * `--seconds`, then the same for `Patient/{id}/$everything` (_count 50). The server and the
- * clients share this one Node process, so the clients' CPU is counted against the server.
+ * Builds a PostgreSQL database named after the sizes (hkvbench_<records>_<patients>): 10
+ * hospital facilities, `--patients` regional patients each linked at two facilities and opted in,
+ * and `--records` indexed records spread over their local IDs and all categories (bulk SQL
+ * straight into the record index, identity and consent tables: the indexer's own speed is
+ * bench/index.bench.ts's business). With `--reuse` a database already loaded with the same sizes
+ * is used as it is (loading 1M records takes minutes) and kept afterwards; without it the
+ * database is loaded afresh and dropped at the end.
+ *
+ * One physician signs in once (logins are excluded from the figures). The server runs in this
+ * process; the clients run in a child process (bench/viewer.load.ts), `--clients` keep-alive
+ * connections on loopback, each asking for a random patient's timeline (limit 50) or
+ * `Patient/{id}/$everything` (_count 50), for `--warmup` then `--seconds` measured seconds.
+ * Printed: latency percentiles, requests/s, the server's CPU seconds (this process) and CPU ms
+ * per request, the CPU of this database's PostgreSQL backends (and of PostgreSQL's shared
+ * writer processes, which serve every database of the machine), the load average and the machine.
+ * `--endpoints timeline` measures one endpoint only. For a profile of the server, run with
+ * `node --cpu-prof --import tsx bench/viewer.bench.ts ...`.
  */
 import fs from 'node:fs';
 import path from 'node:path';
 import os from 'node:os';
+import { spawn, execFileSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
+import { createInterface } from 'node:readline';
 import { sql } from 'kysely';
+import pg from 'pg';
 import { createExchange } from '../viewer-api/exchange.js';
 import { testConfig } from '../viewer-api/config.js';
 import { readStoredFile } from '../ingest/records/read.js';
 import { totpCode } from '../viewer-api/auth/totp.js';
 import { insertFacility } from '../store/backup/backup.repository.js';
-import { createTestDatabase } from '../test/support/postgres.js';
+import { migrateToLatest } from '../store/migrate.js';
+import { openDatabase } from '../store/db.js';
 import { SAMPLES_ROOT, tempDir } from '../test/support/tmp.js';
 
 function arg(name: string, dflt: number): number {
   const i = process.argv.indexOf(`--${name}`);
-  return i >= 0 ? Number(process.argv[i + 1]) : dflt;
+  if (i < 0) return dflt;
+  const v = Number(process.argv[i + 1]);
+  if (!Number.isFinite(v) || v <= 0) {
+    console.error(`--${name} needs a positive number`);
+    process.exit(2);
+  }
+  return v;
 }
-const RECORDS = arg('records', 200_000);
-const PATIENTS = arg('patients', 20_000);
+const RECORDS = arg('records', 1_000_000);
+const PATIENTS = arg('patients', 100_000);
 const SECONDS = arg('seconds', 20);
+const WARMUP = arg('warmup', 3);
 const CLIENTS = arg('clients', 50);
+const REUSE = process.argv.includes('--reuse');
+const endpointsArg = process.argv.indexOf('--endpoints');
+const ENDPOINTS = (endpointsArg >= 0 ? process.argv[endpointsArg + 1]! : 'timeline,everything').split(',');
 const FACILITIES = Array.from({ length: 10 }, (_, i) => `F${String(i + 1).padStart(2, '0')}`);
 const INDEX_CATEGORIES = ['patient', 'encounter', 'diagnosis', 'allergy', 'prescription', 'injection', 'lab', 'radiology', 'diet', 'document'];
-
-function pct(sorted: number[], p: number): number {
-  return sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))] ?? NaN;
+const PATHS: Record<string, string> = {
+  timeline: '/api/patients/P{p}/timeline?limit=50',
+  everything: '/fhir/Patient/P{p}/$everything?_count=50',
+};
+for (const e of ENDPOINTS) {
+  if (!PATHS[e]) {
+    console.error(`--endpoints: unknown endpoint ${e} (timeline, everything)`);
+    process.exit(2);
+  }
 }
 
-async function main() {
-  const tmp = tempDir('hakobune-viewer-bench-');
-  const pg = await createTestDatabase('hkvbench');
-  const exchange = await createExchange(testConfig(tmp.dir, { databaseUrl: pg.url, auth: { ...testConfig(tmp.dir).auth, loginAttemptsPerMinute: 100_000 } }));
+/** Bumped whenever load() lays the data out differently: a database of another layout is reloaded. */
+const LAYOUT = 2;
+const ADMIN_URL = process.env.TEST_DATABASE_ADMIN_URL ?? 'postgres://postgres@127.0.0.1:5432/test';
+const DB_NAME = `hkvbench_${RECORDS}_${PATIENTS}`;
+const dbUrl = (() => {
+  const u = new URL(ADMIN_URL);
+  u.pathname = `/${DB_NAME}`;
+  return u.toString();
+})();
+
+async function admin<T>(f: (c: pg.Client) => Promise<T>): Promise<T> {
+  const c = new pg.Client({ connectionString: ADMIN_URL });
+  await c.connect();
   try {
-    const db = exchange.db;
-    const t0 = performance.now();
-    for (const f of FACILITIES) {
-      await insertFacility(db, { id: f, name: `Hospital ${f}`, kind: 'hospital' });
-      await exchange.consent.consent.setParticipation('bench', { facilityId: f, kind: 'hospital', discloses: true, views: true }, 'bench');
-    }
+    return await f(c);
+  } finally {
+    await c.end();
+  }
+}
+
+/** Whether the database exists and holds a finished load of these sizes. */
+async function alreadyLoaded(): Promise<boolean> {
+  const exists = await admin(async (c) => (await c.query('select 1 from pg_database where datname = $1', [DB_NAME])).rowCount === 1);
+  if (!exists) return false;
+  const c = new pg.Client({ connectionString: dbUrl });
+  await c.connect();
+  try {
+    const r = await c.query(`select to_regclass('bench_loaded') is not null as ok`);
+    if (!r.rows[0].ok) return false;
+    const m = await c.query('select * from bench_loaded');
+    const row = m.rows[0] as { records: string; patients: string; layout?: number } | undefined;
+    return m.rows.length === 1 && Number(row!.records) === RECORDS && Number(row!.patients) === PATIENTS && row!.layout === LAYOUT;
+  } finally {
+    await c.end();
+  }
+}
+
+async function load(): Promise<number> {
+  const t0 = performance.now();
+  await admin(async (c) => {
+    await c.query(`drop database if exists "${DB_NAME}" with (force)`);
+    await c.query(`create database "${DB_NAME}"`);
+  });
+  const handle = await openDatabase({ dataDir: os.tmpdir(), databaseUrl: dbUrl, poolSize: 2 });
+  const db = handle.db;
+  try {
+    await migrateToLatest(db);
+    for (const f of FACILITIES) await insertFacility(db, { id: f, name: `Hospital ${f}`, kind: 'hospital' });
+    await sql`insert into facility_participation (facility_id, kind, discloses, views, updated_at, updated_by)
+      select f, 'hospital', true, true, now(), 'bench' from unnest(${FACILITIES}::text[]) f`.execute(db);
     const sample = path.join(SAMPLES_ROOT, '999/901/9999013/20110701/OMP-01/9999013_20110701_OMP-01_000000011000185_20110701224603984_01_1');
     const bytes = fs.readFileSync(sample);
     const read = readStoredFile({ facilityId: 'F01', path: path.relative(SAMPLES_ROOT, sample), sha256: createHash('sha256').update(bytes).digest('hex'), bytes });
@@ -69,78 +138,182 @@ async function main() {
     await sql`insert into consent_version (id, regional_id, version, recorded_at, recorded_by, status, terms, valid_from)
       select 'C' || i, 'P' || i, 1, now() - interval '1 day', 'bench', 'opted-in', ${terms}::jsonb, now() - interval '1 day'
       from generate_series(1, ${PATIENTS}::int) i`.execute(db);
-    await sql`insert into record (facility_id, path, sha256, added_seq, snapshot_id, patient_id, data_type, category, care_date,
-        order_no, message_ts, department, condition_flag, status, content)
-      select 'F' || lpad(((p + (n % 2) * 3) % 10 + 1)::text, 2, '0'), 'bench/' || n, md5(n::text) || md5(n::text), 1, 'snap', 'L' || p,
-        'OMP-01', (array[${sql.join(INDEX_CATEGORIES.map((c) => sql`${c}`))}])[n % 10 + 1], date '2020-01-01' + (n % 1500),
-        lpad(n::text, 15, '0'), '20200101000000000', '01', '1', 'ok', ${content}::jsonb
-      from (select n, (n % ${PATIENTS}::int) + 1 as p from generate_series(1, ${RECORDS}::int) n) s`.execute(db);
+    // In slices, so that progress shows and no one statement holds a million rows' worth of WAL.
+    const slice = 100_000;
+    for (let from = 1; from <= RECORDS; from += slice) {
+      const to = Math.min(RECORDS, from + slice - 1);
+      await sql`insert into record (facility_id, path, sha256, added_seq, snapshot_id, patient_id, data_type, category, care_date,
+          order_no, message_ts, department, condition_flag, status, content)
+        select 'F' || lpad(((p + ((n - 1) / ${PATIENTS}::int % 2) * 3) % 10 + 1)::text, 2, '0'), 'bench/' || n, md5(n::text) || md5(n::text), 1, 'snap', 'L' || p,
+          'OMP-01', (array[${sql.join(INDEX_CATEGORIES.map((c) => sql`${c}`))}])[n % 10 + 1], date '2020-01-01' + (n % 1500),
+          lpad(n::text, 15, '0'), '20200101000000000', '01', '1', 'ok', ${content}::jsonb
+        from (select n, (n % ${PATIENTS}::int) + 1 as p from generate_series(${from}::int, ${to}::int) n) s`.execute(db);
+      process.stderr.write(`\rloaded ${to.toLocaleString('en')} / ${RECORDS.toLocaleString('en')} records (${((performance.now() - t0) / 1000).toFixed(0)} s)`);
+    }
+    process.stderr.write('\n');
     await sql`insert into record_index_state (facility_id, published_seq, published_snapshot_id, published_at)
       select f, 1, 'snap', now() from unnest(${FACILITIES}::text[]) f`.execute(db);
-    await sql`analyze`.execute(db);
-    const setupS = (performance.now() - t0) / 1000;
+    await sql`vacuum analyze`.execute(db);
+    await sql`create table bench_loaded (records bigint not null, patients bigint not null, layout int not null)`.execute(db);
+    await sql`insert into bench_loaded values (${RECORDS}, ${PATIENTS}, ${LAYOUT})`.execute(db);
+  } finally {
+    await handle.close();
+  }
+  return (performance.now() - t0) / 1000;
+}
 
+/** utime + stime of a process in seconds (proc(5), fields 14 and 15), 0 when it is gone. */
+const TICKS = Number(execFileSync('getconf', ['CLK_TCK']).toString().trim()) || 100;
+function procCpu(pid: number): number {
+  try {
+    const stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
+    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+    return (Number(fields[11]) + Number(fields[12])) / TICKS;
+  } catch {
+    return 0;
+  }
+}
+
+/** CPU seconds so far of this database's backends and of PostgreSQL's shared writers. */
+async function pgCpu(c: pg.Client): Promise<{ backends: Map<number, number>; shared: Map<number, number> }> {
+  const r = await c.query<{ pid: number; kind: string }>(
+    `select pid, case when datname = $1 then 'db' else 'shared' end as kind from pg_stat_activity
+     where (datname = $1 and pid <> pg_backend_pid()) or backend_type in ('walwriter', 'checkpointer', 'background writer')`,
+    [DB_NAME],
+  );
+  const backends = new Map<number, number>();
+  const shared = new Map<number, number>();
+  for (const row of r.rows) (row.kind === 'db' ? backends : shared).set(row.pid, procCpu(row.pid));
+  return { backends, shared };
+}
+
+function delta(before: Map<number, number>, after: Map<number, number>): number {
+  let s = 0;
+  for (const [pid, v] of after) s += v - (before.get(pid) ?? 0);
+  return s;
+}
+
+interface LoadResult {
+  requests: number;
+  seconds: number;
+  statuses: Record<string, number>;
+  bytes: number;
+  p50: number;
+  p95: number;
+  p99: number;
+  max: number;
+  clientCpuSeconds: number;
+}
+
+/** Runs the child load generator; `onWarm` runs when its warm-up ends (start of the measured window). */
+function runLoad(spec: object, onWarm: () => Promise<void>): Promise<LoadResult> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(process.execPath, ['--import', 'tsx', path.join(import.meta.dirname, 'viewer.load.ts'), JSON.stringify(spec)], {
+      stdio: ['ignore', 'pipe', 'inherit'],
+    });
+    let result: LoadResult | undefined;
+    let warm: Promise<void> = Promise.resolve();
+    createInterface({ input: child.stdout }).on('line', (line) => {
+      if (line === 'warm') warm = onWarm();
+      else if (line.startsWith('{')) result = JSON.parse(line) as LoadResult;
+    });
+    child.on('error', reject);
+    child.on('exit', (code) => {
+      if (code !== 0 || !result) reject(new Error(`the load generator exited with ${code}`));
+      else warm.then(() => resolve(result!), reject);
+    });
+  });
+}
+
+async function main() {
+  let setupSeconds: number | 'reused' = 'reused';
+  if (!(REUSE && (await alreadyLoaded()))) setupSeconds = await load();
+  const tmp = tempDir('hakobune-viewer-bench-');
+  const exchange = await createExchange(testConfig(tmp.dir, { databaseUrl: dbUrl, auth: { ...testConfig(tmp.dir).auth, loginAttemptsPerMinute: 100_000 } }));
+  const probe = new pg.Client({ connectionString: ADMIN_URL });
+  await probe.connect();
+  try {
+    const db = exchange.db;
+    const username = `doc${Date.now().toString(36)}`;
     const doc = await exchange.viewer.admin.addUser({ actor: { username: 'bench' }, address: null, endpoint: 'bench' }, {
-      facilityId: 'F01', username: 'doc', displayName: 'doc', role: 'physician', password: 'a long bench password',
+      facilityId: 'F01', username, displayName: 'doc', role: 'physician', password: 'a long bench password',
     });
     const device = await exchange.viewer.admin.registerDevice({ actor: { username: 'bench' }, address: null, endpoint: 'bench' }, 'F01', 'bench');
     const url = await exchange.listen();
     const login = await fetch(`${url}/api/auth/login`, {
       method: 'POST',
       headers: { 'content-type': 'application/json', 'x-device-credential': device.credential },
-      body: JSON.stringify({ facilityId: 'F01', username: 'doc', password: 'a long bench password', totp: await totpCode(doc.totpSecret, Date.now()) }),
+      body: JSON.stringify({ facilityId: 'F01', username, password: 'a long bench password', totp: await totpCode(doc.totpSecret, Date.now()) }),
     });
+    if (login.status !== 200) throw new Error(`login failed: ${login.status} ${await login.text()}`);
     const { token } = (await login.json()) as { token: string };
+    const port = Number(new URL(url).port);
 
     const results: Record<string, unknown>[] = [];
-    for (const [name, pathOf] of [
-      ['timeline', (p: number) => `/api/patients/P${p}/timeline?limit=50`],
-      ['$everything', (p: number) => `/fhir/Patient/P${p}/$everything?_count=50`],
-    ] as const) {
-      const lat: number[] = [];
-      let errors = 0;
-      let records = 0;
-      const end = performance.now() + SECONDS * 1000;
-      const cpu0 = process.cpuUsage();
-      const started = performance.now();
-      await Promise.all(
-        Array.from({ length: CLIENTS }, async () => {
-          while (performance.now() < end) {
-            const p = 1 + Math.floor(Math.random() * PATIENTS);
-            const s = performance.now();
-            const res = await fetch(`${url}${pathOf(p)}`, { headers: { authorization: `Bearer ${token}` } });
-            const body = await res.text();
-            lat.push(performance.now() - s);
-            if (res.status !== 200) errors++;
-            else records += (body.match(/"(sourceFacilityId|fullUrl)"/g) ?? []).length;
-          }
-        }),
+    for (const name of ENDPOINTS) {
+      let cpu0 = process.cpuUsage();
+      let pg0 = await pgCpu(probe);
+      let load0 = os.loadavg();
+      const audit0 = (await db.selectFrom('audit_head').select('count').executeTakeFirstOrThrow()).count;
+      let auditAtWarm = audit0;
+      const r = await runLoad(
+        { port, token, template: PATHS[name], patients: PATIENTS, clients: CLIENTS, warmupSeconds: WARMUP, seconds: SECONDS },
+        async () => {
+          cpu0 = process.cpuUsage();
+          pg0 = await pgCpu(probe);
+          load0 = os.loadavg();
+          auditAtWarm = (await db.selectFrom('audit_head').select('count').executeTakeFirstOrThrow()).count;
+        },
       );
-      const wall = (performance.now() - started) / 1000;
       const cpu = process.cpuUsage(cpu0);
-      lat.sort((a, b) => a - b);
+      const pg1 = await pgCpu(probe);
+      const load1 = os.loadavg();
+      const auditEnd = (await db.selectFrom('audit_head').select('count').executeTakeFirstOrThrow()).count;
+      const serverCpu = (cpu.user + cpu.system) / 1e6;
+      const pgBackends = delta(pg0.backends, pg1.backends);
+      const ok = r.statuses['200'] ?? 0;
       results.push({
         endpoint: name,
-        requests: lat.length,
-        errors,
-        'req/s': Math.round(lat.length / wall),
-        'p50 ms': +pct(lat, 50).toFixed(1),
-        'p95 ms': +pct(lat, 95).toFixed(1),
-        'p99 ms': +pct(lat, 99).toFixed(1),
-        'items/response': +(records / Math.max(1, lat.length - errors)).toFixed(1),
-        'process CPU s': +((cpu.user + cpu.system) / 1e6).toFixed(1),
+        requests: r.requests,
+        statuses: r.statuses,
+        'req/s': Math.round(r.requests / r.seconds),
+        'p50 ms': +r.p50.toFixed(1),
+        'p95 ms': +r.p95.toFixed(1),
+        'p99 ms': +r.p99.toFixed(1),
+        'max ms': +r.max.toFixed(1),
+        'KB/response': +(r.bytes / Math.max(1, r.requests) / 1024).toFixed(1),
+        'server CPU s': +serverCpu.toFixed(2),
+        'server CPU ms/request': +((serverCpu * 1000) / Math.max(1, r.requests)).toFixed(3),
+        'PostgreSQL backends CPU s': +pgBackends.toFixed(2),
+        'PostgreSQL backends CPU ms/request': +((pgBackends * 1000) / Math.max(1, r.requests)).toFixed(3),
+        'PostgreSQL shared writers CPU s (all databases)': +delta(pg0.shared, pg1.shared).toFixed(2),
+        'client CPU s (child process)': +r.clientCpuSeconds.toFixed(2),
+        'audit entries in window (about)': auditEnd - auditAtWarm,
+        'ok responses': ok,
+        loadavg: { start: load0.map((x) => +x.toFixed(1)), end: load1.map((x) => +x.toFixed(1)) },
       });
+      process.stderr.write(`${name}: ${Math.round(r.requests / r.seconds)} req/s, p95 ${r.p95.toFixed(1)} ms\n`);
     }
-    const audit = await db.selectFrom('audit_head').select('count').executeTakeFirstOrThrow();
-    console.log(JSON.stringify({
-      records: RECORDS, patients: PATIENTS, facilities: FACILITIES.length, clients: CLIENTS, seconds: SECONDS,
-      setupSeconds: +setupS.toFixed(1), auditEntries: audit.count, loadavg: os.loadavg().map((x) => +x.toFixed(1)),
-      cpus: os.cpus().length, node: process.version, results,
-    }, null, 2));
+    const cpus = os.cpus();
+    console.log(
+      JSON.stringify(
+        {
+          at: new Date().toISOString(),
+          records: RECORDS, patients: PATIENTS, facilities: FACILITIES.length, clients: CLIENTS, warmupSeconds: WARMUP, seconds: SECONDS,
+          database: DB_NAME, setupSeconds: typeof setupSeconds === 'number' ? +setupSeconds.toFixed(1) : setupSeconds,
+          machine: { cpus: cpus.length, model: cpus[0]?.model, memoryGB: +(os.totalmem() / 2 ** 30).toFixed(1), node: process.version,
+            postgres: (await probe.query('show server_version')).rows[0].server_version },
+          results,
+        },
+        null,
+        2,
+      ),
+    );
   } finally {
+    await probe.end();
     await exchange.stop();
-    await pg.drop();
     tmp.remove();
+    if (!REUSE) await admin((c) => c.query(`drop database if exists "${DB_NAME}" with (force)`));
   }
 }
 

@@ -1,5 +1,4 @@
 import * as consents from './consent.repository.js';
-import * as identity from './identity.repository.js';
 import type { Conn } from './identity.repository.js';
 import type { DecisionContext } from './decide.js';
 import type { Participation } from './model.js';
@@ -7,9 +6,9 @@ import type { ConsentPolicy } from './policy.js';
 
 /**
  * Assembles what decide() needs for one patient and one requester. The viewer calls it on every
- * request, so it costs one round of parallel queries (patient + links, consents incl. merged
- * patients, the requester's grants, active disasters); facility participation (a small table that
- * rarely changes) comes from a short-lived cache. Consents, links and grants are never cached
+ * request, so it costs one statement (patient + links, consents incl. merged patients, the
+ * requester's grants, active disasters); facility participation (a small table that rarely
+ * changes) comes from a short-lived cache. Consents, links and grants are never cached
  * across requests: a withdrawal or an unlink holds from the very next request.
  */
 
@@ -56,18 +55,14 @@ export function createParticipationCache(db: Conn, opts: { ttlMs: number; now?: 
 export function createDecisionContextLoader(db: Conn, deps: { policy: ConsentPolicy; participation: ParticipationCache }): DecisionContextLoader {
   return {
     async load(regionalId, requester, at) {
-      const patient = await identity.getRegionalPatient(db, regionalId);
-      if (!patient) return undefined;
-      // A merged patient answers for its survivor (merges are one level deep: see markMerged).
-      const id = patient.mergedInto ?? patient.id;
-      const [links, versions, grants, disasters, participation] = await Promise.all([
-        identity.linksOfPatient(db, id),
-        consents.consentVersionsForDecision(db, id),
-        consents.grantsForDecision(db, id, requester.userId, at),
-        consents.disastersAt(db, at),
-        deps.participation.get(),
-      ]);
-      return { regionalId: id, context: { consents: versions, links, participation, policy: deps.policy, breakGlass: grants, disasters } };
+      // One statement for the patient (a merged one answers for its survivor), links, consents,
+      // the requester's grants and active disasters; participation comes from its cache.
+      const [rows, participation] = await Promise.all([consents.decisionRows(db, regionalId, requester.userId, at), deps.participation.get()]);
+      if (!rows) return undefined;
+      return {
+        regionalId: rows.regionalId,
+        context: { consents: rows.consents, links: rows.links, participation, policy: deps.policy, breakGlass: rows.grants, disasters: rows.disasters },
+      };
     },
   };
 }

@@ -182,7 +182,7 @@ export async function pageLocalPatients(db: Conn, after: LocalKey | null, limit:
 // ---------------------------------------------------------------------------------------------
 // links
 
-function toLink(r: { facility_id: string; local_id: string; regional_id: string; method: LinkMethod; score: number | null; linked_by: string; linked_at: Date; evidence: string | null }): Link {
+export function toLink(r: { facility_id: string; local_id: string; regional_id: string; method: LinkMethod; score: number | null; linked_by: string; linked_at: Date; evidence: string | null }): Link {
   return {
     facilityId: r.facility_id,
     localId: r.local_id,

@@ -17,6 +17,7 @@ import { createHash } from 'node:crypto';
 import { createConsentModule, type ConsentModule } from '../consent/consent.module.js';
 import { indexRecordReader } from './gate/records.reader.js';
 import { indexRecordLookup } from './gate/record-lookup.js';
+import { cachedFacilityKinds } from './gate/facility-kinds.js';
 import { findFacility } from '../store/backup/backup.repository.js';
 import { backupSource, createJobs, type Jobs, type JobsOptions } from '../jobs/jobs.js';
 import { findRun } from '../store/records/records.repository.js';
@@ -132,7 +133,7 @@ export async function createExchange(config: Config, opts: ExchangeOptions = {})
         records: indexRecordReader(db),
         recordById: indexRecordLookup(db),
         blobs: backup.blobs,
-        facilityKind: async (id) => (await findFacility(db, id))?.kind,
+        facilityKind: cachedFacilityKinds(async (id) => (await findFacility(db, id))?.kind, { ttlMs: 60_000, now: Date.now }),
       },
     });
   } catch (e) {

@@ -272,7 +272,10 @@ export interface IndexedRecord {
   condition: '0' | '1' | '2';
   sha256: string;
   path: string;
-  record: ClinicalRecord;
+  /** The mapped content, parsed from `contentJson` on first use. */
+  readonly record: ClinicalRecord;
+  /** The content as PostgreSQL stores it (JSON text): a response can carry it without a parse. */
+  contentJson: string;
 }
 
 export interface RecordQuery {
@@ -317,7 +320,7 @@ export async function queryPatientRecords(db: Db, q: RecordQuery): Promise<{ rec
     .innerJoin('record_index_state as s', 's.facility_id', 'r.facility_id')
     .select([
       'r.id', 'r.facility_id', 'r.patient_id', 'r.data_type', 'r.category', sql<string | null>`r.care_date::text`.as('care_date'), 'r.order_no',
-      'r.message_ts', 'r.department', 'r.condition_flag', 'r.sha256', 'r.path', 'r.content',
+      'r.message_ts', 'r.department', 'r.condition_flag', 'r.sha256', 'r.path', sql<string | null>`r.content::text`.as('content_json'),
     ])
     .where((eb) => eb.or(q.patients.map((p) => eb.and([eb('r.facility_id', '=', p.facilityId), eb('r.patient_id', '=', p.patientId)]))))
     .where(visible(q.currentOnly));
@@ -338,7 +341,7 @@ export async function queryPatientRecords(db: Db, q: RecordQuery): Promise<{ rec
   }
   const rows = await sel.orderBy(sql`r.care_date desc nulls last`).orderBy('r.id', 'desc').limit(q.limit + 1).execute();
   const page = rows.slice(0, q.limit);
-  const records = page.map((r) => ({
+  const records = page.map((r) => withContent({
     id: r.id,
     facilityId: r.facility_id,
     patientId: r.patient_id!,
@@ -351,10 +354,24 @@ export async function queryPatientRecords(db: Db, q: RecordQuery): Promise<{ rec
     condition: r.condition_flag ?? '1',
     sha256: r.sha256,
     path: r.path,
-    record: (typeof r.content === 'string' ? JSON.parse(r.content) : r.content) as ClinicalRecord,
-  }));
+  }, r.content_json ?? 'null'));
   const last = page[page.length - 1];
   return { records, next: rows.length > q.limit && last ? { careDate: last.care_date, id: last.id } : undefined };
+}
+
+/**
+ * Adds the content: kept as the JSON text PostgreSQL returned, parsed only when something reads
+ * `record` (a timeline response splices the text; FHIR and AI need the object).
+ */
+function withContent(base: Omit<IndexedRecord, 'record' | 'contentJson'>, contentJson: string): IndexedRecord {
+  let parsed: ClinicalRecord | undefined;
+  return {
+    ...base,
+    contentJson,
+    get record(): ClinicalRecord {
+      return (parsed ??= JSON.parse(contentJson) as ClinicalRecord);
+    },
+  };
 }
 
 /** Counts of visible current records per category over a date range (all facilities). */

@@ -1,4 +1,4 @@
-import type { Kysely, Selectable, Transaction } from 'kysely';
+import { sql, type Kysely, type Selectable, type Transaction } from 'kysely';
 import type { Database } from '../../store/database.js';
 import type { AuditEventTable } from '../viewer.tables.js';
 import type { AuditHead, AuditOutcome, AuditRecord } from './audit.chain.js';
@@ -76,6 +76,60 @@ export async function appendAuditIn(trx: Transaction<Database>, input: AuditInpu
 
 export function appendAudit(db: Kysely<Database>, input: AuditInput, at: Date): Promise<AuditRecord> {
   return db.transaction().execute((trx) => appendAuditIn(trx, input, at));
+}
+
+/**
+ * Appends several entries in ONE statement (one round trip, one commit), chained in the order
+ * given after `expected`, the head the caller believes current. The statement locks the head row
+ * and writes only while it still is `expected`; when another writer moved the head meanwhile
+ * (another exchange process on the same database) nothing is written and the result is
+ * undefined: read the head again and rebuild the entries. Resolves with the entries and the new
+ * head once they are committed.
+ */
+export async function appendAuditBatch(
+  db: Kysely<Database>,
+  expected: AuditHead,
+  items: { input: AuditInput; at: Date }[],
+): Promise<{ entries: AuditRecord[]; head: AuditHead } | undefined> {
+  const entries: AuditRecord[] = [];
+  let prev = expected.lastHash;
+  for (const [i, it] of items.entries()) {
+    const e = buildEntry(it.input, expected.count + 1 + i, it.at, prev);
+    entries.push(e);
+    prev = e.hash;
+  }
+  const last = entries[entries.length - 1];
+  if (!last) return { entries, head: expected };
+  const col = <T>(f: (e: AuditRecord) => T) => entries.map(f);
+  // unnest of parallel arrays keeps the entries' order; text arrays carry every string exactly.
+  const r = await sql<{ inserted: number; updated: number }>`
+    with h as (
+      select 1 from audit_head where id = 1 and count = ${expected.count} and last_hash = ${expected.lastHash} for update
+    ), ins as (
+      insert into audit_event (seq, at, action, outcome, reason, user_id, username, facility_id, role, address, device_id,
+                               endpoint, patient, purpose, break_glass_reason, detail, prev_hash, hash)
+      select x.* from unnest(
+        ${col((e) => e.seq)}::bigint[], ${col((e) => e.at)}::timestamptz[], ${col((e) => e.action)}::text[],
+        ${col((e) => e.outcome)}::text[], ${col((e) => e.reason)}::text[], ${col((e) => e.userId)}::bigint[],
+        ${col((e) => e.username)}::text[], ${col((e) => e.facilityId)}::text[], ${col((e) => e.role)}::text[],
+        ${col((e) => e.address)}::text[], ${col((e) => e.deviceId)}::text[], ${col((e) => e.endpoint)}::text[],
+        ${col((e) => e.patient)}::text[], ${col((e) => e.purpose)}::text[], ${col((e) => e.breakGlassReason)}::text[],
+        ${col((e) => e.detail)}::text[], ${col((e) => e.prevHash)}::text[], ${col((e) => e.hash)}::text[]
+      ) as x(seq, at, action, outcome, reason, user_id, username, facility_id, role, address, device_id,
+             endpoint, patient, purpose, break_glass_reason, detail, prev_hash, hash)
+      where exists (select 1 from h)
+      returning 1
+    ), upd as (
+      update audit_head set count = ${last.seq}, last_hash = ${last.hash}, updated_at = ${items[items.length - 1]!.at}
+      where id = 1 and exists (select 1 from h)
+      returning 1
+    )
+    select (select count(*) from ins)::int as inserted, (select count(*) from upd)::int as updated
+  `.execute(db);
+  const row = r.rows[0]!;
+  if (row.updated !== 1) return undefined;
+  if (row.inserted !== entries.length) throw new Error(`audit batch stored ${row.inserted} of ${entries.length} entries`);
+  return { entries, head: { count: last.seq, lastHash: last.hash } };
 }
 
 export async function readAuditHead(db: Q): Promise<AuditHead> {

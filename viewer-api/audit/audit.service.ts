@@ -1,7 +1,7 @@
 import type { Db } from '../../store/db.js';
-import { ChainVerifier, type ChainReport } from './audit.chain.js';
-import type { AuditInput } from './audit.entry.js';
-import { appendAudit, readAuditHead, readAuditPage } from './audit.repository.js';
+import { ChainVerifier, GENESIS_HASH, type AuditHead, type ChainReport } from './audit.chain.js';
+import { buildEntry, type AuditInput } from './audit.entry.js';
+import { appendAuditBatch, readAuditHead, readAuditPage } from './audit.repository.js';
 
 export type Clock = () => number;
 
@@ -10,10 +10,70 @@ export interface AuditLog {
   record(input: AuditInput): Promise<void>;
 }
 
+/** Most entries one append statement carries (a bound on the statement's size). */
+const MAX_BATCH = 256;
+
+/**
+ * Group commit: entries recorded while an append is in flight wait and go together in the next
+ * one, chained in the order they were recorded. One statement and one commit serve many requests,
+ * instead of one locked transaction each (the chain's head row serialises every writer). Each
+ * record() still resolves only once its own entry is committed, so a response never leaves before
+ * its trace is durable; a failed append rejects every entry of its batch.
+ */
 export function createAuditLog(db: Db, clock: Clock): AuditLog {
+  type Waiting = { input: AuditInput; at: Date; resolve: () => void; reject: (e: unknown) => void };
+  let queue: Waiting[] = [];
+  let draining = false;
+  // The head as this process last wrote or read it. Another process appending moves the real one;
+  // the append then writes nothing, and the head is read again.
+  let head: AuditHead | undefined;
+
+  async function appendAll(batch: Waiting[]): Promise<void> {
+    const items = batch.map((w) => ({ input: w.input, at: w.at }));
+    for (;;) {
+      head ??= await readAuditHead(db);
+      const done = await appendAuditBatch(db, head, items);
+      if (done) {
+        head = done.head;
+        return;
+      }
+      head = undefined;
+    }
+  }
+
+  async function drain(): Promise<void> {
+    draining = true;
+    try {
+      while (queue.length) {
+        const batch = queue.length <= MAX_BATCH ? queue : queue.slice(0, MAX_BATCH);
+        queue = queue.length <= MAX_BATCH ? [] : queue.slice(MAX_BATCH);
+        try {
+          await appendAll(batch);
+          for (const w of batch) w.resolve();
+        } catch (e) {
+          // The head is unknown after a failure (the statement may or may not have committed).
+          head = undefined;
+          for (const w of batch) w.reject(e);
+        }
+      }
+    } finally {
+      draining = false;
+    }
+  }
+
   return {
-    async record(input) {
-      await appendAudit(db, input, new Date(clock()));
+    record(input) {
+      const at = new Date(clock());
+      try {
+        // An entry that cannot be built (a detail JSON cannot carry) fails alone, not its batch.
+        buildEntry(input, 1, at, GENESIS_HASH);
+      } catch (e) {
+        return Promise.reject(e);
+      }
+      return new Promise<void>((resolve, reject) => {
+        queue.push({ input, at, resolve, reject });
+        if (!draining) void drain();
+      });
     },
   };
 }

@@ -214,7 +214,9 @@ export function createAuthService(deps: AuthServiceDeps): AuthService {
       return deny('device credential differs from the session device', s);
     }
     if (!isRole(s.user.role)) return deny(`unknown role ${s.user.role}`, s);
-    await repo.touchSession(db, tokenHash, new Date(now), TOUCH_GRANULARITY_MS);
+    // The last use is written at most every TOUCH_GRANULARITY_MS: a session read as used more
+    // recently than that needs no write (nor the round trip of an update that changes nothing).
+    if (s.lastSeenAt.getTime() < now - TOUCH_GRANULARITY_MS) await repo.touchSession(db, tokenHash, new Date(now), TOUCH_GRANULARITY_MS);
     return {
       userId: s.userId,
       username: s.user.username,

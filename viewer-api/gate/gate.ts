@@ -35,7 +35,10 @@ export interface GateRecord {
   condition: '0' | '1' | '2';
   sha256: string;
   path: string;
-  record: unknown;
+  /** The content, parsed on first use. */
+  readonly record: unknown;
+  /** The content as JSON text, as the index keeps it. */
+  contentJson: string;
 }
 
 export interface GateCursor {
@@ -99,7 +102,38 @@ export interface VisibleRecord {
   department: string | null;
   condition: '0' | '1' | '2';
   basis: DecisionBasis;
-  content: unknown;
+  /** The content (parsed from the stored JSON text on first use). */
+  readonly content: unknown;
+  /** The content as JSON text (see recordsJson); a symbol key, so JSON.stringify leaves it out. */
+  readonly [CONTENT_JSON]: string;
+}
+
+export const CONTENT_JSON: unique symbol = Symbol('contentJson');
+
+/**
+ * The JSON array of visible records, exactly as JSON.stringify(records) would give it (but for
+ * white space and key order inside the content), with each content spliced in as the text the
+ * index stored: a timeline page is not parsed and serialised again record by record.
+ */
+export function recordsJson(records: readonly VisibleRecord[]): string {
+  const parts: string[] = [];
+  for (const r of records) {
+    const head = JSON.stringify({
+      id: r.id,
+      sourceFacilityId: r.sourceFacilityId,
+      localPatientId: r.localPatientId,
+      category: r.category,
+      dataType: r.dataType,
+      careDate: r.careDate,
+      timestamp: r.timestamp,
+      orderNo: r.orderNo,
+      department: r.department,
+      condition: r.condition,
+      basis: r.basis,
+    });
+    parts.push(`${head.slice(0, -1)},"content":${r[CONTENT_JSON]}}`);
+  }
+  return `[${parts.join(',')}]`;
 }
 
 /** The limited handle: everything in it has passed the gate. */
@@ -257,7 +291,10 @@ export function createGate(deps: GateDeps): Gate {
           department: r.department,
           condition: r.condition,
           basis: grant.basis,
-          content: r.record,
+          get content() {
+            return r.record;
+          },
+          [CONTENT_JSON]: r.contentJson,
         });
       }
       const last = page[page.length - 1];

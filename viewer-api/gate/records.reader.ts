@@ -35,7 +35,26 @@ export function indexRecordReader(db: Db): RecordReader {
       const records: GateRecord[] = [];
       for (const rec of r.records) {
         const category = EXCHANGE_CATEGORY.get(rec.category);
-        if (category && q.categories.includes(category)) records.push({ ...rec, category });
+        if (!category || !q.categories.includes(category)) continue;
+        // Built field by field: spreading `rec` would read (and so parse) its content.
+        records.push({
+          id: rec.id,
+          facilityId: rec.facilityId,
+          patientId: rec.patientId,
+          dataType: rec.dataType,
+          category,
+          careDate: rec.careDate,
+          orderNo: rec.orderNo,
+          timestamp: rec.timestamp,
+          department: rec.department,
+          condition: rec.condition,
+          sha256: rec.sha256,
+          path: rec.path,
+          contentJson: rec.contentJson,
+          get record() {
+            return rec.record;
+          },
+        });
       }
       return { records, next: r.next };
     },

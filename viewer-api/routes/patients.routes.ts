@@ -6,7 +6,7 @@ import { readJson } from '../http/body.js';
 import type { AuthService } from '../auth/auth.service.js';
 import type { AuditLog } from '../audit/audit.service.js';
 import { roleMay, type RolePolicy } from '../roles/roles.js';
-import { NOT_PERMITTED, type Gate } from '../gate/gate.js';
+import { NOT_PERMITTED, recordsJson, type Gate } from '../gate/gate.js';
 import { principalOf, requireSession } from './session.js';
 import { parseQuery, regionalIdParam, TimelineQuery } from './params.js';
 
@@ -85,7 +85,11 @@ export function patientsRouter(deps: {
       limit: q.limit,
       cursor: q.cursor,
     });
-    ctx.body = { patient: view.regionalId, purpose: view.purpose, records: page.records, nextCursor: page.nextCursor ?? null };
+    // The records' stored JSON goes out as it is (see recordsJson): no parse and re-serialisation.
+    ctx.type = 'application/json';
+    ctx.body =
+      `{"patient":${JSON.stringify(view.regionalId)},"purpose":${JSON.stringify(view.purpose)},` +
+      `"records":${recordsJson(page.records)},"nextCursor":${JSON.stringify(page.nextCursor ?? null)}}`;
   });
 
   r.get('/:id', async (ctx) => {

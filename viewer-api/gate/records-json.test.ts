@@ -1,0 +1,33 @@
+import { describe, expect, it } from 'vitest';
+import { CONTENT_JSON, recordsJson, type VisibleRecord } from './gate.js';
+
+function visible(id: number, content: unknown, storedText: string): VisibleRecord {
+  return {
+    id,
+    sourceFacilityId: 'F"01',
+    localPatientId: 'L\u00e9 1',
+    category: 'labs',
+    dataType: 'OUL-01',
+    careDate: id % 2 ? null : '2020-01-02',
+    timestamp: '20200102030405',
+    orderNo: '',
+    department: null,
+    condition: '1',
+    basis: 'consent',
+    get content() {
+      return content;
+    },
+    [CONTENT_JSON]: storedText,
+  };
+}
+
+describe('recordsJson', () => {
+  it('gives what JSON.stringify gives, with the stored content text spliced in', () => {
+    const a = { kind: 'lab', items: [{ code: '1', value: 2.5, note: 'line\nbreak "quoted" 日本語' }] };
+    // PostgreSQL's jsonb text has its own spacing and key order: the values are what count.
+    const stored = '{"items": [{"code": "1", "note": "line\\nbreak \\"quoted\\" 日本語", "value": 2.5}], "kind": "lab"}';
+    const rs = [visible(1, a, stored), visible(2, null, 'null')];
+    expect(JSON.parse(recordsJson(rs))).toEqual(JSON.parse(JSON.stringify(rs)));
+    expect(recordsJson([])).toBe('[]');
+  });
+});
