@@ -1,7 +1,7 @@
 import { sql } from 'kysely';
 import type { Db } from '../db.js';
-import type { IndexedRecord } from './records.repository.js';
-import type { ClinicalRecord, Category } from '../../ingest/records/types.js';
+import { withContent, type IndexedRecord } from './records.repository.js';
+import type { Category } from '../../ingest/records/types.js';
 
 /**
  * One record of the index by its id, as readers see it: in its facility's published state
@@ -14,7 +14,7 @@ export async function findVisibleRecord(db: Db, id: number): Promise<IndexedReco
     .innerJoin('record_index_state as s', 's.facility_id', 'r.facility_id')
     .select([
       'r.id', 'r.facility_id', 'r.patient_id', 'r.data_type', 'r.category', sql<string | null>`r.care_date::text`.as('care_date'), 'r.order_no',
-      'r.message_ts', 'r.department', 'r.condition_flag', 'r.sha256', 'r.path', 'r.content',
+      'r.message_ts', 'r.department', 'r.condition_flag', 'r.sha256', 'r.path', sql<string | null>`r.content::text`.as('content'),
     ])
     .where('r.id', '=', id)
     .where('r.status', '=', 'ok')
@@ -22,7 +22,7 @@ export async function findVisibleRecord(db: Db, id: number): Promise<IndexedReco
     .where((eb) => eb.or([eb('r.removed_seq', 'is', null), eb('r.removed_seq', '>', eb.ref('s.published_seq'))]))
     .executeTakeFirst();
   if (!row || row.patient_id === null || row.category === null || row.content === null) return undefined;
-  return {
+  return withContent({
     id: Number(row.id),
     facilityId: row.facility_id,
     patientId: row.patient_id,
@@ -35,6 +35,5 @@ export async function findVisibleRecord(db: Db, id: number): Promise<IndexedReco
     condition: row.condition_flag ?? '1',
     sha256: row.sha256,
     path: row.path,
-    record: (typeof row.content === 'string' ? JSON.parse(row.content) : row.content) as ClinicalRecord,
-  };
+  }, row.content);
 }

@@ -202,9 +202,10 @@ export async function writePage(db: Db, w: PageWrite): Promise<void> {
                           order_no, message_ts, department, condition_flag, status, content)
       select ${run.facilityId}, x.path, x.sha256, ${run.seq}, ${run.snapshotId}, x.patient_id, x.data_type, x.category, x.care_date,
              x.order_no, x.message_ts, x.department, x.condition_flag, x.status, x.content
-      from jsonb_to_recordset(${JSON.stringify(rows)}::jsonb) as x(
+      -- json, not jsonb: the content goes into a json column as the text it is (migration 0012).
+      from json_to_recordset(${JSON.stringify(rows)}::json) as x(
         k int, path text, sha256 text, patient_id text, data_type text, category text, care_date date, order_no text,
-        message_ts text, department text, condition_flag text, status text, content jsonb)
+        message_ts text, department text, condition_flag text, status text, content json)
       where exists (select 1 from guard)
       order by x.k
       returning id, path
@@ -363,7 +364,7 @@ export async function queryPatientRecords(db: Db, q: RecordQuery): Promise<{ rec
  * Adds the content: kept as the JSON text PostgreSQL returned, parsed only when something reads
  * `record` (a timeline response splices the text; FHIR and AI need the object).
  */
-function withContent(base: Omit<IndexedRecord, 'record' | 'contentJson'>, contentJson: string): IndexedRecord {
+export function withContent(base: Omit<IndexedRecord, 'record' | 'contentJson'>, contentJson: string): IndexedRecord {
   let parsed: ClinicalRecord | undefined;
   return {
     ...base,

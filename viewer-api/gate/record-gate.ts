@@ -3,7 +3,7 @@ import type { Category } from '../../consent/categories.js';
 import type { AuditLog } from '../audit/audit.service.js';
 import type { Principal } from '../auth/auth.service.js';
 import { readableCategories, roleMay, type RolePolicy } from '../roles/roles.js';
-import type { Gate, GateRecord, PermittedRead, ViewerPurpose, VisibleRecord } from './gate.js';
+import { CONTENT_JSON, type Gate, type GateRecord, type PermittedRead, type ViewerPurpose, type VisibleRecord } from './gate.js';
 
 /**
  * Reads of ONE record by its id (record detail, the original message, a document's file) through
@@ -120,6 +120,7 @@ export function createRecordGate(deps: RecordGateDeps): RecordGate {
         condition: r.condition,
         basis: permit.basis,
         content: r.record,
+        [CONTENT_JSON]: r.contentJson,
         sha256: r.sha256,
         path: r.path,
       };
