@@ -14,6 +14,9 @@ export async function migrateToLatest(db: Db): Promise<MigrationReport> {
     provider: { getMigrations: async () => migrations },
     migrationTableName: 'hakobune_migration',
     migrationLockTableName: 'hakobune_migration_lock',
+    // Numbers are handed out ahead to features built side by side: a database that already ran a
+    // later one must still take an earlier one that lands after it.
+    allowUnorderedMigrations: true,
   });
   const result: MigrationResultSet = await migrator.migrateToLatest();
   if (result.error) {

@@ -8,6 +8,7 @@ import * as m0006_ai from './0006_ai.js';
 import * as m0007_restore_requests from './0007_restore_requests.js';
 import * as m0008_retention_drills from './0008_retention_drills.js';
 import * as m0009_patient_name_search from './0009_patient_name_search.js';
+import * as m0012_record_content_json from './0012_record_content_json.js';
 
 /**
  * The exchange's migrations, in order. Each is frozen once it has landed: a change to the schema
@@ -24,4 +25,5 @@ export const migrations: Record<string, Migration> = {
   '0007_restore_requests': m0007_restore_requests,
   '0008_retention_drills': m0008_retention_drills,
   '0009_patient_name_search': m0009_patient_name_search,
+  '0012_record_content_json': m0012_record_content_json,
 };

@@ -54,7 +54,7 @@ export interface RecordTable {
   department: string | null;
   condition_flag: '0' | '1' | '2' | null;
   status: 'ok' | 'flagged';
-  /** The mapped ClinicalRecord (jsonb); written as JSON text. */
+  /** The mapped ClinicalRecord (json since migration 0012: kept as the text written). */
   content: ColumnType<unknown, string | null, string | null>;
 }
 
