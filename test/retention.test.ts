@@ -3,7 +3,7 @@ import path from 'node:path';
 import { createPrivateKey } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createExchange, type Exchange } from '../viewer-api/exchange.js';
-import { testConfig } from '../viewer-api/config.js';
+import { ConfigError, readConfig, testConfig } from '../viewer-api/config.js';
 import { presentBlobs } from '../store/backup/backup.repository.js';
 import { restoreSnapshot } from '../store/backup/restore.js';
 import { verifyStore } from '../store/backup/verify.js';
@@ -264,5 +264,17 @@ describe('uploader credentials can only add', () => {
     expect(abort.status).toBe(409);
     expect(await s.ex.backup.getSnapshot(snapshot)).toMatchObject({ id: snapshot });
     expect(await restoresAs(s.ex, snapshot, s.nights[3]!)).toBe(true);
+  });
+});
+
+describe('configuration of retention and drills', () => {
+  it('reads the policy, the lock, the keys and the drill schedule; refuses malformed values naming them', () => {
+    const c = readConfig({ HAKOBUNE_DATA_DIR: '/tmp/x', HAKOBUNE_RETENTION: 'daily=7,yearly=all', HAKOBUNE_DELETE_LOCK_DAYS: '45', HAKOBUNE_DELETE_PUBLIC_KEY_FILE: 'k.pub', HAKOBUNE_DRILL_INTERVAL_MINUTES: '1440', HAKOBUNE_VERIFY_SUBSET: '2.5%' });
+    expect(c.retention).toMatchObject({ policy: { daily: 7, monthly: 0, yearly: 'all' }, lockDays: 45, deletePublicKeyFile: path.resolve('k.pub') });
+    expect(c.drills).toEqual({ intervalMinutes: 1440, verifyIntervalMinutes: 0, verifySubset: 0.025, scratchDir: '/tmp/x/drills' });
+    expect(readConfig({ HAKOBUNE_DATA_DIR: '/tmp/x' }).retention).toMatchObject({ policy: { daily: 30, monthly: 24, yearly: 'all' }, lockDays: 30 });
+    expect(() => readConfig({ HAKOBUNE_RETENTION: 'daily=thirty' })).toThrow(/HAKOBUNE_RETENTION: "daily=thirty" is not a rule/);
+    expect(() => readConfig({ HAKOBUNE_DELETE_LOCK_DAYS: '0' })).toThrow(ConfigError);
+    expect(() => readConfig({ HAKOBUNE_VERIFY_SUBSET: '0.05' })).toThrow(/HAKOBUNE_VERIFY_SUBSET: must be a percentage/);
   });
 });
