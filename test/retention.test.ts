@@ -203,6 +203,31 @@ describe('prune', () => {
     expect(await prune({ db: s.ex.db, packs: s.ex.backup.packs }, { lockDays: LOCK_DAYS })).toMatchObject({ objectsDeleted: 0, packsWritten: 0, blobsRemoved: 0 });
   });
 
+  it('keeps the blobs an open upload has sent but not committed, even in packs older than the lock', async () => {
+    const s = await buildStore('open-upload');
+    const fresh = randomFiles('fresh', 2);
+    const next = [...s.nights[3]!, ...fresh];
+    const staged = await stageUpload(s.ex.backup, 'F1', next);
+    expect(staged.missing.sort()).toEqual(fresh.map((f) => hashOf(f.data)).sort());
+    // Send the new blobs now (they land in a pack of their own, nothing names them yet) and
+    // age every pack past the lock, so only the open upload protects them.
+    const frames = Buffer.concat(fresh.flatMap((f) => {
+      const head = Buffer.alloc(36);
+      Buffer.from(hashOf(f.data), 'hex').copy(head);
+      head.writeUInt32BE(f.data.length, 32);
+      return [head, f.data];
+    }));
+    await s.ex.backup.addBlobs('F1', staged.uploadId, frames);
+    await backdatePacks(s.ex.db, 400);
+    await forgetAll(s);
+    const r = await authorizedPruneOf(s);
+    expect(r.objectsDeleted).toBeGreaterThan(0);
+    expect(r.skipped).toEqual([]); // kept by the mark, not only by the re-check at the switch
+    expect((await presentBlobs(s.ex.db, fresh.map((f) => Buffer.from(hashOf(f.data), 'hex')))).length).toBe(2);
+    const committed = await finishUpload(s.ex.backup, 'F1', { ...staged, missing: [] }, next);
+    expect(await restoresAs(s.ex, committed, next)).toBe(true);
+  });
+
   it('leaves packs inside the delete lock alone', async () => {
     const s = await buildStore('young');
     await forgetAll(s);

@@ -87,12 +87,17 @@ export async function prune(deps: { db: Db; packs: PackStore }, opts: PruneOptio
     skipped: [],
   };
 
-  const deleteObject = async (name: string) => {
+  /** Deletes an object and its journal entry; answers the bytes it held (0 when already gone). */
+  const deleteObject = async (name: string): Promise<number> => {
     const size = await packs.stat(name);
     await packs.delete(name);
     await checkpoint('mid-delete');
     await repo.clearJournal(db, [name]);
-    if (size !== undefined) {
+    return size ?? 0;
+  };
+  const reclaim = async (name: string) => {
+    const size = await deleteObject(name);
+    if (size) {
       report.bytesDeleted += size;
       report.objectsDeleted += 1;
     }
@@ -104,7 +109,7 @@ export async function prune(deps: { db: Db; packs: PackStore }, opts: PruneOptio
     progress({ stage: 'finish-earlier', done: 0, total: left.length });
     for (const [i, j] of left.entries()) {
       if (j.state === 'writing' && (await repo.packIdByObject(db, j.objectName)) !== undefined) await repo.clearJournal(db, [j.objectName]);
-      else await deleteObject(j.objectName);
+      else await reclaim(j.objectName);
       report.finishedFromEarlierRun += 1;
       progress({ stage: 'finish-earlier', done: i + 1, total: left.length });
     }
@@ -177,7 +182,7 @@ export async function prune(deps: { db: Db; packs: PackStore }, opts: PruneOptio
     });
 
   const condemn = async (drop: repo.PackInfo[]) => {
-    for (const p of drop) await deleteObject(p.objectName);
+    for (const p of drop) await reclaim(p.objectName);
   };
 
   // 3. Repack, grouping several packs' live blobs into new packs of about packTarget bytes.
@@ -221,9 +226,7 @@ export async function prune(deps: { db: Db; packs: PackStore }, opts: PruneOptio
     const r = await switchIndex(drop, { hash, objectName, size: data.length, blobs });
     if (!r.ok) {
       for (const p of drop) report.skipped.push({ objectName: p.objectName, reason: r.reason });
-      await deleteObject(objectName);
-      report.objectsDeleted -= 1; // our own unindexed copy, not space given back
-      report.bytesDeleted -= data.length;
+      await deleteObject(objectName); // our own unindexed copy: not space given back
       return;
     }
     report.packsWritten += 1;
