@@ -150,6 +150,8 @@ export interface NewVersion {
   source: { patientId: string; dataType: string; careDate: string | null; orderNo: string; timestamp: string; department: string | null; condition: '0' | '1' | '2' } | undefined;
   category: Category | undefined;
   findings: Finding[];
+  /** `record` as JSON text, when it was already serialised (by a mapping worker). */
+  contentJson?: string;
 }
 
 export interface PageWrite {
@@ -161,38 +163,70 @@ export interface PageWrite {
 }
 
 /**
+ * A PostgreSQL array literal of text values for one column of a page (`{"a","b",NULL}`). Built
+ * here rather than by the driver, whose generic array encoding cost more CPU than the rest of
+ * the page's preparation together.
+ */
+function textArray(values: readonly (string | null)[]): string {
+  let out = '{';
+  for (let i = 0; i < values.length; i++) {
+    const v = values[i];
+    if (i > 0) out += ',';
+    if (v === null || v === undefined) out += 'NULL';
+    else out += '"' + (v.includes('"') || v.includes('\\') ? v.replace(/["\\]/g, '\\$&') : v) + '"';
+  }
+  return out + '}';
+}
+
+/**
+ * The JSON texts of a page's contents in one parameter, separated by U+0001, with '' for none:
+ * JSON.stringify escapes every control character inside strings (ECMA-262 QuoteJSONString), so
+ * the separator never occurs in a content and PostgreSQL splits it without reading the JSON.
+ */
+const CONTENT_SEPARATOR = '\u0001';
+
+/**
  * Writes one page of a run with its checkpoint in ONE statement (data-modifying CTEs run in one
  * implicit transaction): a crash leaves either the whole page and its checkpoint, or neither, so
  * a retry resumes exactly after the last page. One round trip per page also lets the next page
- * be read and mapped while PostgreSQL stores this one (bench/README.md#indexing).
+ * be read and mapped while PostgreSQL stores this one. The page travels as one array per column
+ * (unnest keeps their order, so record ids follow path order) and the contents as JSON text for
+ * the `json` column: PostgreSQL neither parses a page document nor builds jsonb
+ * (bench/README.md#indexing).
  */
 export async function writePage(db: Db, w: PageWrite): Promise<void> {
   const { run } = w;
-  const rows = w.versions.map((v, k) => ({
-    k,
-    path: v.path,
-    sha256: v.sha256,
-    patient_id: v.source?.patientId ?? null,
-    data_type: v.source?.dataType ?? null,
-    category: v.category ?? null,
-    care_date: v.source?.careDate ?? null,
-    order_no: v.source?.orderNo ?? null,
-    message_ts: v.source?.timestamp ?? null,
-    department: v.source?.department ?? null,
-    condition_flag: v.source?.condition ?? null,
-    status: v.status,
+  const n = w.versions.length;
+  const col = (f: (v: NewVersion) => string | null) => {
+    const a = new Array<string | null>(n);
+    for (let i = 0; i < n; i++) a[i] = f(w.versions[i]!);
+    return textArray(a);
+  };
+  let contents = '';
+  let ok = 0;
+  for (let i = 0; i < n; i++) {
+    const v = w.versions[i]!;
+    if (i > 0) contents += CONTENT_SEPARATOR;
     // A flagged file is never served: its content is not even stored.
-    content: v.status === 'ok' && v.record ? v.record : null,
-  }));
+    if (v.status !== 'ok') continue;
+    ok++;
+    if (v.record) contents += v.contentJson ?? JSON.stringify(v.record);
+  }
   const findings = w.versions.flatMap((v) =>
     v.findings.map((f) => ({ path: v.path, severity: f.severity, code: f.code, reason: f.reason, field: f.field ?? null, byte_offset: f.byteOffset ?? null })),
   );
-  const ok = w.versions.filter((v) => v.status === 'ok').length;
   const result = await sql<{ removed: number; inserted: number; found: number }>`
     with guard as (
       -- Nothing is written unless the run is still running (a superseded or finished run's
       -- late page must not land).
       select 1 from record_index_run where snapshot_id = ${run.snapshotId} and state = 'running' for update
+    ), compression as (
+      -- Contents are compressed with lz4 where the server has it (PostgreSQL 14+ built with
+      -- lz4): half of the records are over the 2 kB TOAST threshold, and pglz was the largest
+      -- single cost of an insert. Local to this statement's transaction; being volatile, the CTE
+      -- runs once, before the insert below reads its first row.
+      select set_config('default_toast_compression', case when 'lz4' = any(enumvals) then 'lz4' else setting end, true)
+      from pg_settings where name = 'default_toast_compression'
     ), rm as (
       update record set removed_seq = ${run.seq}
       where id = any(${w.removeIds}::bigint[]) and removed_seq is null and exists (select 1 from guard)
@@ -201,28 +235,31 @@ export async function writePage(db: Db, w: PageWrite): Promise<void> {
       insert into record (facility_id, path, sha256, added_seq, snapshot_id, patient_id, data_type, category, care_date,
                           order_no, message_ts, department, condition_flag, status, content)
       select ${run.facilityId}, x.path, x.sha256, ${run.seq}, ${run.snapshotId}, x.patient_id, x.data_type, x.category, x.care_date,
-             x.order_no, x.message_ts, x.department, x.condition_flag, x.status, x.content
-      -- json, not jsonb: the content goes into a json column as the text it is (migration 0012).
-      from json_to_recordset(${JSON.stringify(rows)}::json) as x(
-        k int, path text, sha256 text, patient_id text, data_type text, category text, care_date date, order_no text,
-        message_ts text, department text, condition_flag text, status text, content json)
-      where exists (select 1 from guard)
-      order by x.k
+             x.order_no, x.message_ts, x.department, x.condition_flag, x.status, x.content::json
+      from unnest(
+        ${col((v) => v.path)}::text[], ${col((v) => v.sha256)}::text[], ${col((v) => v.source?.patientId ?? null)}::text[],
+        ${col((v) => v.source?.dataType ?? null)}::text[], ${col((v) => v.category ?? null)}::text[],
+        ${col((v) => v.source?.careDate ?? null)}::date[], ${col((v) => v.source?.orderNo ?? null)}::text[],
+        ${col((v) => v.source?.timestamp ?? null)}::text[], ${col((v) => v.source?.department ?? null)}::text[],
+        ${col((v) => v.source?.condition ?? null)}::text[], ${col((v) => v.status)}::text[],
+        string_to_array(${contents}::text, ${CONTENT_SEPARATOR}::text, '')
+      ) as x(path, sha256, patient_id, data_type, category, care_date, order_no, message_ts, department, condition_flag, status, content)
+      where exists (select 1 from guard) and exists (select 1 from compression)
       returning id, path
     ), fnd as (
       insert into record_finding (record_id, facility_id, snapshot_id, path, severity, code, reason, field, byte_offset)
       select ins.id, ${run.facilityId}, ${run.snapshotId}, y.path, y.severity, y.code, y.reason, y.field, y.byte_offset
-      from jsonb_to_recordset(${JSON.stringify(findings)}::jsonb) as y(path text, severity text, code text, reason text, field text, byte_offset int)
+      from json_to_recordset(${JSON.stringify(findings)}::json) as y(path text, severity text, code text, reason text, field text, byte_offset int)
       join ins on ins.path = y.path
       returning 1
     ), upd as (
       update record_index_run set
         checkpoint_path = ${w.checkpointPath},
         files_seen = files_seen + ${w.filesSeen},
-        files_new = files_new + ${w.versions.length},
+        files_new = files_new + ${n},
         files_removed = files_removed + ${w.removeIds.length},
         records_ok = records_ok + ${ok},
-        records_flagged = records_flagged + ${w.versions.length - ok},
+        records_flagged = records_flagged + ${n - ok},
         findings = findings + ${findings.length},
         heartbeat_at = now()
       where snapshot_id = ${run.snapshotId} and exists (select 1 from guard)
@@ -233,8 +270,8 @@ export async function writePage(db: Db, w: PageWrite): Promise<void> {
   `.execute(db);
   const r = result.rows[0] as unknown as { removed: number; inserted: number; found: number; updated: number };
   if (r.updated !== 1) throw new Error(`run ${run.snapshotId} is no longer running; page not recorded`);
-  if (r.inserted !== rows.length || r.found !== findings.length) {
-    throw new Error(`page of run ${run.snapshotId} stored ${r.inserted}/${rows.length} records and ${r.found}/${findings.length} findings`);
+  if (r.inserted !== n || r.found !== findings.length) {
+    throw new Error(`page of run ${run.snapshotId} stored ${r.inserted}/${n} records and ${r.found}/${findings.length} findings`);
   }
 }
 
