@@ -1,7 +1,10 @@
+import os from 'node:os';
 import type { Logger } from 'pino';
 import type { Db } from '../store/db.js';
 import { ExchangeError } from '../store/errors.js';
 import { readStoredFile } from '../ingest/records/read.js';
+import { createReadPool, type ReadPool } from '../ingest/records/read-pool.js';
+import type { RecordSource } from '../ingest/records/types.js';
 import * as records from '../store/records/records.repository.js';
 import { PermanentJobError, type JobContext } from './runner.js';
 
@@ -25,6 +28,14 @@ export interface IndexOptions {
    * FacilityBusy (a transient error: the job is retried). Jobs wait; direct callers need not.
    */
   waitForBusyMs?: number;
+  /**
+   * Worker threads that read and map pages (ingest/records/read-pool.ts), started on the first
+   * page with at least `minPooledFiles` new files; 0 reads on the indexing thread. Default: one
+   * per core, as reading is the costliest step of a large snapshot.
+   */
+  mapWorkers?: number;
+  /** Pages with fewer new files than this are read on the indexing thread (default 500). */
+  minPooledFiles?: number;
   /** Called after each written page (tests use it to stop a worker mid-job). */
   afterPage?: (p: { run: records.RunRow; checkpoint: string }) => Promise<void> | void;
 }
@@ -83,6 +94,34 @@ export async function indexSnapshot(
   if (begun.kind === 'skip') return result(begun.run, begun.reason, false);
   let run = begun.run;
 
+  const mapWorkers = opts.mapWorkers ?? os.availableParallelism();
+  const minPooled = opts.minPooledFiles ?? 500;
+  let pool: ReadPool | undefined;
+  try {
+    const reader = (todo: { path: string; sha256: string }[]) => {
+      if (!pool && mapWorkers > 0 && todo.length >= minPooled) pool = createReadPool(mapWorkers);
+      return readVersions(source, snap.facilityId, todo, todo.length >= minPooled ? pool : undefined);
+    };
+    run = await indexPages(deps, run, snapshotId, ctx, opts, pageSize, reader);
+  } finally {
+    await pool?.close();
+  }
+  deps.log.info({ snapshotId, facilityId: run.facilityId, filesNew: run.filesNew, flagged: run.recordsFlagged }, 'snapshot indexed');
+  return result(run, 'indexed', begun.resumed);
+}
+
+/** The pages of a run from its checkpoint on, then its publication. */
+async function indexPages(
+  deps: { db: Db; source: SnapshotSource },
+  run: records.RunRow,
+  snapshotId: string,
+  ctx: Pick<JobContext, 'progress'>,
+  opts: IndexOptions,
+  pageSize: number,
+  reader: (todo: { path: string; sha256: string }[]) => Promise<records.NewVersion[]>,
+): Promise<records.RunRow> {
+  const { db, source } = deps;
+  const facilityId = run.facilityId;
   let after = run.checkpointPath ?? undefined;
   const totals = { ...run };
   // The write of page N runs in PostgreSQL while page N+1 is listed, read and mapped here; pages
@@ -97,7 +136,7 @@ export async function indexSnapshot(
     const files = await source.listSnapshotFiles(snapshotId, { afterPath: after, limit: pageSize });
     const last = files.length < pageSize; // the final page also takes every present path after it
     const upTo = last ? null : files[files.length - 1]!.path;
-    const present = await records.presentVersions(db, snap.facilityId, after ?? null, upTo);
+    const present = await records.presentVersions(db, facilityId, after ?? null, upTo);
     const byPath = new Map(present.map((p) => [p.path, p]));
     const removeIds: number[] = [];
     const todo: { path: string; sha256: string }[] = [];
@@ -110,7 +149,7 @@ export async function indexSnapshot(
     }
     for (const gone of byPath.values()) removeIds.push(gone.id); // renamed away or deleted
 
-    const versions = await readVersions(source, snap.facilityId, todo);
+    const versions = await reader(todo);
     const checkpoint = files.length ? files[files.length - 1]!.path : (after ?? '');
     if (versions.length || removeIds.length || files.length) {
       await settle();
@@ -131,9 +170,7 @@ export async function indexSnapshot(
     after = checkpoint;
   }
   await settle();
-  run = await records.finishRun(db, run);
-  deps.log.info({ snapshotId, facilityId: run.facilityId, filesNew: run.filesNew, flagged: run.recordsFlagged }, 'snapshot indexed');
-  return result(run, 'indexed', begun.resumed);
+  return records.finishRun(db, run);
 }
 
 function result(run: records.RunRow, outcome: IndexResult['outcome'], resumed: boolean): IndexResult {
@@ -151,34 +188,56 @@ function result(run: records.RunRow, outcome: IndexResult['outcome'], resumed: b
   };
 }
 
-/** Reads the bytes of new files and maps them; a blob the store cannot read fails the job (retry). */
-async function readVersions(source: SnapshotSource, facilityId: string, todo: { path: string; sha256: string }[]): Promise<records.NewVersion[]> {
+/**
+ * Reads the bytes of new files and maps them, on the pool's workers when given; a blob the store
+ * cannot read fails the job (retry).
+ */
+async function readVersions(
+  source: SnapshotSource,
+  facilityId: string,
+  todo: { path: string; sha256: string }[],
+  pool: ReadPool | undefined,
+): Promise<records.NewVersion[]> {
   if (todo.length === 0) return [];
   const bytes = new Map<string, Buffer>();
   for await (const b of source.readBlobs([...new Set(todo.map((t) => t.sha256))])) {
     if ('error' in b) throw new Error(`blob ${b.sha256} cannot be read for indexing: ${b.error}`);
     bytes.set(b.sha256, b.data);
   }
-  return todo.map((t) => {
+  const files = todo.map((t) => {
     const data = bytes.get(t.sha256);
     if (!data) throw new Error(`blob ${t.sha256} of ${t.path} was not returned by the store`);
-    const o = readStoredFile({ facilityId, path: t.path, sha256: t.sha256, bytes: data });
-    return {
-      path: t.path,
-      sha256: t.sha256,
+    return { path: t.path, sha256: t.sha256, bytes: data };
+  });
+  if (pool) {
+    const outcomes = await pool.read(facilityId, files);
+    return outcomes.map((o, i) => ({
+      path: files[i]!.path,
+      sha256: files[i]!.sha256,
       status: o.status,
-      record: o.record,
+      record: undefined,
+      contentJson: o.contentJson,
       category: o.category,
       findings: o.findings,
-      source: o.source && {
-        patientId: o.source.patientId,
-        dataType: o.source.dataType,
-        careDate: o.source.careDate,
-        orderNo: o.source.orderNo,
-        timestamp: o.source.timestamp,
-        department: o.source.department,
-        condition: o.source.condition,
-      },
-    };
+      source: sourceColumns(o.source),
+    }));
+  }
+  return files.map((f) => {
+    const o = readStoredFile({ facilityId, path: f.path, sha256: f.sha256, bytes: f.bytes });
+    return { path: f.path, sha256: f.sha256, status: o.status, record: o.record, category: o.category, findings: o.findings, source: sourceColumns(o.source) };
   });
+}
+
+function sourceColumns(s: RecordSource | undefined): records.NewVersion['source'] {
+  return (
+    s && {
+      patientId: s.patientId,
+      dataType: s.dataType,
+      careDate: s.careDate,
+      orderNo: s.orderNo,
+      timestamp: s.timestamp,
+      department: s.department,
+      condition: s.condition,
+    }
+  );
 }

@@ -22,7 +22,10 @@ for (const kind of ['postgres', 'embedded'] as const) {
 
     beforeAll(async () => {
       pgdb = kind === 'postgres' ? await createTestDatabase('hk_idx') : undefined;
-      ex = await createExchange(testConfig(tmp.dir, { databaseUrl: pgdb?.url }), { jobs: { retry: { attempts: 2, backoffMs: 50 } } });
+      // PostgreSQL reads the files on worker threads (as large snapshots do), PGlite on the
+      // indexing thread: both must give the same index.
+      const index = kind === 'postgres' ? { mapWorkers: 2, minPooledFiles: 1 } : { mapWorkers: 0 };
+      ex = await createExchange(testConfig(tmp.dir, { databaseUrl: pgdb?.url }), { jobs: { retry: { attempts: 2, backoffMs: 50 }, index } });
       await ex.backup.addFacility({ id: 'F001', name: '登呂病院', kind: 'hospital' });
       await ex.jobs.runner.startWorkers();
       snapshotId = await backupTree(ex.backup, 'F001', scanTree(SAMPLES_ROOT));

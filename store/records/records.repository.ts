@@ -210,7 +210,8 @@ export async function writePage(db: Db, w: PageWrite): Promise<void> {
     // A flagged file is never served: its content is not even stored.
     if (v.status !== 'ok') continue;
     ok++;
-    if (v.record) contents += v.contentJson ?? JSON.stringify(v.record);
+    const json = v.contentJson ?? (v.record ? JSON.stringify(v.record) : undefined);
+    if (json) contents += json;
   }
   const findings = w.versions.flatMap((v) =>
     v.findings.map((f) => ({ path: v.path, severity: f.severity, code: f.code, reason: f.reason, field: f.field ?? null, byte_offset: f.byteOffset ?? null })),
