@@ -288,7 +288,7 @@ async function main() {
       let wNodeS = 0;
       for (let i = 0; i < W; i += pageSize) {
         const versions = steps.outcomes.slice(i, i + pageSize).map((o, j) => ({
-          path: steps.msgs[i + j]!.path, sha256: steps.msgs[i + j]!.sha256, status: o.status, record: o.record, category: o.category, findings: o.findings,
+          path: steps.msgs[i + j]!.path, sha256: steps.msgs[i + j]!.sha256, status: o.status, contentJson: o.record && JSON.stringify(o.record), category: o.category, findings: o.findings,
           source: o.source && { ...o.source },
         }));
         const t0 = performance.now();

@@ -2,7 +2,7 @@ import os from 'node:os';
 import type { Logger } from 'pino';
 import type { Db } from '../store/db.js';
 import { ExchangeError } from '../store/errors.js';
-import { readStoredFile } from '../ingest/records/read.js';
+import { readSerialised } from '../ingest/records/read.js';
 import { createReadPool, type ReadPool } from '../ingest/records/read-pool.js';
 import type { RecordSource } from '../ingest/records/types.js';
 import * as records from '../store/records/records.repository.js';
@@ -209,23 +209,16 @@ async function readVersions(
     if (!data) throw new Error(`blob ${t.sha256} of ${t.path} was not returned by the store`);
     return { path: t.path, sha256: t.sha256, bytes: data };
   });
-  if (pool) {
-    const outcomes = await pool.read(facilityId, files);
-    return outcomes.map((o, i) => ({
-      path: files[i]!.path,
-      sha256: files[i]!.sha256,
-      status: o.status,
-      record: undefined,
-      contentJson: o.contentJson,
-      category: o.category,
-      findings: o.findings,
-      source: sourceColumns(o.source),
-    }));
-  }
-  return files.map((f) => {
-    const o = readStoredFile({ facilityId, path: f.path, sha256: f.sha256, bytes: f.bytes });
-    return { path: f.path, sha256: f.sha256, status: o.status, record: o.record, category: o.category, findings: o.findings, source: sourceColumns(o.source) };
-  });
+  const outcomes = pool ? await pool.read(facilityId, files) : files.map((f) => readSerialised({ facilityId, ...f }));
+  return outcomes.map((o, i) => ({
+    path: files[i]!.path,
+    sha256: files[i]!.sha256,
+    status: o.status,
+    contentJson: o.contentJson,
+    category: o.category,
+    findings: o.findings,
+    source: sourceColumns(o.source),
+  }));
 }
 
 function sourceColumns(s: RecordSource | undefined): records.NewVersion['source'] {

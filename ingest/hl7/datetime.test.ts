@@ -27,3 +27,30 @@ describe('parseHl7DateTime', () => {
     expect(parseHl7DateTime('20120229').ok).toBe(true); // leap year
   });
 });
+
+describe('parseHl7DateTime fast path', () => {
+  it('reads every digits-only value as the full grammar does', () => {
+    // The fast path and the general reader must agree: compare against values whose expected
+    // form is built independently, over every month end, hours and precisions.
+    for (const ym of ['202001', '202002', '202102', '210002', '200002', '202004', '202012']) {
+      const y = Number(ym.slice(0, 4));
+      const m = Number(ym.slice(4));
+      const dim = new Date(Date.UTC(y, m, 0)).getUTCDate();
+      for (const d of [0, 1, dim, dim + 1]) {
+        const day = `${ym}${String(d).padStart(2, '0')}`;
+        const valid = d >= 1 && d <= dim;
+        expect(parseHl7DateTime(day).ok, day).toBe(valid);
+        if (!valid) continue;
+        const iso = `${ym.slice(0, 4)}-${ym.slice(4)}-${day.slice(6)}`;
+        expect(parseHl7DateTime(day)).toEqual({ ok: true, value: { iso, day, nextDayHour: false } });
+        expect(parseHl7DateTime(`${day}23`)).toEqual({ ok: true, value: { iso: `${iso}T23:00:00+09:00`, day, nextDayHour: false } });
+        expect(parseHl7DateTime(`${day}0759`)).toEqual({ ok: true, value: { iso: `${iso}T07:59:00+09:00`, day, nextDayHour: false } });
+        expect(parseHl7DateTime(`${day}075905`)).toEqual({ ok: true, value: { iso: `${iso}T07:59:05+09:00`, day, nextDayHour: false } });
+        expect(parseHl7DateTime(`${day}0760`).ok).toBe(false);
+        expect(parseHl7DateTime(`${day}075960`).ok).toBe(false);
+      }
+    }
+    expect(parseHl7DateTime(' 20200101 ')).toMatchObject({ ok: true, value: { iso: '2020-01-01' } });
+    expect(parseHl7DateTime('2020010124')).toMatchObject({ ok: true, value: { iso: '2020-01-02T00:00:00+09:00', nextDayHour: true } });
+  });
+});

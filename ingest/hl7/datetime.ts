@@ -30,9 +30,35 @@ function daysInMonth(year: number, month: number): number {
   return month === 4 || month === 6 || month === 9 || month === 11 ? 30 : 31;
 }
 
+/** Two ASCII digits at i as a number (the caller checked they are digits). */
+const two = (v: string, i: number) => (v.charCodeAt(i) - 48) * 10 + (v.charCodeAt(i + 1) - 48);
+
+/**
+ * The common shapes (all digits, day to second precision, within the day's 24 hours, no
+ * offset), read without a regex or intermediate strings; undefined for anything else.
+ */
+function fast(v: string): DateParse | undefined {
+  const n = v.length;
+  if (n < 8 || n > 14 || n % 2 !== 0 || !isDigits(v)) return undefined;
+  const year = (v.charCodeAt(0) - 48) * 1000 + (v.charCodeAt(1) - 48) * 100 + two(v, 2);
+  const month = two(v, 4);
+  const day = two(v, 6);
+  if (month < 1 || month > 12 || day < 1 || day > daysInMonth(year, month)) return undefined;
+  const ymd = `${v.slice(0, 4)}-${v.slice(4, 6)}-${v.slice(6, 8)}`;
+  if (n === 8) return { ok: true, value: { iso: ymd, day: v, nextDayHour: false } };
+  const hour = two(v, 8);
+  const minute = n >= 12 ? two(v, 10) : 0;
+  const second = n >= 14 ? two(v, 12) : 0;
+  if (hour > 23 || minute > 59 || second > 59) return undefined;
+  const iso = `${ymd}T${v.slice(8, 10)}:${n >= 12 ? v.slice(10, 12) : '00'}:${n >= 14 ? v.slice(12, 14) : '00'}+09:00`;
+  return { ok: true, value: { iso, day: v.slice(0, 8), nextDayHour: false } };
+}
+
 export function parseHl7DateTime(raw: string): DateParse {
   const v = raw.trim();
-  // Fast path for the common shapes (all digits, 4-14 long): no regex, no Date objects.
+  const quick = fast(v);
+  if (quick) return quick;
+  // Other shapes and every invalid value: the full grammar, with the reasons.
   const m = isDigits(v) && v.length >= 4 && v.length <= 14 && v.length % 2 === 0
     ? [v, v.slice(0, 4), v.length >= 6 ? v.slice(4, 6) : undefined, v.length >= 8 ? v.slice(6, 8) : undefined, v.length >= 10 ? v.slice(8, 10) : undefined, v.length >= 12 ? v.slice(10, 12) : undefined, v.length >= 14 ? v.slice(12, 14) : undefined, undefined, undefined]
     : DTM.exec(v);

@@ -39,7 +39,17 @@ export class Hl7ParseError extends Error {
   }
 }
 
-const SEGMENT_ID = /^[A-Z][A-Z0-9]{2}$/;
+/** A segment id: an upper-case letter, then two upper-case letters or digits (checked per line). */
+function isSegmentId(id: string): boolean {
+  if (id.length !== 3) return false;
+  const a = id.charCodeAt(0);
+  if (a < 65 || a > 90) return false;
+  for (let i = 1; i < 3; i++) {
+    const c = id.charCodeAt(i);
+    if (!((c >= 65 && c <= 90) || (c >= 48 && c <= 57))) return false;
+  }
+  return true;
+}
 
 /** Reads a decoded message; throws Hl7ParseError when it is not HL7 v2 at all. */
 export function readMessage(text: string): Message {
@@ -66,7 +76,7 @@ export function readMessage(text: string): Message {
     const line = lines[i]!;
     const parts = line.split(fs);
     const id = parts[0]!;
-    if (!SEGMENT_ID.test(id)) {
+    if (!isSegmentId(id)) {
       throw new Hl7ParseError(`line ${i + 1} is not a segment (starts with "${id.slice(0, 10)}")`, i + 1);
     }
     if (id === 'MSH') parts.splice(1, 0, fs);
@@ -108,6 +118,12 @@ function nth(v: string, sep: string, i: number): string {
   }
   const end = v.indexOf(sep, start);
   return start === 0 && end === -1 ? v : v.slice(start, end === -1 ? v.length : end);
+}
+
+/** Repetition `r` (0-based) of a field as written, '' when absent; allocates nothing else. */
+export function repetition(seg: Segment | undefined, n: number, r = 0): string {
+  const raw = rawField(seg, n);
+  return raw === '' ? '' : nth(raw, seg!.delimiters.repetition, r);
 }
 
 /** The repetitions of a field, as raw strings. */

@@ -90,7 +90,7 @@ const CODE_SHAPES: Record<string, RegExp> = {
 
 /** Segments each message structure may hold (HL7 v2.5 ch.2-4 as profiled by SS-MIX2). */
 const COMMON = ['MSH', 'EVN', 'PID', 'PD1', 'NK1', 'PV1', 'PV2', 'NTE', 'ORC', 'TQ1', 'TQ2', 'ZI1', 'IN1', 'IN2', 'AL1', 'OBX'];
-const ALLOWED: Record<string, string[]> = {
+const ALLOWED_LISTS: Record<string, string[]> = {
   ADT: [...COMMON, 'DB1', 'DG1', 'PR1', 'GT1', 'IAM', 'ROL', 'ACC', 'UB1', 'UB2', 'PDA', 'MRG', 'NPU', 'ZPR'],
   PPR: [...COMMON, 'PRB', 'ZPR', 'ROL', 'VAR', 'PTH', 'GOL'],
   OMD: [...COMMON, 'ODS', 'ODT'],
@@ -102,6 +102,7 @@ const ALLOWED: Record<string, string[]> = {
   OMI: [...COMMON, 'OBR', 'IPC', 'ZE1', 'ZE2', 'CTI', 'DG1'],
   ORU: [...COMMON, 'OBR', 'SPM', 'CTI', 'FT1', 'ZE1', 'ZE2', 'IPC'],
 };
+const ALLOWED: Record<string, ReadonlySet<string>> = Object.fromEntries(Object.entries(ALLOWED_LISTS).map(([k, v]) => [k, new Set(v)]));
 
 const loc = (seg: Segment, n: number, index?: number) => `${seg.id}${index !== undefined ? `[${index}]` : ''}-${n}`;
 
@@ -140,7 +141,7 @@ export function checkMessage(path: string, sp: StoragePath, msg: Message): Findi
   const trigger = value(msh, 9, 2);
   const allowed = ALLOWED[messageCode];
   if (allowed) {
-    const unexpected = [...new Set(msg.segments.filter((s) => !allowed.includes(s.id) && !s.id.startsWith('Z')).map((s) => s.id))];
+    const unexpected = [...new Set(msg.segments.filter((s) => !allowed.has(s.id) && !s.id.startsWith('Z')).map((s) => s.id))];
     if (unexpected.length) {
       add('warning', 'unexpected-segment', `segments ${unexpected.join(', ')} do not belong in a ${messageCode} message`);
     }
@@ -181,9 +182,8 @@ export function checkMessage(path: string, sp: StoragePath, msg: Message): Findi
     }
   }
   if (spec?.ordered && sp.name && sp.name.orderNo !== NINES) {
-    const orderNos = msg.segments.flatMap((s) =>
-      s.id === 'ORC' ? [value(s, 2), value(s, 3)] : s.id === 'OBR' ? [value(s, 2), value(s, 3)] : [],
-    );
+    const orderNos: string[] = [];
+    for (const s of msg.segments) if (s.id === 'ORC' || s.id === 'OBR') orderNos.push(value(s, 2), value(s, 3));
     if (!orderNos.includes(sp.name.orderNo)) {
       add('error', 'order-number-mismatch', `the file name's order number ${sp.name.orderNo} is not in the message (ORC-2: ${[...new Set(orderNos.filter(Boolean))].join(', ') || 'none'})`, 'ORC-2');
     }

@@ -1,5 +1,5 @@
 import { isoOrUndefined } from '../hl7/datetime.js';
-import { pick, rawField, repetitions, segment, value, type Message, type Segment } from '../hl7/reader.js';
+import { pick, rawField, repetition, repetitions, segment, value, type Message, type Segment } from '../hl7/reader.js';
 import type {
   AdministrationItem,
   AllergyEntry,
@@ -71,7 +71,8 @@ export function mapMessage(dataType: string, msg: Message): ClinicalContent {
 export function codedFrom(raw: string, seg: Segment): Coded | undefined {
   if (raw === '') return undefined;
   const d = seg.delimiters;
-  const comps = raw.split(d.component).map((c) => unescapeIn(c, seg));
+  let comps = raw.split(d.component);
+  if (raw.includes(d.escape)) comps = comps.map((c) => unescapeIn(c, seg));
   let [code = '', display = '', system = ''] = comps;
   // TQ1-3 as JAHIS writes it: the whole CWE in subcomponents of component 1.
   if (comps.length === 1 && code.includes(d.subcomponent)) {
@@ -96,8 +97,7 @@ function unescapeIn(v: string, seg: Segment): string {
 
 export function coded(seg: Segment | undefined, n: number, rep = 0): Coded | undefined {
   if (!seg) return undefined;
-  const r = repetitions(seg, n)[rep];
-  return r === undefined ? undefined : codedFrom(r, seg);
+  return codedFrom(repetition(seg, n, rep), seg);
 }
 
 function codedList(seg: Segment | undefined, n: number): Coded[] {
@@ -476,7 +476,7 @@ export function parseRange(range: string): { low?: number; high?: number } {
 
 export function observation(obx: Segment): ObservationValue {
   const valueType = value(obx, 2);
-  const raw5 = repetitions(obx, 5)[0] ?? '';
+  const raw5 = repetition(obx, 5);
   const coded5 = valueType === 'CWE' || valueType === 'CE' || valueType === 'CNE' ? codedFrom(raw5, obx) : undefined;
   // XCN / ZRD values: show the components joined; the coded form keeps the parts.
   const text = coded5?.display ?? (valueType === 'XCN' || valueType === 'ZRD' ? pick(raw5, 1, 1, 0, obx.delimiters) : unescapeIn(raw5, obx));
@@ -484,7 +484,7 @@ export function observation(obx: Segment): ObservationValue {
   const o: ObservationValue = compact<ObservationValue>({
     setId: str(value(obx, 1)),
     valueType,
-    code: codedFrom(rawField(obx, 3).split(obx.delimiters.repetition)[0] ?? '', obx) ?? { code: '' },
+    code: codedFrom(repetition(obx, 3), obx) ?? { code: '' },
     subId: str(value(obx, 4)),
     text,
     number: valueType === 'NM' ? num(raw5) : undefined,

@@ -1,6 +1,5 @@
 import { Worker } from 'node:worker_threads';
-import type { Category, RecordSource } from './types.js';
-import type { Finding } from '../quality/findings.js';
+import type { SerialisedOutcome } from './read.js';
 
 /**
  * Reading (decode, parse, checks, mapping) and the JSON of the records on worker threads, so
@@ -14,18 +13,9 @@ export interface ReadItem {
   bytes: Uint8Array;
 }
 
-/** What a worker makes of one file: the outcome of readStoredFile with the record as JSON text. */
-export interface PooledOutcome {
-  source: RecordSource | undefined;
-  category: Category | undefined;
-  status: 'ok' | 'flagged';
-  findings: Finding[];
-  contentJson: string | undefined;
-}
-
 export interface ReadPool {
   readonly size: number;
-  read(facilityId: string, files: readonly ReadItem[]): Promise<PooledOutcome[]>;
+  read(facilityId: string, files: readonly ReadItem[]): Promise<SerialisedOutcome[]>;
   /** Ends the workers; safe to call twice. */
   close(): Promise<void>;
 }
@@ -40,11 +30,11 @@ export interface SliceRequest {
   bytes: ArrayBuffer;
 }
 
-export type SliceReply = { id: number; outcomes: PooledOutcome[] } | { id: number; error: string };
+export type SliceReply = { id: number; outcomes: SerialisedOutcome[] } | { id: number; error: string };
 
 export function createReadPool(size: number): ReadPool {
   if (!Number.isInteger(size) || size < 1) throw new Error(`a read pool needs at least one worker (got ${size})`);
-  const pending = new Map<number, { resolve: (o: PooledOutcome[]) => void; reject: (e: Error) => void }>();
+  const pending = new Map<number, { resolve: (o: SerialisedOutcome[]) => void; reject: (e: Error) => void }>();
   let next = 0;
   let closed = false;
   const failAll = (e: Error) => {
@@ -54,7 +44,9 @@ export function createReadPool(size: number): ReadPool {
   const workers = Array.from({ length: size }, () => {
     // A plain JavaScript entry that loads the TypeScript reader through tsx itself, so the
     // worker starts the same way under the CLI, the tests and the benches.
-    const w = new Worker(new URL('./read.worker.mjs', import.meta.url), { execArgv: [] });
+    // A larger young generation: reading a page allocates much short-lived garbage (split
+    // strings, mapped objects turned into JSON), which then dies young instead of being promoted.
+    const w = new Worker(new URL('./read.worker.mjs', import.meta.url), { execArgv: [], resourceLimits: { maxYoungGenerationSizeMb: 96 } });
     w.on('message', (m: SliceReply) => {
       const p = pending.get(m.id);
       pending.delete(m.id);
@@ -70,7 +62,7 @@ export function createReadPool(size: number): ReadPool {
   });
 
   const readSlice = (w: Worker, facilityId: string, files: readonly ReadItem[]) =>
-    new Promise<PooledOutcome[]>((resolve, reject) => {
+    new Promise<SerialisedOutcome[]>((resolve, reject) => {
       if (closed) return reject(new Error('the read pool is closed'));
       const id = next++;
       let total = 0;
@@ -92,7 +84,7 @@ export function createReadPool(size: number): ReadPool {
     size,
     async read(facilityId, files) {
       const per = Math.ceil(files.length / size);
-      const slices: Promise<PooledOutcome[]>[] = [];
+      const slices: Promise<SerialisedOutcome[]>[] = [];
       for (let i = 0; i < size && i * per < files.length; i++) slices.push(readSlice(workers[i]!, facilityId, files.slice(i * per, (i + 1) * per)));
       return (await Promise.all(slices)).flat();
     },

@@ -1,6 +1,6 @@
 import { parentPort } from 'node:worker_threads';
-import type { PooledOutcome, SliceReply, SliceRequest } from './read-pool.js';
-import { readStoredFile } from './read.js';
+import type { SliceReply, SliceRequest } from './read-pool.js';
+import { readSerialised, type SerialisedOutcome } from './read.js';
 
 /** The body of a record reading worker (read-pool.ts): reads one slice of a page per message. */
 if (!parentPort) throw new Error('read-worker.ts runs only as a worker thread of read-pool.ts');
@@ -10,19 +10,12 @@ port.on('message', (req: SliceRequest) => {
   let reply: SliceReply;
   try {
     const all = new Uint8Array(req.bytes);
-    const outcomes: PooledOutcome[] = new Array(req.paths.length);
+    const outcomes: SerialisedOutcome[] = new Array(req.paths.length);
     let start = 0;
     for (let i = 0; i < req.paths.length; i++) {
       const end = req.ends[i]!;
-      const o = readStoredFile({ facilityId: req.facilityId, path: req.paths[i]!, sha256: req.sha256s[i]!, bytes: all.subarray(start, end) });
+      outcomes[i] = readSerialised({ facilityId: req.facilityId, path: req.paths[i]!, sha256: req.sha256s[i]!, bytes: all.subarray(start, end) });
       start = end;
-      outcomes[i] = {
-        source: o.source,
-        category: o.category,
-        status: o.status,
-        findings: o.findings,
-        contentJson: o.status === 'ok' && o.record ? JSON.stringify(o.record) : undefined,
-      };
     }
     reply = { id: req.id, outcomes };
   } catch (e) {

@@ -30,6 +30,31 @@ export interface ReadOutcome {
   findings: Finding[];
 }
 
+/**
+ * What indexing keeps of a file: the outcome with the record already as its JSON text (the form
+ * in which it is stored), so that the mapped object graph is garbage as soon as the file is read
+ * instead of living until its page is written.
+ */
+export interface SerialisedOutcome {
+  source: RecordSource | undefined;
+  category: Category | undefined;
+  status: 'ok' | 'flagged';
+  findings: Finding[];
+  /** The record as JSON; undefined when flagged. */
+  contentJson: string | undefined;
+}
+
+export function readSerialised(file: StoredFile): SerialisedOutcome {
+  const o = readStoredFile(file);
+  return {
+    source: o.source,
+    category: o.category,
+    status: o.status,
+    findings: o.findings,
+    contentJson: o.status === 'ok' && o.record ? JSON.stringify(o.record) : undefined,
+  };
+}
+
 export function sourceOf(file: Pick<StoredFile, 'facilityId' | 'path' | 'sha256'>, sp: StoragePath | undefined): RecordSource | undefined {
   if (!sp) return undefined;
   const name = sp.name;

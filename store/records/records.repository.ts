@@ -145,13 +145,12 @@ export interface NewVersion {
   path: string;
   sha256: string;
   status: 'ok' | 'flagged';
-  record: ClinicalRecord | undefined;
+  /** `content`: the mapped record as JSON text; undefined for a flagged file (never stored). */
+  contentJson: string | undefined;
   /** From the path, even when the content is flagged. */
   source: { patientId: string; dataType: string; careDate: string | null; orderNo: string; timestamp: string; department: string | null; condition: '0' | '1' | '2' } | undefined;
   category: Category | undefined;
   findings: Finding[];
-  /** `record` as JSON text, when it was already serialised (by a mapping worker). */
-  contentJson?: string;
 }
 
 export interface PageWrite {
@@ -210,8 +209,7 @@ export async function writePage(db: Db, w: PageWrite): Promise<void> {
     // A flagged file is never served: its content is not even stored.
     if (v.status !== 'ok') continue;
     ok++;
-    const json = v.contentJson ?? (v.record ? JSON.stringify(v.record) : undefined);
-    if (json) contents += json;
+    if (v.contentJson) contents += v.contentJson;
   }
   const findings = w.versions.flatMap((v) =>
     v.findings.map((f) => ({ path: v.path, severity: f.severity, code: f.code, reason: f.reason, field: f.field ?? null, byte_offset: f.byteOffset ?? null })),
