@@ -31,7 +31,8 @@ export interface IndexOptions {
   /**
    * Worker threads that read and map pages (ingest/records/read-pool.ts), started on the first
    * page with at least `minPooledFiles` new files; 0 reads on the indexing thread. Default: one
-   * per core, as reading is the costliest step of a large snapshot.
+   * per core up to 4, as reading is the costliest step of a large snapshot (PostgreSQL needs
+   * cores too, and each worker holds its own heap).
    */
   mapWorkers?: number;
   /** Pages with fewer new files than this are read on the indexing thread (default 500). */
@@ -94,7 +95,7 @@ export async function indexSnapshot(
   if (begun.kind === 'skip') return result(begun.run, begun.reason, false);
   let run = begun.run;
 
-  const mapWorkers = opts.mapWorkers ?? os.availableParallelism();
+  const mapWorkers = opts.mapWorkers ?? Math.min(4, os.availableParallelism());
   const minPooled = opts.minPooledFiles ?? 500;
   let pool: ReadPool | undefined;
   try {
