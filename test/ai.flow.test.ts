@@ -268,7 +268,10 @@ describe.each([
   it('a failing service: retries, a clear status, then an open circuit; the API stays fast meanwhile', async () => {
     flaky.fallback = { kind: 'hang' };
     const first = (await (await submit(doctor, 'flaky', regional)).json()) as RequestView;
-    // While the service hangs, the rest of the viewer API answers at once.
+    // Once the request reached the service and the service hangs, the rest of the viewer API
+    // answers at once.
+    for (let i = 0; i < 200 && flaky.received.length === 0; i++) await new Promise((r) => setTimeout(r, 25));
+    expect(flaky.received.length).toBe(1);
     const t0 = Date.now();
     for (let i = 0; i < 10; i++) expect((await get(h, '/api/auth/me', tokens['doctor'])).status).toBe(200);
     expect(Date.now() - t0).toBeLessThan(1000);

@@ -79,6 +79,13 @@ export class AiCallError extends Error {
   }
 }
 
+/** A Bundle already written as JSON text. */
+export interface SerializedBundle {
+  json: string;
+}
+
+const isSerialized = (b: FhirJson | SerializedBundle): b is SerializedBundle => typeof (b as SerializedBundle).json === 'string' && !('resourceType' in b);
+
 export interface AttemptLog {
   attempt: number;
   outcome: 'ok' | AiCallErrorKind;
@@ -183,8 +190,12 @@ export class AiClient {
     return bucket;
   }
 
-  /** Sends the de-identified Bundle to the service's declared operation and returns its answer. */
-  async call(service: AiService, bundle: FhirJson, opts: { signal?: AbortSignal; onAttempt?: (a: AttemptLog) => void } = {}): Promise<AiCallResult> {
+  /**
+   * Sends the de-identified Bundle to the service's declared operation and returns its answer.
+   * The Bundle may come as its JSON text (`{ json }`, as the de-identification workers make it):
+   * it is then sent without being parsed and written again.
+   */
+  async call(service: AiService, bundle: FhirJson | SerializedBundle, opts: { signal?: AbortSignal; onAttempt?: (a: AttemptLog) => void } = {}): Promise<AiCallResult> {
     try {
       return await this.attempt(service, bundle, opts);
     } catch (e) {
@@ -193,18 +204,18 @@ export class AiClient {
     }
   }
 
-  private sentOf(service: AiService, bundle: FhirJson): { sha256: string; bytes: number } {
-    const body = JSON.stringify(this.input(service, bundle));
+  private sentOf(service: AiService, bundle: FhirJson | SerializedBundle): { sha256: string; bytes: number } {
+    const body = this.body(service, bundle);
     return { sha256: createHash('sha256').update(body, 'utf8').digest('hex'), bytes: Buffer.byteLength(body, 'utf8') };
   }
 
-  private async attempt(service: AiService, bundle: FhirJson, opts: { signal?: AbortSignal; onAttempt?: (a: AttemptLog) => void }): Promise<AiCallResult> {
+  private async attempt(service: AiService, bundle: FhirJson | SerializedBundle, opts: { signal?: AbortSignal; onAttempt?: (a: AttemptLog) => void }): Promise<AiCallResult> {
     try {
       assertLocation(service);
     } catch (e) {
       throw new AiCallError('refused', (e as Error).message, 0);
     }
-    const body = JSON.stringify(this.input(service, bundle));
+    const body = this.body(service, bundle);
     const sent = { sha256: createHash('sha256').update(body, 'utf8').digest('hex'), bytes: Buffer.byteLength(body, 'utf8') };
     const attempts: AttemptLog[] = [];
     let serviceMs = 0;
@@ -257,6 +268,12 @@ export class AiClient {
         throw new AiCallError('cancelled', 'cancelled while waiting to retry', attempts.length);
       }
     }
+  }
+
+  private body(service: AiService, bundle: FhirJson | SerializedBundle): string {
+    if (!isSerialized(bundle)) return JSON.stringify(this.input(service, bundle));
+    // The same text JSON.stringify gives for input(): members in the same order, no spaces.
+    return service.operation.includes('$') ? `{"resourceType":"Parameters","parameter":[{"name":"bundle","resource":${bundle.json}}]}` : bundle.json;
   }
 
   private input(service: AiService, bundle: FhirJson): FhirJson {

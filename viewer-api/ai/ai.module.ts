@@ -14,6 +14,7 @@ import { defaultPolicy } from '../../consent/policy.js';
 import { createAnswerValidator } from './answer-validator.js';
 import { AiClient } from './ai-client.js';
 import { createAiQueue, type AiQueue } from './ai.queue.js';
+import { createInlinePreparer, createWorkerPreparer, defaultPreparerThreads } from './deid-pool.js';
 import { aiRouter } from './ai.routes.js';
 import { createAiFlow, type AiFlow } from './ai.service.js';
 import { createAiRegistry, type AiRegistry } from './registry.service.js';
@@ -44,6 +45,8 @@ export interface AiModuleDeps {
   /** BullMQ key prefix (tests give a unique one). */
   queuePrefix?: string;
   concurrency?: number;
+  /** Threads that build and de-identify Bundles (default: cores less one, at least one); 0: in the event loop's thread. */
+  preparerThreads?: number;
 }
 
 /**
@@ -66,8 +69,12 @@ export function createAiModule(deps: AiModuleDeps): AiModule {
   // Answers are validated in a worker thread: compiling FHIR schemas must not block requests.
   const validator = createAnswerValidator();
   const client = new AiClient({ validate: (r) => validator.validate(r) });
+  // Building and de-identifying Bundles is the CPU-heavy part: on worker threads, so that the
+  // event loop keeps serving the viewer while analyses are prepared.
+  const preparer =
+    deps.preparerThreads === 0 ? createInlinePreparer(pseudonymKey) : createWorkerPreparer({ secret: pseudonymKey, threads: deps.preparerThreads ?? defaultPreparerThreads() });
   let queue: AiQueue | undefined;
-  const flow = createAiFlow({ db: deps.db, box, audit: deps.audit, clock: deps.clock, log, registry, client, contexts, roles: deps.roles, pseudonymKey, queue: () => queue! });
+  const flow = createAiFlow({ db: deps.db, box, audit: deps.audit, clock: deps.clock, log, registry, client, contexts, roles: deps.roles, pseudonymKey, preparer, queue: () => queue! });
   queue = createAiQueue({ redisUrl: deps.config.redisUrl, prefix: deps.queuePrefix, concurrency: deps.concurrency, log, process: (id) => flow.process(id) });
   const hygiene = securityHeaders({ tls: !!deps.config.tls });
   let started = false;
@@ -90,6 +97,7 @@ export function createAiModule(deps: AiModuleDeps): AiModule {
     async close() {
       await queue!.close();
       await validator.close();
+      await preparer.close();
     },
   };
 }

@@ -1,6 +1,7 @@
 import { randomBytes } from 'node:crypto';
 import type { Logger } from 'pino';
 import type { Db } from '../../store/db.js';
+import { CATEGORIES } from '../../consent/categories.js';
 import { conflict, ExchangeError, forbidden, notFound } from '../../store/errors.js';
 import type { DecisionContextLoader } from '../../consent/decision-context.js';
 import type { Category as IndexCategory, ClinicalRecord } from '../../ingest/records/types.js';
@@ -13,20 +14,22 @@ import type { Role, RolePolicy } from '../roles/roles.js';
 import { AiCallError, type AiClient } from './ai-client.js';
 import { decideAiRequest, type AiRequester, type PermittedSource } from './ai-gate.js';
 import type { AiQueue } from './ai.queue.js';
-import { bundleOf, consentCategoryOf, identityOfRecords } from './bundle.js';
+import { consentCategoryOf } from './bundle.js';
 import { randomShiftDays } from './dates.js';
-import { deidentify, reidentify, type FhirJson, type ReidentificationKey } from './deidentify.js';
+import { createInlinePreparer, PreparationError, type Preparer } from './deid-pool.js';
+import { reidentify, type FhirJson, type ReidentificationKey } from './deidentify.js';
+import type { PatientRecords, Prepared } from './prepare.js';
 import type { AiRegistry } from './registry.service.js';
 import * as repo from './requests.repository.js';
 
 /**
  * The AI request flow: a clinician asks for an analysis of a patient by a registered service.
- * submit (in the request): gate -> the records of the declared and consented categories ->
- * a FHIR Bundle -> de-identification -> the request stored (the outgoing Bundle and the
- * re-identification key sealed) -> a queued job with the request id. process (in a worker):
- * claim -> decide again (a withdrawal since submit stops it) -> call the service -> re-identify
- * the answer inside the exchange -> store it with the patient. Every step is audited, with the
- * SHA-256 and size of what left the exchange.
+ * submit (in the HTTP request, kept small): gate -> the request stored (what was permitted
+ * sealed) -> audit -> a queued job with the request id -> 202. process (the job): claim ->
+ * decide again (a withdrawal since submit stops it) -> the records of the permitted categories
+ * as a FHIR Bundle, de-identified (prepare.ts, on worker threads: deid-pool.ts) -> call the
+ * service -> re-identify the answer inside the exchange -> store it with the patient. Every
+ * step is audited, with the SHA-256 and size of what left the exchange.
  */
 
 export interface AiRequestView {
@@ -64,20 +67,21 @@ export interface AiFlowDeps {
   /** HMAC key of pseudonyms (32 bytes or more), the exchange's secret. */
   pseudonymKey: Buffer;
   queue: () => AiQueue;
+  /** Where Bundles are built and de-identified (default: in this thread, with its own cache). */
+  preparer?: Preparer;
   /** At most this many records go into one request (the newest). */
   maxRecords?: number;
   /** Shift for one request (default random, 30..365 days either way). */
   shiftDays?: () => number;
 }
 
-
 interface SealedKey {
-  key: ReidentificationKey;
+  /** Present once the request was prepared. */
+  key?: ReidentificationKey;
   /** What was permitted at submit: checked again before sending. */
   sources: PermittedSource[];
 }
 
-const aadOutgoing = (id: string) => `ai-request:${id}:outgoing`;
 const aadKey = (id: string) => `ai-request:${id}:key`;
 
 function viewOf(r: repo.AiRequestRow): AiRequestView {
@@ -96,10 +100,28 @@ function viewOf(r: repo.AiRequestRow): AiRequestView {
   };
 }
 
+/**
+ * Names everything a patient's prepared Bundle depends on: the service and patient (pseudonym
+ * scope), the permitted (local ID, categories) pairs, the linked local IDs (their demographics
+ * are scrubbed), the record limit, and the published index version of every linked facility, so
+ * that a newly published night or a new link never reuses an old Bundle.
+ */
+async function cacheKeyOf(db: Db, serviceId: string, regionalId: string, sources: PermittedSource[], links: { facilityId: string; localId: string }[], maxRecords: number): Promise<string> {
+  const facilities = [...new Set(links.map((l) => l.facilityId))].sort();
+  const states = facilities.length
+    ? await db.selectFrom('record_index_state').select(['facility_id', 'published_seq', 'published_snapshot_id']).where('facility_id', 'in', facilities).execute()
+    : [];
+  const versions = states.map((s) => `${s.facility_id}@${String(s.published_seq)}:${String(s.published_snapshot_id)}`).sort();
+  const src = sources.map((s) => `${s.facilityId}/${s.localId}:${[...s.categories].sort().join(',')}`).sort();
+  const lk = links.map((l) => `${l.facilityId}/${l.localId}`).sort();
+  return JSON.stringify([serviceId, regionalId, src, lk, maxRecords, versions]);
+}
+
 export function createAiFlow(deps: AiFlowDeps): AiFlow {
   const { db, box, audit, clock, registry, client } = deps;
   const maxRecords = deps.maxRecords ?? 5000;
   const shift = deps.shiftDays ?? randomShiftDays;
+  const preparer = deps.preparer ?? createInlinePreparer(deps.pseudonymKey);
 
   async function fetchRecords(patients: { facilityId: string; patientId: string }[], categories: IndexCategory[], limit: number): Promise<ClinicalRecord[]> {
     const out: ClinicalRecord[] = [];
@@ -113,6 +135,23 @@ export function createAiFlow(deps: AiFlowDeps): AiFlow {
     return out;
   }
 
+  /** Only the permitted (local ID, category) pairs, the newest first; all linked demographics. */
+  async function patientRecords(sources: PermittedSource[], links: { facilityId: string; localId: string }[]): Promise<PatientRecords> {
+    const records: ClinicalRecord[] = [];
+    for (const s of sources) {
+      const cats = s.categories.flatMap((c) => INDEX_CATEGORIES[c]);
+      const got = await fetchRecords([{ facilityId: s.facilityId, patientId: s.localId }], cats, maxRecords);
+      for (const r of got) {
+        const c = consentCategoryOf(r);
+        if (c && s.categories.includes(c) && r.source.facilityId === s.facilityId && r.source.patientId === s.localId) records.push(r);
+      }
+    }
+    records.sort((a, b) => (b.source.careDate ?? '').localeCompare(a.source.careDate ?? ''));
+    // Everything that identifies the patient anywhere in the region is scrubbed, sent or not.
+    const demographics = await fetchRecords(links.map((l) => ({ facilityId: l.facilityId, patientId: l.localId })), ['patient'], 1000);
+    return { sent: records.slice(0, maxRecords), demographics, truncated: records.length > maxRecords };
+  }
+
   async function owned(p: Principal, id: string): Promise<repo.AiRequestRow> {
     const row = /^[A-Za-z0-9_-]{1,64}$/.test(id) ? await repo.findRequest(db, id) : undefined;
     // Another user's request is as absent as one that does not exist.
@@ -121,6 +160,8 @@ export function createAiFlow(deps: AiFlowDeps): AiFlow {
   }
 
   return {
+    // Only the decision and a request row here: the records are read, mapped and de-identified
+    // by the job, off the request path (and off the event loop when workers prepare them).
     async submit(p, req, endpoint) {
       const at = clock();
       const trail = {
@@ -142,48 +183,32 @@ export function createAiFlow(deps: AiFlowDeps): AiFlow {
         await audit.record({ ...trail, action: 'ai.request.submit', outcome: 'denied', reason: gate.reason, detail: { service: service.id } });
         throw forbidden(gate.publicReason);
       }
-      // Only the permitted (local ID, category) pairs; the newest records first.
-      const records: ClinicalRecord[] = [];
-      for (const s of gate.sources) {
-        const cats = s.categories.flatMap((c) => INDEX_CATEGORIES[c]);
-        const got = await fetchRecords([{ facilityId: s.facilityId, patientId: s.localId }], cats, maxRecords);
-        for (const r of got) {
-          const c = consentCategoryOf(r);
-          if (c && s.categories.includes(c) && r.source.facilityId === s.facilityId && r.source.patientId === s.localId) records.push(r);
-        }
-      }
-      records.sort((a, b) => (b.source.careDate ?? '').localeCompare(a.source.careDate ?? ''));
-      const sent = records.slice(0, maxRecords);
-      if (sent.length === 0) {
-        await audit.record({ ...trail, action: 'ai.request.submit', outcome: 'failure', reason: 'no records of the consented categories', detail: { service: service.id, categories: gate.categories } });
-        throw new ExchangeError('unprocessable', 'there are no records of the categories this service analyses');
-      }
-      // Everything that identifies the patient anywhere in the region is scrubbed, sent or not.
-      const demographics = await fetchRecords(gate.links.map((l) => ({ facilityId: l.facilityId, patientId: l.localId })), ['patient'], 1000);
-      const { bundle } = bundleOf(sent, new Set(gate.categories));
       const id = randomBytes(16).toString('base64url');
-      const deid = deidentify(bundle, {
-        scope: { secret: deps.pseudonymKey, serviceId: service.id, subject: gate.regionalId },
-        birthDate: service.birthDate,
-        shiftDays: shift(),
-        now: at,
-        identity: identityOfRecords([...demographics, ...sent]),
-      });
-      const sealedKey: SealedKey = { key: deid.key, sources: gate.sources };
-      await repo.insertRequest(db, {
+      const sealed: SealedKey = { sources: gate.sources };
+      const row: repo.AiRequestRow = {
         id,
         serviceId: service.id,
         regionalId: gate.regionalId,
         userId: p.userId,
         facilityId: p.facilityId,
         role: p.role,
+        status: 'queued',
+        statusDetail: null,
+        attempts: 0,
         categories: gate.categories,
-        records: sent.length,
-        report: { ...deid.report, truncated: records.length > sent.length },
-        outgoingEnc: box.seal(Buffer.from(JSON.stringify(deid.bundle), 'utf8'), aadOutgoing(id)),
-        reidKeyEnc: box.seal(Buffer.from(JSON.stringify(sealedKey), 'utf8'), aadKey(id)),
-        at,
-      });
+        records: 0,
+        report: null,
+        outgoingEnc: null,
+        reidKeyEnc: box.seal(Buffer.from(JSON.stringify(sealed), 'utf8'), aadKey(id)),
+        sentSha256: null,
+        sentBytes: null,
+        receivedBytes: null,
+        result: null,
+        createdAt: at,
+        updatedAt: at,
+        completedAt: null,
+      };
+      await repo.insertRequest(db, { ...row, reidKeyEnc: row.reidKeyEnc!, at });
       await audit.record({
         ...trail,
         patient: gate.regionalId,
@@ -194,13 +219,11 @@ export function createAiFlow(deps: AiFlowDeps): AiFlow {
           service: service.id,
           categories: gate.categories,
           facilities: [...new Set(gate.sources.map((s) => s.facilityId))].sort(),
-          records: sent.length,
           consentVersions: gate.consentVersionIds,
-          deidentification: deid.report.counts,
         },
       });
       await deps.queue().enqueue(id);
-      return viewOf((await repo.findRequest(db, id))!);
+      return viewOf(row);
     },
 
     async status(p, id) {
@@ -225,9 +248,8 @@ export function createAiFlow(deps: AiFlowDeps): AiFlow {
     },
 
     async process(requestId) {
-      const row = await repo.findRequest(db, requestId);
-      if (!row || row.status !== 'queued') return;
-      if (!(await repo.claimRequest(db, requestId, clock()))) return;
+      const row = await repo.claimRequest(db, requestId, clock());
+      if (!row) return;
       const trail = {
         actor: { userId: row.userId, facilityId: row.facilityId, role: row.role },
         address: null,
@@ -249,30 +271,59 @@ export function createAiFlow(deps: AiFlowDeps): AiFlow {
       const service = await registry.load(row.serviceId);
       if (!service) return end('failed', 'the AI service is no longer registered', 'service removed');
       let sealed: SealedKey;
-      let outgoing: FhirJson;
       try {
         sealed = JSON.parse(box.open(row.reidKeyEnc!, aadKey(requestId)).toString('utf8')) as SealedKey;
-        outgoing = JSON.parse(box.open(row.outgoingEnc!, aadOutgoing(requestId)).toString('utf8')) as FhirJson;
       } catch {
         return end('failed', 'the request could not be read back', 'sealed request data unreadable (key changed or data altered)');
       }
       // A withdrawal, an unlink or a disabled service since submit stops the request here.
       const gate = await decideAiRequest(deps, { userId: row.userId, facilityId: row.facilityId, role: row.role as Role }, service, row.regionalId, clock());
-      const stillPermitted =
-        gate.permitted &&
-        sealed.sources.every((s) => gate.sources.some((g) => g.facilityId === s.facilityId && g.localId === s.localId && s.categories.every((c) => g.categories.includes(c))));
-      if (!stillPermitted) {
-        return end('denied', gate.permitted ? 'consent no longer covers everything this request would send' : gate.publicReason, gate.permitted ? 'consent narrowed since submit' : gate.reason);
-      }
+      if (!gate.permitted) return end('denied', gate.publicReason, gate.reason);
+      const stillPermitted = sealed.sources.every((s) =>
+        gate.sources.some((g) => g.facilityId === s.facilityId && g.localId === s.localId && s.categories.every((c) => g.categories.includes(c))),
+      );
+      if (!stillPermitted) return end('denied', 'consent no longer covers everything this request would send', 'consent narrowed since submit');
+      // Exactly what was permitted at submit (and still is) is sent; the demographics of every
+      // current link are scrubbed from it.
+      let prepared: Prepared;
       try {
-        const r = await client.call(service, outgoing, {
+        const cacheKey = await cacheKeyOf(db, service.id, row.regionalId, sealed.sources, gate.links, maxRecords);
+        const categories = CATEGORIES.filter((c) => sealed.sources.some((s) => s.categories.includes(c)));
+        prepared = await preparer.prepare(
+          { cacheKey, serviceId: service.id, subject: row.regionalId, categories, birthDate: service.birthDate, shiftDays: shift(), now: row.createdAt },
+          () => patientRecords(sealed.sources, gate.links),
+        );
+      } catch (e) {
+        if (!(e instanceof PreparationError)) throw e;
+        deps.log.error({ requestId, err: e }, 'AI request could not be prepared');
+        return end('failed', 'the exchange could not prepare the data for the AI service', e.message);
+      }
+      if (prepared.records === 0) return end('failed', 'there are no records of the categories this service analyses', 'no records of the consented categories');
+      const key = prepared.key;
+      // Noted while the service works; written before the request ends.
+      const noted = repo
+        .notePrepared(db, requestId, {
+          records: prepared.records,
+          report: prepared.report as unknown as Record<string, unknown>,
+          reidKeyEnc: box.seal(Buffer.from(JSON.stringify({ key, sources: sealed.sources } satisfies SealedKey), 'utf8'), aadKey(requestId)),
+          at: clock(),
+        })
+        .then(
+          () => undefined,
+          (err: unknown) => err,
+        );
+      const deidentification = { records: prepared.records, truncated: prepared.report.truncated, changes: prepared.report.counts };
+      try {
+        const r = await client.call(service, { json: prepared.bundleJson }, {
           onAttempt: (a) => {
             if (a.outcome !== 'ok') {
               void repo.noteProgress(db, requestId, a.attempt, `attempt ${a.attempt} failed (${a.outcome}); retrying`, clock()).catch(() => undefined);
             }
           },
         });
-        const back = reidentify(r.resource, sealed.key);
+        const back = reidentify(r.resource, key);
+        const notedErr = await noted;
+        if (notedErr) throw notedErr;
         await audit.record({
           ...trail,
           action: 'ai.request.send',
@@ -289,6 +340,7 @@ export function createAiFlow(deps: AiFlowDeps): AiFlow {
             attempts: r.attempts,
             serviceMs: r.serviceMs,
             unknownPseudonyms: back.unknownPseudonyms,
+            deidentification,
           },
         });
         await repo.finishRequest(db, requestId, {
@@ -302,12 +354,13 @@ export function createAiFlow(deps: AiFlowDeps): AiFlow {
           at: clock(),
         });
       } catch (e) {
+        await noted;
         if (!(e instanceof AiCallError)) {
-          if (e instanceof ExchangeError) return end('failed', 'the AI service answered something the exchange cannot use', e.message, {}, 1);
+          if (e instanceof ExchangeError) return end('failed', 'the AI service answered something the exchange cannot use', e.message, { deidentification }, 1);
           throw e;
         }
         deps.log.warn({ requestId, service: service.id, kind: e.kind, detail: e.detail }, 'AI request failed');
-        await end('failed', e.publicMessage, e.detail, { kind: e.kind, ...(e.retryInMs !== undefined ? { retryInMs: e.retryInMs } : {}) }, e.attempts, e.sent);
+        await end('failed', e.publicMessage, e.detail, { kind: e.kind, ...(e.retryInMs !== undefined ? { retryInMs: e.retryInMs } : {}), deidentification }, e.attempts, e.sent);
       }
     },
   };

@@ -145,6 +145,8 @@ export function datePattern(date: Ymd): RegExp {
  * outside an attribute may be anything and is left alone.
  */
 export function shiftDatesInText(text: string, days: number): { text: string; count: number } {
+  // Every form below starts with four digits: most strings (displays, units, names) have none.
+  if (!/[0-9]{4}/.test(text)) return { text, count: 0 };
   let count = 0;
   const shift = (y: string, m: string, d: string, fmt: (ny: number, nm: number, nd: number) => string, whole: string) => {
     if (!validYmd(+y, +m, +d)) return whole;

@@ -44,6 +44,29 @@ export interface DeidentifyOptions {
   now: number;
   /** Identifiers of the patient known to the exchange beyond the bundle (other facilities). */
   identity?: Partial<PatientIdentity>;
+  /**
+   * What earlier requests for the same patient, service and index version already computed
+   * (deidentificationCache): `identity` is then ignored, the cache's scrubber knows it.
+   */
+  cache?: DeidentificationCache;
+}
+
+/**
+ * Work that does not change between requests for one patient and one service while the index
+ * does not change: the patient's compiled scrubber (which remembers what each string it has seen
+ * became) and the keyed pseudonyms already computed. The date shift is not in it: it is drawn
+ * per request and applied after scrubbing.
+ */
+export interface DeidentificationCache {
+  readonly scope: PseudonymScope;
+  readonly scrubber: Scrubber;
+  readonly pseudonyms: Map<string, string>;
+}
+
+/** The cache of one patient's Bundle for one service (`scope`), its identity compiled once. */
+export function deidentificationCache(bundle: unknown, scope: PseudonymScope, identity?: Partial<PatientIdentity>): DeidentificationCache {
+  if (!isObject(bundle) || bundle['resourceType'] !== 'Bundle') throw invalid('only a FHIR Bundle can be de-identified');
+  return { scope, scrubber: compileScrubber(mergeIdentity(identityOf(bundle), identity), { memo: true }), pseudonyms: new Map() };
 }
 
 export type ChangeKind =
@@ -218,14 +241,25 @@ class Context {
     readonly scope: PseudonymScope,
     readonly shiftDays: number,
     readonly scrubber: Scrubber,
+    private readonly memo: Map<string, string>,
   ) {}
+
+  private pseudonym(kind: string, value: string): string {
+    const k = `${kind}\u0000${value}`;
+    let p = this.memo.get(k);
+    if (p === undefined) {
+      p = pseudonym(this.scope, kind, value);
+      this.memo.set(k, p);
+    }
+    return p;
+  }
 
   count(kind: ChangeKind, n = 1) {
     if (n > 0) this.counts[kind] = (this.counts[kind] ?? 0) + n;
   }
 
   identifier(system: string, value: string): string {
-    const p = pseudonym(this.scope, 'identifier', `${system}|${value}`);
+    const p = this.pseudonym('identifier', `${system}|${value}`);
     this.pseudonyms[p] = { kind: 'identifier', system, value };
     return p;
   }
@@ -234,7 +268,7 @@ class Context {
     const key = `${resourceType}/${id}`;
     const known = this.ids.get(key);
     if (known) return known;
-    const p = pseudonym(this.scope, 'resource-id', key);
+    const p = this.pseudonym('resource-id', key);
     this.pseudonyms[p] = { kind: 'resource-id', resourceType, value: id };
     this.ids.set(key, p);
     return p;
@@ -254,8 +288,13 @@ export function deidentify(bundle: unknown, opts: DeidentifyOptions): Deidentify
   if (!isObject(bundle) || bundle['resourceType'] !== 'Bundle') throw invalid('only a FHIR Bundle can be de-identified');
   if (bundle['entry'] !== undefined && !Array.isArray(bundle['entry'])) throw invalid('Bundle.entry must be an array');
   if (!Number.isInteger(opts.shiftDays)) throw invalid('the date shift must be a whole number of days');
-  const identity = mergeIdentity(identityOf(bundle), opts.identity);
-  const ctx = new Context(opts.scope, opts.shiftDays, compileScrubber(identity));
+  const cache = opts.cache;
+  if (cache && (cache.scope.serviceId !== opts.scope.serviceId || cache.scope.subject !== opts.scope.subject || !Buffer.from(cache.scope.secret).equals(Buffer.from(opts.scope.secret)))) {
+    throw new Error('a de-identification cache is only valid for the service, patient and key it was made for');
+  }
+  const ctx = cache
+    ? new Context(opts.scope, opts.shiftDays, cache.scrubber, cache.pseudonyms)
+    : new Context(opts.scope, opts.shiftDays, compileScrubber(mergeIdentity(identityOf(bundle), opts.identity)), new Map());
   const resources = resourcesOf(bundle);
   // Ids first, so that a reference to a resource later in the bundle gets the same pseudonym.
   for (const r of resources) {

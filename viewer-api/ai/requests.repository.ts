@@ -66,8 +66,8 @@ export interface NewAiRequest {
   role: string;
   categories: string[];
   records: number;
-  report: Record<string, unknown>;
-  outgoingEnc: Buffer;
+  report: Record<string, unknown> | null;
+  outgoingEnc: Buffer | null;
   reidKeyEnc: Buffer;
   at: number;
 }
@@ -85,7 +85,7 @@ export async function insertRequest(db: Db, r: NewAiRequest): Promise<void> {
       status: 'queued',
       categories: jsonb(r.categories),
       records: r.records,
-      report: jsonb(r.report),
+      report: r.report ? jsonb(r.report) : null,
       outgoing_enc: r.outgoingEnc,
       reid_key_enc: r.reidKeyEnc,
       created_at: new Date(r.at),
@@ -100,17 +100,29 @@ export async function findRequest(db: Db, id: string): Promise<AiRequestRow | un
 }
 
 /**
- * Claims a queued request for sending: only one worker wins (the status moves queued -> sending
- * in one statement), so a job delivered twice never calls the service twice.
+ * Claims a queued request for preparing and sending: only one worker wins (the status moves
+ * queued -> sending in one statement), so a job delivered twice never calls the service twice.
+ * Returns the claimed request, or undefined when it was not queued.
  */
-export async function claimRequest(db: Db, id: string, at: number): Promise<boolean> {
+export async function claimRequest(db: Db, id: string, at: number): Promise<AiRequestRow | undefined> {
   const r = await db
     .updateTable('ai_request')
-    .set({ status: 'sending', status_detail: 'sending to the AI service', updated_at: new Date(at) })
+    .set({ status: 'sending', status_detail: 'preparing the de-identified data', updated_at: new Date(at) })
     .where('id', '=', id)
     .where('status', '=', 'queued')
+    .returningAll()
     .executeTakeFirst();
-  return Number(r.numUpdatedRows) === 1;
+  return r && toRow(r);
+}
+
+/** What was prepared for sending: the number of records, the report and the sealed key. */
+export async function notePrepared(db: Db, id: string, p: { records: number; report: Record<string, unknown>; reidKeyEnc: Buffer; at: number }): Promise<void> {
+  await db
+    .updateTable('ai_request')
+    .set({ records: p.records, report: jsonb(p.report), reid_key_enc: p.reidKeyEnc, status_detail: 'sending to the AI service', updated_at: new Date(p.at) })
+    .where('id', '=', id)
+    .where('status', '=', 'sending')
+    .execute();
 }
 
 export async function noteProgress(db: Db, id: string, attempts: number, detail: string, at: number): Promise<void> {

@@ -168,7 +168,31 @@ function addressNeedles(address: string): string[] {
   return [...out].filter((x) => x.length >= 4);
 }
 
-export function compileScrubber(identity: PatientIdentity): Scrubber {
+/** Strings remembered by a memoising scrubber before it starts afresh (bounded memory). */
+const MEMO_ENTRIES = 20_000;
+
+/**
+ * `memo`: remember what each string became (a patient's records repeat the same texts: codes'
+ * displays, units, document bodies). The scrubber is pure, so a remembered answer is the answer.
+ */
+export function compileScrubber(identity: PatientIdentity, opts: { memo?: boolean } = {}): Scrubber {
+  const inner = compileScrubberOnce(identity);
+  if (!opts.memo) return inner;
+  const seen = new Map<string, ReturnType<Scrubber['scrub']>>();
+  return {
+    scrub(text) {
+      let r = seen.get(text);
+      if (!r) {
+        r = inner.scrub(text);
+        if (seen.size >= MEMO_ENTRIES) seen.clear();
+        seen.set(text, r);
+      }
+      return { text: r.text, counts: { ...r.counts } };
+    },
+  };
+}
+
+function compileScrubberOnce(identity: PatientIdentity): Scrubber {
   const needles: Needle[] = [];
   const add = (kind: ScrubKind, raw: string | undefined, opts: { digits?: boolean; min?: number } = {}) => {
     if (!raw) return;

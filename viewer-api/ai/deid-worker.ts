@@ -1,0 +1,32 @@
+import { parentPort, workerData } from 'node:worker_threads';
+import { PatientBundleCache, type PatientRecords, type PrepareRequest } from './prepare.js';
+
+/**
+ * The body of a de-identification worker thread. Protocol (structured clone):
+ *   in:  { id, request: PrepareRequest, records?: PatientRecords }
+ *   out: { id, prepared } | { id, miss: true } | { id, error }
+ * A request without records is answered `miss` when the patient's Bundle is not cached here;
+ * the pool then sends it again with the records. workerData: { secret, capacity }.
+ */
+export interface WorkerIn {
+  id: number;
+  request: PrepareRequest;
+  records?: PatientRecords;
+}
+
+export function serveDeidentification(): void {
+  const port = parentPort;
+  if (!port) throw new Error('serveDeidentification runs in a worker thread');
+  const { secret, capacity } = workerData as { secret: Uint8Array; capacity?: number };
+  const cache = new PatientBundleCache(secret, capacity);
+  port.on('message', (m: WorkerIn) => {
+    try {
+      if (m.records) cache.load(m.request, m.records);
+      const prepared = cache.prepare(m.request);
+      port.postMessage(prepared ? { id: m.id, prepared } : { id: m.id, miss: true });
+    } catch (e) {
+      port.postMessage({ id: m.id, error: e instanceof Error ? e.message : String(e) });
+    }
+  });
+  port.postMessage({ ready: true });
+}
