@@ -1,96 +1,139 @@
 /**
  * AI services through the exchange: a stand-in service answering in 200 ms, at least 100
- * analysis requests in flight, and the exchange's own overhead per request (from the start of
- * the clinician's POST to the result stored, minus the time the service took), p50/p95/p99;
- * plus the viewer's timeline latency before and while the load runs.
+ * analysis requests in flight, and the exchange's own overhead per request: from the start of
+ * the clinician's POST to the result stored (the exchange's completed_at), minus the time the
+ * exchange spent waiting for the service (its HTTP round trips, as audited in serviceMs);
+ * p50/p95/p99. Plus the viewer's timeline latency before and while the load runs, and the CPU
+ * the exchange (its process with its worker threads, and its PostgreSQL backends) spent per
+ * request.
  *
- *   npx tsx bench/ai.bench.ts [--requests 600] [--inflight 120] [--backend postgres|embedded]
+ *   npx tsx bench/ai.bench.ts [--requests 1500] [--inflight 100] [--patients 10]
  *
- * Needs the machine's PostgreSQL (postgres backend). Prints JSON.
+ * Two processes: this one runs the exchange (PostgreSQL backend, in-process AI queue, the
+ * de-identification worker threads); a child process runs the load clients, the timeline client
+ * and the stand-in service, so that their CPU is not counted as the exchange's. The child sees
+ * a request finish by polling the database for its completed_at (one query for all pending
+ * requests every 20 ms) instead of asking the exchange. Needs the machine's PostgreSQL. Prints
+ * JSON, with the machine and its load average.
  */
 import fs from 'node:fs';
+import os from 'node:os';
 import path from 'node:path';
+import { execSync, fork } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { readStoredFile } from '../ingest/records/read.js';
-import { insertFacility } from '../store/backup/backup.repository.js';
-import type { Db } from '../store/db.js';
-import { startStandIn } from '../viewer-api/ai/standin.js';
-import { SAMPLES_ROOT, tempDir } from '../test/support/tmp.js';
-import { createTestDatabase } from '../test/support/postgres.js';
-import { createExchange } from '../viewer-api/exchange.js';
-import { testConfig } from '../viewer-api/config.js';
-import { totpCode } from '../viewer-api/auth/totp.js';
-
-type Backend = 'postgres' | 'embedded';
+import { fileURLToPath } from 'node:url';
+import { monitorEventLoopDelay } from 'node:perf_hooks';
+import pg from 'pg';
 
 const arg = (name: string, def: string) => {
   const i = process.argv.indexOf(`--${name}`);
   return i > 0 ? process.argv[i + 1]! : def;
 };
-const REQUESTS = Number(arg('requests', '600'));
-const INFLIGHT = Number(arg('inflight', '120'));
-const BACKEND = arg('backend', 'postgres') as Backend;
 
 const pct = (xs: number[], p: number) => {
   const s = [...xs].sort((a, b) => a - b);
   return s.length ? Math.round(s[Math.min(s.length - 1, Math.floor((p / 100) * s.length))]! * 10) / 10 : NaN;
 };
 const summary = (xs: number[]) => ({ n: xs.length, p50: pct(xs, 50), p95: pct(xs, 95), p99: pct(xs, 99), max: pct(xs, 100) });
+const round = (x: number, d = 1) => Math.round(x * 10 ** d) / 10 ** d;
 
-async function indexPatient(db: Db, facilityId: string): Promise<void> {
-  const root = path.join(SAMPLES_ROOT, '999/901/9999013');
-  const walk = (d: string): string[] => fs.readdirSync(d, { withFileTypes: true }).flatMap((e) => (e.isDirectory() ? walk(path.join(d, e.name)) : [path.join(d, e.name)]));
-  for (const abs of walk(root)) {
-    const bytes = fs.readFileSync(abs);
-    const out = readStoredFile({ facilityId, path: path.relative(SAMPLES_ROOT, abs), sha256: createHash('sha256').update(bytes).digest('hex'), bytes });
-    if (out.status !== 'ok' || !out.record) continue;
-    const s = out.record.source;
-    await db
-      .insertInto('record')
-      .values({
-        facility_id: facilityId, path: s.path, sha256: s.sha256, added_seq: 1, snapshot_id: `snap-${facilityId}`, patient_id: s.patientId,
-        data_type: s.dataType, category: out.record.category, care_date: s.careDate, order_no: s.orderNo, message_ts: s.timestamp,
-        department: s.department, condition_flag: s.condition, status: 'ok', content: JSON.stringify(out.record),
-      })
-      .execute();
-  }
-  await db.insertInto('record_index_state').values({ facility_id: facilityId, published_seq: 1, published_snapshot_id: `snap-${facilityId}`, published_at: new Date() }).execute();
+interface Go {
+  type: 'go';
+  url: string;
+  token: string;
+  patients: string[];
+  dbUrl: string;
+  requests: number;
+  inflight: number;
 }
 
-async function main() {
-  // The exchange on the real clock: request times are read back from its database.
+type ToParent = { type: 'standin'; base: string } | { type: 'mark'; what: 'load-start' | 'load-end' } | { type: 'result'; result: Record<string, unknown> } | { type: 'error'; message: string };
+
+// ---------------------------------------------------------------------------------------------
+// The exchange's side
+
+async function exchangeMain() {
+  const REQUESTS = Number(arg('requests', '1500'));
+  const INFLIGHT = Number(arg('inflight', '100'));
+  const PATIENTS = Number(arg('patients', '10'));
+  const { readStoredFile } = await import('../ingest/records/read.js');
+  const { insertFacility } = await import('../store/backup/backup.repository.js');
+  const { SAMPLES_ROOT, tempDir } = await import('../test/support/tmp.js');
+  const { createTestDatabase } = await import('../test/support/postgres.js');
+  const { createExchange } = await import('../viewer-api/exchange.js');
+  const { testConfig } = await import('../viewer-api/config.js');
+  const { totpCode } = await import('../viewer-api/auth/totp.js');
+  type Db = import('../store/db.js').Db;
+
+  const sampleFiles = (() => {
+    const root = path.join(SAMPLES_ROOT, '999/901/9999013');
+    const walk = (d: string): string[] => fs.readdirSync(d, { withFileTypes: true }).flatMap((e) => (e.isDirectory() ? walk(path.join(d, e.name)) : [path.join(d, e.name)]));
+    return walk(root).map((abs) => ({ rel: path.relative(SAMPLES_ROOT, abs), bytes: fs.readFileSync(abs) }));
+  })();
+  const indexPatient = async (db: Db, facilityId: string) => {
+    for (const f of sampleFiles) {
+      const out = readStoredFile({ facilityId, path: f.rel, sha256: createHash('sha256').update(f.bytes).digest('hex'), bytes: f.bytes });
+      if (out.status !== 'ok' || !out.record) continue;
+      const s = out.record.source;
+      await db
+        .insertInto('record')
+        .values({
+          facility_id: facilityId, path: s.path, sha256: s.sha256, added_seq: 1, snapshot_id: `snap-${facilityId}`, patient_id: s.patientId,
+          data_type: s.dataType, category: out.record.category, care_date: s.careDate, order_no: s.orderNo, message_ts: s.timestamp,
+          department: s.department, condition_flag: s.condition, status: 'ok', content: JSON.stringify(out.record),
+        })
+        .execute();
+    }
+    await db.insertInto('record_index_state').values({ facility_id: facilityId, published_seq: 1, published_snapshot_id: `snap-${facilityId}`, published_at: new Date() }).execute();
+  };
+
   const tmp = tempDir('hakobune-ai-bench-');
-  const pg = BACKEND === 'postgres' ? await createTestDatabase('aibench') : undefined;
-  const base = testConfig(tmp.dir, pg ? { databaseUrl: pg.url } : {});
+  const pgdb = await createTestDatabase('aibench');
+  const base = testConfig(tmp.dir, { databaseUrl: pgdb.url });
   const exchange = await createExchange({ ...base, auth: { ...base.auth, loginAttemptsPerMinute: 10_000 } });
   const url = await exchange.listen();
   const cli = { actor: { username: 'cli:bench' }, address: null, endpoint: 'bench' };
-  const h = { exchange, url, cli, clock: { ms: Date.now() } };
-  const get = (p: string, token: string) => fetch(`${url}${p}`, { headers: { authorization: `Bearer ${token}` } });
-  const stand = await startStandIn({ delayMs: 200 });
-  try {
-    const db = h.exchange.db;
-    const consent = h.exchange.consent;
-    const actor = 'bench';
-    for (const id of ['FA', 'FB']) {
-      await insertFacility(db, { id, name: `Facility ${id}`, kind: 'hospital' });
-      await consent.consent.setParticipation(actor, { facilityId: id, kind: 'hospital', discloses: true, views: true }, 'bench');
-      await indexPatient(db, id);
-    }
-    const regional = (await consent.identity.enrol(actor, { facilityId: 'FA', localId: '9999013' }, { evidence: 'bench' })).regionalId;
-    await consent.identity.enrol(actor, { facilityId: 'FB', localId: '9999013' }, { regionalId: regional, evidence: 'bench' });
-    await consent.consent.record(actor, regional, {
-      terms: {
-        status: 'opted-in',
-        disclosing: { mode: 'all' },
-        receiving: { kinds: ['hospital'], facilities: [], exclude: [] },
-        categories: { mode: 'all' },
-        purposes: { treatment: true, emergency: 'unspecified', aiServices: ['bench-model'], research: false },
-        validFrom: Date.now() - 86_400_000,
-        validTo: null,
-      },
+  const child = fork(fileURLToPath(import.meta.url), ['--role', 'clients'], { execArgv: ['--import', 'tsx'], stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
+  const fromChild = <T extends ToParent['type']>(type: T) =>
+    new Promise<Extract<ToParent, { type: T }>>((resolve, reject) => {
+      const on = (m: ToParent) => {
+        if (m.type === 'error') reject(new Error(`clients: ${m.message}`));
+        if (m.type === type) {
+          child.off('message', on);
+          resolve(m as Extract<ToParent, { type: T }>);
+        }
+      };
+      child.on('message', on);
     });
-    await h.exchange.ai.registry.register(h.cli, {
+  try {
+    const db = exchange.db;
+    const consent = exchange.consent;
+    const actor = 'bench';
+    const patients: string[] = [];
+    for (let i = 0; i < PATIENTS; i++) {
+      const [fa, fb] = [`A${i}`, `B${i}`];
+      for (const id of [fa, fb]) {
+        await insertFacility(db, { id, name: `Facility ${id}`, kind: 'hospital' });
+        await consent.consent.setParticipation(actor, { facilityId: id, kind: 'hospital', discloses: true, views: true }, 'bench');
+        await indexPatient(db, id);
+      }
+      const regional = (await consent.identity.enrol(actor, { facilityId: fa, localId: '9999013' }, { evidence: 'bench' })).regionalId;
+      await consent.identity.enrol(actor, { facilityId: fb, localId: '9999013' }, { regionalId: regional, evidence: 'bench' });
+      await consent.consent.record(actor, regional, {
+        terms: {
+          status: 'opted-in',
+          disclosing: { mode: 'all' },
+          receiving: { kinds: ['hospital'], facilities: [], exclude: [] },
+          categories: { mode: 'all' },
+          purposes: { treatment: true, emergency: 'unspecified', aiServices: ['bench-model'], research: false },
+          validFrom: Date.now() - 86_400_000,
+          validTo: null,
+        },
+      });
+      patients.push(regional);
+    }
+    const stand = await fromChild('standin');
+    await exchange.ai.registry.register(cli, {
       id: 'bench-model',
       name: 'bench stand-in (200 ms)',
       baseUrl: stand.base,
@@ -103,116 +146,238 @@ async function main() {
       location: { country: 'JP', region: 'loopback' },
       birthDate: 'age',
     });
-    const u = await exchange.viewer.admin.addUser(cli, { facilityId: 'FB', username: 'doctor', displayName: 'doctor', role: 'physician', password: 'a long bench passphrase' });
-    const device = await exchange.viewer.admin.registerDevice(cli, 'FB', 'bench terminal');
+    const u = await exchange.viewer.admin.addUser(cli, { facilityId: 'B0', username: 'doctor', displayName: 'doctor', role: 'physician', password: 'a long bench passphrase' });
+    const device = await exchange.viewer.admin.registerDevice(cli, 'B0', 'bench terminal');
     const login = await fetch(`${url}/api/auth/login`, {
       method: 'POST',
       headers: { 'content-type': 'application/json', 'x-device-credential': device.credential },
-      body: JSON.stringify({ facilityId: 'FB', username: 'doctor', password: 'a long bench passphrase', totp: await totpCode(u.totpSecret, Date.now()) }),
+      body: JSON.stringify({ facilityId: 'B0', username: 'doctor', password: 'a long bench passphrase', totp: await totpCode(u.totpSecret, Date.now()) }),
     });
     if (login.status !== 200) throw new Error(`login: ${login.status} ${await login.text()}`);
     const token = ((await login.json()) as { token: string }).token;
 
-    const submit = async (): Promise<{ id: string; start: number; submitMs: number }> => {
-      const start = Date.now();
-      const res = await fetch(`${h.url}/api/ai/requests`, {
-        method: 'POST',
-        headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json' },
-        body: JSON.stringify({ serviceId: 'bench-model', patientId: regional }),
-      });
-      if (res.status !== 202) throw new Error(`submit: ${res.status} ${await res.text()}`);
-      const { id } = (await res.json()) as { id: string };
-      return { id, start, submitMs: Date.now() - start };
-    };
-    const settle = async (id: string) => {
-      for (;;) {
-        const row = await db.selectFrom('ai_request').select(['status', 'completed_at']).where('id', '=', id).executeTakeFirstOrThrow();
-        if (row.status === 'done') return row.completed_at!.getTime();
-        if (row.status === 'failed' || row.status === 'denied') throw new Error(`request ${id} ${row.status}`);
-        // Polling only keeps the number in flight; times come from the exchange's own records.
-        await new Promise((r) => setTimeout(r, 250));
+    // CPU of the exchange: this process (event loop and worker threads) and its PostgreSQL backends.
+    const tick = Number(execSync('getconf CLK_TCK').toString().trim()) || 100;
+    const admin = new pg.Client({ connectionString: pgdb.url });
+    await admin.connect();
+    const backendsCpu = async () => {
+      const { rows } = await admin.query<{ pid: number }>('select pid from pg_stat_activity where datname = $1 and pid <> pg_backend_pid()', [pgdb.name]);
+      const out = new Map<number, number>();
+      for (const { pid } of rows) {
+        try {
+          const f = fs.readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]!.split(' ');
+          out.set(pid, ((Number(f[11]) + Number(f[12])) / tick) * 1000);
+        } catch {
+          // The backend ended meanwhile.
+        }
       }
+      return out;
     };
-    const timeline = async (samples: number[], until: () => boolean) => {
-      while (!until()) {
-        const t = performance.now();
-        const r = await get(`/api/patients/${regional}/timeline?limit=50`, token);
-        await r.arrayBuffer();
-        if (r.status !== 200) throw new Error(`timeline: ${r.status}`);
-        samples.push(performance.now() - t);
+    const loop = monitorEventLoopDelay({ resolution: 10 });
+    let cpu0 = process.cpuUsage();
+    let pg0 = new Map<number, number>();
+    let load0 = os.loadavg();
+    let t0 = 0;
+    child.on('message', (m: ToParent) => {
+      if (m.type !== 'mark') return;
+      if (m.what === 'load-start') {
+        cpu0 = process.cpuUsage();
+        load0 = os.loadavg();
+        t0 = performance.now();
+        loop.enable();
+        void backendsCpu().then((b) => (pg0 = b));
       }
-    };
-
-    // Warm-up (first FHIR schema compilation, connections).
-    for (let i = 0; i < 5; i++) await settle((await submit()).id);
-
-    const baseline: number[] = [];
-    let n = 0;
-    await timeline(baseline, () => ++n > 200);
-
-    const overhead: number[] = [];
-    const submitMs: number[] = [];
-    const endToEnd: number[] = [];
-    let inflight = 0;
-    let maxInflight = 0;
-    const inflightSamples: number[] = [];
-    let started = 0;
-    let done = false;
-    const during: number[] = [];
-    const sampler = setInterval(() => inflightSamples.push(inflight), 50);
-    const t0 = Date.now();
-    const worker = async () => {
-      while (started < REQUESTS) {
-        started++;
-        inflight++;
-        maxInflight = Math.max(maxInflight, inflight);
-        const s = await submit();
-        const completed = await settle(s.id);
-        inflight--;
-        submitMs.push(s.submitMs);
-        endToEnd.push(completed - s.start);
-        const audit = await db
-          .selectFrom('audit_event')
-          .select('detail')
-          .where('action', '=', 'ai.request.send')
-          .where('detail', 'like', `%"request":"${s.id}"%`)
-          .executeTakeFirstOrThrow();
-        const serviceMs = (JSON.parse(String(audit.detail)) as { serviceMs: number }).serviceMs;
-        overhead.push(completed - s.start - serviceMs);
-      }
-    };
-    const timelineRun = timeline(during, () => done);
-    await Promise.all(Array.from({ length: INFLIGHT }, worker));
-    done = true;
-    await timelineRun;
-    clearInterval(sampler);
-    const seconds = (Date.now() - t0) / 1000;
-    const steady = inflightSamples.slice(Math.floor(inflightSamples.length * 0.1), Math.floor(inflightSamples.length * 0.9));
-    const result = {
-      backend: BACKEND,
-      queue: h.exchange.ai.queue.kind,
-      requests: REQUESTS,
-      workers: INFLIGHT,
-      inFlight: { max: maxInflight, medianWhileRunning: pct(steady, 50) },
-      standInDelayMs: 200,
-      seconds: Math.round(seconds * 10) / 10,
-      requestsPerSecond: Math.round((REQUESTS / seconds) * 10) / 10,
-      overheadMs: summary(overhead),
-      submitMs: summary(submitMs),
-      endToEndMs: summary(endToEnd),
-      timelineMs: { before: summary(baseline), during: summary(during) },
-      standInReceived: stand.received.length,
-    };
-    process.stdout.write(JSON.stringify(result, null, 2) + '\n');
+    });
+    const end = fromChild('mark');
+    child.send({ type: 'go', url, token, patients, dbUrl: pgdb.url, requests: REQUESTS, inflight: INFLIGHT } satisfies Go);
+    await end; // load-start
+    await fromChild('mark'); // load-end
+    const wall = performance.now() - t0;
+    loop.disable();
+    const cpu = process.cpuUsage(cpu0);
+    const pg1 = await backendsCpu();
+    let pgMs = 0;
+    for (const [pid, ms] of pg1) pgMs += ms - (pg0.get(pid) ?? 0);
+    const load1 = os.loadavg();
+    const { result } = await fromChild('result');
+    const n = Number((result as { requests: number }).requests);
+    const exchangeMs = (cpu.user + cpu.system) / 1000;
+    process.stdout.write(
+      JSON.stringify(
+        {
+          machine: { cpus: os.cpus().length, model: os.cpus()[0]?.model, node: process.version },
+          loadAverage: { atStart: load0.map((x) => round(x, 2)), atEnd: load1.map((x) => round(x, 2)) },
+          queue: exchange.ai.queue.kind,
+          ...result,
+          exchangeCpu: {
+            processMs: round(exchangeMs, 0),
+            postgresMs: round(pgMs, 0),
+            perRequestMs: { process: round(exchangeMs / n, 2), postgres: round(pgMs / n, 2), total: round((exchangeMs + pgMs) / n, 2) },
+            coresBusy: round((exchangeMs + pgMs) / wall, 2),
+          },
+          eventLoopDelayMs: { p50: round(loop.percentile(50) / 1e6), p99: round(loop.percentile(99) / 1e6), max: round(loop.max / 1e6) },
+        },
+        null,
+        2,
+      ) + '\n',
+    );
+    await admin.end();
   } finally {
-    await stand.close();
+    child.kill();
     await exchange.stop();
-    await pg?.drop();
+    await pgdb.drop();
     tmp.remove();
   }
 }
 
-main().catch((e) => {
-  process.stderr.write(`${(e as Error).stack ?? e}\n`);
-  process.exit(1);
-});
+// ---------------------------------------------------------------------------------------------
+// The clients' side (a child process): the stand-in, the load, the timeline
+
+async function clientsMain() {
+  const { startStandIn } = await import('../viewer-api/ai/standin.js');
+  const send = (m: ToParent) => process.send!(m);
+  const stand = await startStandIn({ delayMs: 200, countOnly: true });
+  send({ type: 'standin', base: stand.base });
+  const go = await new Promise<Go>((resolve) => process.on('message', (m: Go) => m.type === 'go' && resolve(m)));
+  const db = new pg.Pool({ connectionString: go.dbUrl, max: 2 });
+  const auth = { authorization: `Bearer ${go.token}` };
+
+  // Completion times come from the exchange's own records, read in one query for all.
+  const waiting = new Map<string, (r: { status: string; doneMs: number }) => void>();
+  let polling = true;
+  const poller = (async () => {
+    while (polling) {
+      if (waiting.size) {
+        const { rows } = await db.query<{ id: string; status: string; done_ms: number }>(
+          `select id, status, extract(epoch from completed_at) * 1000 as done_ms from ai_request where id = any($1) and status in ('done', 'failed', 'denied')`,
+          [[...waiting.keys()]],
+        );
+        for (const r of rows) {
+          waiting.get(r.id)?.({ status: r.status, doneMs: Number(r.done_ms) });
+          waiting.delete(r.id);
+        }
+      }
+      await new Promise((r) => setTimeout(r, 20));
+    }
+  })();
+  const settled = (id: string) => new Promise<{ status: string; doneMs: number }>((resolve) => waiting.set(id, resolve));
+
+  const one = async (patientId: string) => {
+    const start = Date.now();
+    const res = await fetch(`${go.url}/api/ai/requests`, {
+      method: 'POST',
+      headers: { ...auth, 'content-type': 'application/json' },
+      body: JSON.stringify({ serviceId: 'bench-model', patientId }),
+    });
+    if (res.status !== 202) throw new Error(`submit: ${res.status} ${await res.text()}`);
+    const { id } = (await res.json()) as { id: string };
+    const submitMs = Date.now() - start;
+    const s = await settled(id);
+    if (s.status !== 'done') throw new Error(`request ${id} ${s.status}`);
+    return { id, start, submitMs, doneMs: s.doneMs };
+  };
+  const timeline = async (samples: number[], until: () => boolean) => {
+    while (!until()) {
+      const t = performance.now();
+      const r = await fetch(`${go.url}/api/patients/${go.patients[0]}/timeline?limit=50`, { headers: auth });
+      await r.arrayBuffer();
+      if (r.status !== 200) throw new Error(`timeline: ${r.status}`);
+      samples.push(performance.now() - t);
+    }
+  };
+  const serviceMsOf = async (ids: string[]) => {
+    const { rows } = await db.query<{ detail: string }>(`select detail from audit_event where action = 'ai.request.send' and outcome = 'success'`);
+    const by = new Map<string, number>();
+    for (const r of rows) {
+      const d = JSON.parse(r.detail) as { request: string; serviceMs: number };
+      by.set(d.request, d.serviceMs);
+    }
+    return ids.map((id) => by.get(id)!);
+  };
+
+  // Cold: the first request for each patient (records read and mapped, scrubber compiled), one at a time.
+  const cold: { id: string; start: number; doneMs: number }[] = [];
+  for (const p of go.patients) cold.push(await one(p));
+  const coldService = await serviceMsOf(cold.map((c) => c.id));
+  const coldOverhead = cold.map((c, i) => c.doneMs - c.start - coldService[i]!);
+  // Warm, one at a time.
+  const single: { id: string; start: number; submitMs: number; doneMs: number }[] = [];
+  for (let i = 0; i < 20; i++) single.push(await one(go.patients[i % go.patients.length]!));
+  const singleService = await serviceMsOf(single.map((c) => c.id));
+
+  const before: number[] = [];
+  let n = 0;
+  await timeline(before, () => ++n > 200);
+
+  const results: { id: string; start: number; submitMs: number; doneMs: number }[] = [];
+  let started = 0;
+  let inflight = 0;
+  let maxInflight = 0;
+  const inflightSamples: number[] = [];
+  let done = false;
+  const during: number[] = [];
+  const cpu0 = process.cpuUsage();
+  send({ type: 'mark', what: 'load-start' });
+  const sampler = setInterval(() => inflightSamples.push(inflight), 50);
+  const t0 = Date.now();
+  const worker = async () => {
+    while (started < go.requests) {
+      const p = go.patients[started++ % go.patients.length]!;
+      inflight++;
+      maxInflight = Math.max(maxInflight, inflight);
+      results.push(await one(p));
+      inflight--;
+    }
+  };
+  const timelineRun = timeline(during, () => done);
+  await Promise.all(Array.from({ length: go.inflight }, worker));
+  done = true;
+  await timelineRun;
+  const seconds = (Date.now() - t0) / 1000;
+  send({ type: 'mark', what: 'load-end' });
+  clearInterval(sampler);
+  const clientCpu = process.cpuUsage(cpu0);
+  polling = false;
+  await poller;
+  const service = await serviceMsOf(results.map((r) => r.id));
+  const overhead = results.map((r, i) => r.doneMs - r.start - service[i]!);
+  const steady = inflightSamples.slice(Math.floor(inflightSamples.length * 0.1), Math.floor(inflightSamples.length * 0.9));
+  send({
+    type: 'result',
+    result: {
+      requests: go.requests,
+      clients: go.inflight,
+      patients: go.patients.length,
+      standInDelayMs: 200,
+      inFlight: { max: maxInflight, medianWhileRunning: pct(steady, 50) },
+      seconds: round(seconds),
+      requestsPerSecond: round(go.requests / seconds),
+      overheadMs: summary(overhead),
+      submitMs: summary(results.map((r) => r.submitMs)),
+      endToEndMs: summary(results.map((r) => r.doneMs - r.start)),
+      serviceMs: summary(service),
+      single: { overheadMs: summary(single.map((r, i) => r.doneMs - r.start - singleService[i]!)), submitMs: summary(single.map((r) => r.submitMs)) },
+      coldFirstRequestPerPatient: { overheadMs: summary(coldOverhead) },
+      timelineMs: { before: summary(before), during: summary(during) },
+      standInReceived: stand.received.length,
+      clientProcessCpuMs: round((clientCpu.user + clientCpu.system) / 1000, 0),
+    },
+  });
+  await db.end();
+  await stand.close();
+}
+
+if (process.argv.includes('--role') && arg('role', '') === 'clients') {
+  clientsMain().catch((e) => {
+    process.send?.({ type: 'error', message: String((e as Error).stack ?? e) } satisfies ToParent);
+    process.exit(1);
+  });
+} else {
+  exchangeMain().then(
+    () => process.exit(0),
+    (e) => {
+      process.stderr.write(`${(e as Error).stack ?? e}\n`);
+      process.exit(1);
+    },
+  );
+}

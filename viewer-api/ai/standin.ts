@@ -35,6 +35,8 @@ export interface StandInOptions {
   oauth?: { clientId: string; clientSecret: string; expiresIn: number };
   /** Delay of every normal answer. */
   delayMs?: number;
+  /** Keep only the number of requests received, not their bodies (long benchmark runs). */
+  countOnly?: boolean;
 }
 
 export interface StandIn {
@@ -116,7 +118,7 @@ export async function startStandIn(opts: StandInOptions = {}): Promise<StandIn> 
         res.end(JSON.stringify({ access_token: token, token_type: 'Bearer', expires_in: opts.oauth.expiresIn }));
         return;
       }
-      state.received.push({ method: req.method ?? '', url: req.url ?? '', headers: req.headers, body, at: Date.now() });
+      state.received.push(opts.countOnly ? { method: req.method ?? '', url: '', headers: {}, body: '', at: Date.now() } : { method: req.method ?? '', url: req.url ?? '', headers: req.headers, body, at: Date.now() });
       if (opts.bearer || opts.oauth) {
         const token = (req.headers.authorization ?? '').replace(/^Bearer /, '');
         if (!state.validTokens.has(token)) {
