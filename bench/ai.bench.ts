@@ -7,7 +7,7 @@
  * the exchange (its process with its worker threads, and its PostgreSQL backends) spent per
  * request.
  *
- *   npx tsx bench/ai.bench.ts [--requests 1500] [--inflight 100] [--patients 10]
+ *   npx tsx bench/ai.bench.ts [--requests 1500] [--inflight 100] [--patients 10] [--profile out.cpuprofile]
  *
  * Two processes: this one runs the exchange (PostgreSQL backend, in-process AI queue, the
  * de-identification worker threads); a child process runs the load clients, the timeline client
@@ -94,17 +94,28 @@ async function exchangeMain() {
   const url = await exchange.listen();
   const cli = { actor: { username: 'cli:bench' }, address: null, endpoint: 'bench' };
   const child = fork(fileURLToPath(import.meta.url), ['--role', 'clients'], { execArgv: ['--import', 'tsx'], stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
-  const fromChild = <T extends ToParent['type']>(type: T) =>
-    new Promise<Extract<ToParent, { type: T }>>((resolve, reject) => {
-      const on = (m: ToParent) => {
-        if (m.type === 'error') reject(new Error(`clients: ${m.message}`));
-        if (m.type === type) {
-          child.off('message', on);
-          resolve(m as Extract<ToParent, { type: T }>);
-        }
-      };
-      child.on('message', on);
-    });
+  // Every message is kept until asked for: one sent while this process was busy is not lost.
+  const inbox: ToParent[] = [];
+  const waiters: (() => void)[] = [];
+  child.on('message', (m: ToParent) => {
+    inbox.push(m);
+    for (const w of waiters.splice(0)) w();
+  });
+  child.on('exit', (code) => {
+    inbox.push({ type: 'error', message: `the clients' process ended (exit code ${code})` });
+    for (const w of waiters.splice(0)) w();
+  });
+  const fromChild = async <T extends ToParent['type']>(type: T): Promise<Extract<ToParent, { type: T }>> => {
+    for (;;) {
+      const i = inbox.findIndex((m) => m.type === type || m.type === 'error');
+      if (i >= 0) {
+        const [m] = inbox.splice(i, 1);
+        if (m!.type === 'error') throw new Error(`clients: ${(m as { message: string }).message}`);
+        return m as Extract<ToParent, { type: T }>;
+      }
+      await new Promise<void>((r) => waiters.push(r));
+    }
+  };
   try {
     const db = exchange.db;
     const consent = exchange.consent;
@@ -173,27 +184,25 @@ async function exchangeMain() {
       }
       return out;
     };
+    const PROFILE = arg('profile', '');
+    const inspector = PROFILE ? new (await import('node:inspector/promises')).Session() : undefined;
+    inspector?.connect();
     const loop = monitorEventLoopDelay({ resolution: 10 });
-    let cpu0 = process.cpuUsage();
-    let pg0 = new Map<number, number>();
-    let load0 = os.loadavg();
-    let t0 = 0;
-    child.on('message', (m: ToParent) => {
-      if (m.type !== 'mark') return;
-      if (m.what === 'load-start') {
-        cpu0 = process.cpuUsage();
-        load0 = os.loadavg();
-        t0 = performance.now();
-        loop.enable();
-        void backendsCpu().then((b) => (pg0 = b));
-      }
-    });
-    const end = fromChild('mark');
     child.send({ type: 'go', url, token, patients, dbUrl: pgdb.url, requests: REQUESTS, inflight: INFLIGHT } satisfies Go);
-    await end; // load-start
+    await fromChild('mark'); // load-start
+    const cpu0 = process.cpuUsage();
+    const load0 = os.loadavg();
+    const t0 = performance.now();
+    loop.enable();
+    const pg0 = await backendsCpu();
+    if (inspector) {
+      await inspector.post('Profiler.enable');
+      await inspector.post('Profiler.start');
+    }
     await fromChild('mark'); // load-end
     const wall = performance.now() - t0;
     loop.disable();
+    if (inspector) fs.writeFileSync(PROFILE, JSON.stringify((await inspector.post('Profiler.stop')).profile));
     const cpu = process.cpuUsage(cpu0);
     const pg1 = await backendsCpu();
     let pgMs = 0;

@@ -161,7 +161,7 @@ export async function createExchange(config: Config, opts: ExchangeOptions = {})
     facilitiesRouter({ auth: viewer.auth, audit: viewer.audit, roles: viewer.roles, db, participation: consent.consent, hygiene: adminHygiene }),
     consentAdminRouter({ auth: viewer.auth, audit: viewer.audit, roles: viewer.roles, identity: consent.identity, consent: consent.consent, hygiene: adminHygiene }),
   );
-  const ai = createAiModule({ db, config, log, clock: opts.clock ?? Date.now, audit: viewer.audit, auth: viewer.auth, roles: viewer.roles, contexts: consent.contexts, queuePrefix: opts.jobs?.queuePrefix });
+  const ai = createAiModule({ db, config, log, clock: opts.clock ?? Date.now, audit: viewer.audit, auth: viewer.auth, roles: viewer.roles, contexts: consent.contexts, consent, queuePrefix: opts.jobs?.queuePrefix });
   routers.push(...ai.routers);
   const app = createHttpApp({
     log,

@@ -2,6 +2,9 @@ import fs from 'node:fs';
 import { hkdfSync } from 'node:crypto';
 import type Router from '@koa/router';
 import type { Logger } from 'pino';
+import { Kysely, PostgresDialect } from 'kysely';
+import pg from 'pg';
+import type { Database } from '../../store/database.js';
 import type { Db } from '../../store/db.js';
 import type { Config } from '../config.js';
 import type { AuditLog } from '../audit/audit.service.js';
@@ -9,11 +12,12 @@ import type { AuthService } from '../auth/auth.service.js';
 import { SecretBox } from '../auth/secret-box.js';
 import type { RolePolicy } from '../roles/roles.js';
 import { securityHeaders } from '../routes/hygiene.js';
-import { createDecisionContextLoader, createParticipationCache, type DecisionContextLoader } from '../../consent/decision-context.js';
-import { defaultPolicy } from '../../consent/policy.js';
+import { createDecisionContextLoader, createParticipationCache, type DecisionContextLoader, type ParticipationCache } from '../../consent/decision-context.js';
+import { defaultPolicy, type ConsentPolicy } from '../../consent/policy.js';
 import { createAnswerValidator } from './answer-validator.js';
 import { AiClient } from './ai-client.js';
 import { createAiQueue, type AiQueue } from './ai.queue.js';
+import { createBatchedAuditLog } from './audit-batch.js';
 import { createInlinePreparer, createWorkerPreparer, defaultPreparerThreads } from './deid-pool.js';
 import { aiRouter } from './ai.routes.js';
 import { createAiFlow, type AiFlow } from './ai.service.js';
@@ -42,6 +46,13 @@ export interface AiModuleDeps {
   roles: RolePolicy;
   /** The consent decision context (default: a loader of its own over the same database). */
   contexts?: DecisionContextLoader;
+  /** The consent policy and participation cache: with them the AI flow reads consent over its own connections. */
+  consent?: { policy: ConsentPolicy; participation: ParticipationCache };
+  /**
+   * PostgreSQL connections of the AI flow's own (default 8; 0: the exchange's pool). Many
+   * analyses in flight then never take the connections the viewer's requests need.
+   */
+  poolSize?: number;
   /** BullMQ key prefix (tests give a unique one). */
   queuePrefix?: string;
   concurrency?: number;
@@ -66,6 +77,17 @@ export function createAiModule(deps: AiModuleDeps): AiModule {
   const contexts =
     deps.contexts ?? createDecisionContextLoader(deps.db, { policy: defaultPolicy(), participation: createParticipationCache(deps.db, { ttlMs: 2000, now: deps.clock }) });
   const registry = createAiRegistry({ db: deps.db, box, audit: deps.audit, clock: deps.clock });
+  // The flow's reads and writes go over connections of its own (PostgreSQL): a burst of
+  // analyses queues there, not in front of the viewer's timeline. (The embedded database is one
+  // connection: shared.)
+  const poolSize = deps.poolSize ?? 8;
+  const own =
+    deps.config.databaseUrl && poolSize > 0
+      ? new Kysely<Database>({ dialect: new PostgresDialect({ pool: new pg.Pool({ connectionString: deps.config.databaseUrl, max: poolSize }).on('error', () => {}) }) })
+      : undefined;
+  const flowDb: Db = own ?? deps.db;
+  const flowContexts = own && deps.consent ? createDecisionContextLoader(flowDb, deps.consent) : contexts;
+  const flowRegistry = own ? createAiRegistry({ db: flowDb, box, audit: deps.audit, clock: deps.clock }) : registry;
   // Answers are validated in a worker thread: compiling FHIR schemas must not block requests.
   const validator = createAnswerValidator();
   const client = new AiClient({ validate: (r) => validator.validate(r) });
@@ -74,7 +96,9 @@ export function createAiModule(deps: AiModuleDeps): AiModule {
   const preparer =
     deps.preparerThreads === 0 ? createInlinePreparer(pseudonymKey) : createWorkerPreparer({ secret: pseudonymKey, threads: deps.preparerThreads ?? defaultPreparerThreads() });
   let queue: AiQueue | undefined;
-  const flow = createAiFlow({ db: deps.db, box, audit: deps.audit, clock: deps.clock, log, registry, client, contexts, roles: deps.roles, pseudonymKey, preparer, queue: () => queue! });
+  // Many AI requests at once each leave two or three entries: written with group commit.
+  const flowAudit = createBatchedAuditLog(flowDb, deps.clock);
+  const flow = createAiFlow({ db: flowDb, box, audit: flowAudit, clock: deps.clock, log, registry: flowRegistry, client, contexts: flowContexts, roles: deps.roles, pseudonymKey, preparer, queue: () => queue! });
   queue = createAiQueue({ redisUrl: deps.config.redisUrl, prefix: deps.queuePrefix, concurrency: deps.concurrency, log, process: (id) => flow.process(id) });
   const hygiene = securityHeaders({ tls: !!deps.config.tls });
   let started = false;
@@ -98,6 +122,7 @@ export function createAiModule(deps: AiModuleDeps): AiModule {
       await queue!.close();
       await validator.close();
       await preparer.close();
+      await own?.destroy();
     },
   };
 }

@@ -82,7 +82,8 @@ export class PatientBundleCache {
     this.entries.delete(req.cacheKey);
     this.entries.set(req.cacheKey, e);
     const deid = deidentify(e.bundle, {
-      scope: e.cache.scope,
+      // The request's own scope: a cache made for another service or patient is refused.
+      scope: { secret: this.secret, serviceId: req.serviceId, subject: req.subject },
       birthDate: req.birthDate,
       shiftDays: req.shiftDays,
       now: req.now,

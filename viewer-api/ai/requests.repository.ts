@@ -107,22 +107,12 @@ export async function findRequest(db: Db, id: string): Promise<AiRequestRow | un
 export async function claimRequest(db: Db, id: string, at: number): Promise<AiRequestRow | undefined> {
   const r = await db
     .updateTable('ai_request')
-    .set({ status: 'sending', status_detail: 'preparing the de-identified data', updated_at: new Date(at) })
+    .set({ status: 'sending', status_detail: 'sending to the AI service', updated_at: new Date(at) })
     .where('id', '=', id)
     .where('status', '=', 'queued')
     .returningAll()
     .executeTakeFirst();
   return r && toRow(r);
-}
-
-/** What was prepared for sending: the number of records, the report and the sealed key. */
-export async function notePrepared(db: Db, id: string, p: { records: number; report: Record<string, unknown>; reidKeyEnc: Buffer; at: number }): Promise<void> {
-  await db
-    .updateTable('ai_request')
-    .set({ records: p.records, report: jsonb(p.report), reid_key_enc: p.reidKeyEnc, status_detail: 'sending to the AI service', updated_at: new Date(p.at) })
-    .where('id', '=', id)
-    .where('status', '=', 'sending')
-    .execute();
 }
 
 export async function noteProgress(db: Db, id: string, attempts: number, detail: string, at: number): Promise<void> {
@@ -140,6 +130,8 @@ export async function finishRequest(
     sentBytes?: number | null;
     receivedBytes?: number | null;
     result?: Record<string, unknown> | null;
+    /** What was prepared for sending, when the request got that far. */
+    prepared?: { records: number; report: Record<string, unknown>; reidKeyEnc: Buffer };
     at: number;
   },
 ): Promise<void> {
@@ -153,6 +145,7 @@ export async function finishRequest(
       sent_bytes: f.sentBytes ?? null,
       received_bytes: f.receivedBytes ?? null,
       result: f.result ? jsonb(f.result) : null,
+      ...(f.prepared ? { records: f.prepared.records, report: jsonb(f.prepared.report), reid_key_enc: f.prepared.reidKeyEnc } : {}),
       // What waited to be sent is not kept once the request has ended.
       outgoing_enc: null,
       updated_at: new Date(f.at),

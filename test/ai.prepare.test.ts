@@ -1,0 +1,222 @@
+import fs from 'node:fs';
+import path from 'node:path';
+import { createHash } from 'node:crypto';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { readStoredFile } from '../ingest/records/read.js';
+import type { ClinicalRecord } from '../ingest/records/types.js';
+import { openDatabase, type DatabaseHandle } from '../store/db.js';
+import { migrateToLatest } from '../store/migrate.js';
+import { verifyAuditChain } from '../viewer-api/audit/audit.service.js';
+import { createBatchedAuditLog } from '../viewer-api/ai/audit-batch.js';
+import { bundleOf, identityOfRecords } from '../viewer-api/ai/bundle.js';
+import { createInlinePreparer, createWorkerPreparer, PreparationError } from '../viewer-api/ai/deid-pool.js';
+import { deidentify } from '../viewer-api/ai/deidentify.js';
+import { PatientBundleCache, type PatientRecords, type PrepareRequest } from '../viewer-api/ai/prepare.js';
+import { createTestDatabase, type TestDatabase } from './support/postgres.js';
+import { SAMPLES_ROOT, tempDir } from './support/tmp.js';
+import { identifierForms, scanForIdentifiers, type KnownPatient } from './ai.support.js';
+
+/**
+ * Preparing what an AI request sends, as the exchange does it under load: the patient's mapped
+ * Bundle and compiled scrubber cached per index version, de-identification on worker threads
+ * (with a worker that dies or hangs failing its requests clearly), and the AI audit entries
+ * written with group commit.
+ */
+
+const SECRET = Buffer.alloc(32, 7);
+const KNOWN: KnownPatient = {
+  names: [
+    { family: '患者', given: '太郎' },
+    { family: 'カンジャ', given: 'タロウ' },
+  ],
+  birthDates: ['1948-04-05'],
+  addresses: ['静岡県静岡市登呂１－３－５'],
+  postalCodes: ['422-8033'],
+  phones: ['054-000-0000', '03-5999-9999', '03-3599-9993'],
+  localIds: ['9999013'],
+  insuranceNumbers: ['67999991'],
+};
+
+function sampleRecords(facilityId: string): ClinicalRecord[] {
+  const root = path.join(SAMPLES_ROOT, '999/901/9999013');
+  const walk = (d: string): string[] => fs.readdirSync(d, { withFileTypes: true }).flatMap((e) => (e.isDirectory() ? walk(path.join(d, e.name)) : [path.join(d, e.name)]));
+  const out: ClinicalRecord[] = [];
+  for (const abs of walk(root)) {
+    const bytes = fs.readFileSync(abs);
+    const r = readStoredFile({ facilityId, path: path.relative(SAMPLES_ROOT, abs), sha256: createHash('sha256').update(bytes).digest('hex'), bytes });
+    if (r.status === 'ok' && r.record) out.push(r.record);
+  }
+  return out;
+}
+
+const records = [...sampleRecords('FA'), ...sampleRecords('FB')];
+const patient: PatientRecords = { sent: records, demographics: records.filter((r) => r.category === 'patient'), truncated: false };
+const request = (over: Partial<PrepareRequest> = {}): PrepareRequest => ({
+  cacheKey: 'svc|R-1|v1',
+  serviceId: 'svc',
+  subject: 'R-1',
+  categories: ['demographics', 'prescriptions', 'injections', 'labs'],
+  birthDate: 'age',
+  shiftDays: 77,
+  now: Date.UTC(2026, 10, 21),
+  ...over,
+});
+
+/** De-identified from scratch, without any cache: what a cached preparation must equal. */
+function fresh(req: PrepareRequest) {
+  const { bundle } = bundleOf(patient.sent, new Set(req.categories));
+  return deidentify(bundle, {
+    scope: { secret: SECRET, serviceId: req.serviceId, subject: req.subject },
+    birthDate: req.birthDate,
+    shiftDays: req.shiftDays,
+    now: req.now,
+    identity: identityOfRecords([...patient.demographics, ...patient.sent]),
+  });
+}
+
+describe('the per-patient cache of mapped Bundles', () => {
+  it('gives, request after request, exactly what de-identifying from scratch gives, with each request’s own shift', () => {
+    const cache = new PatientBundleCache(SECRET);
+    expect(cache.prepare(request())).toBeUndefined();
+    cache.load(request(), patient);
+    for (const shiftDays of [77, -200, 77, 365]) {
+      const got = cache.prepare(request({ shiftDays }))!;
+      const want = fresh(request({ shiftDays }));
+      expect(JSON.parse(got.bundleJson)).toEqual(want.bundle);
+      expect(got.key).toEqual(want.key);
+      expect(got.report.counts).toEqual(want.report.counts);
+      expect(scanForIdentifiers(JSON.parse(got.bundleJson), identifierForms(KNOWN))).toEqual([]);
+    }
+  });
+
+  it('keeps the most recently used patients only', () => {
+    const cache = new PatientBundleCache(SECRET, 2);
+    for (const k of ['a', 'b', 'c']) cache.load(request({ cacheKey: k }), patient);
+    expect(cache.size).toBe(2);
+    expect(cache.has('a')).toBe(false);
+    expect(cache.prepare(request({ cacheKey: 'b' }))).toBeDefined();
+    cache.load(request({ cacheKey: 'd' }), patient);
+    expect([cache.has('b'), cache.has('c'), cache.has('d')]).toEqual([true, false, true]);
+  });
+
+  it('a cache made for one service or patient is refused for another', () => {
+    const cache = new PatientBundleCache(SECRET);
+    cache.load(request(), patient);
+    // The cache key is the caller's promise; the pseudonym scope is checked all the same.
+    expect(() => cache.prepare(request({ serviceId: 'other' }))).toThrow(/only valid for the service, patient and key/);
+  });
+});
+
+describe('de-identification on worker threads', () => {
+  it('gives what the same work in this thread gives, and reads a patient’s records once for a burst of requests', async () => {
+    const pool = createWorkerPreparer({ secret: SECRET, threads: 2 });
+    const inline = createInlinePreparer(SECRET);
+    try {
+      let loads = 0;
+      const load = async () => {
+        loads++;
+        return patient;
+      };
+      const burst = await Promise.all(Array.from({ length: 12 }, (_, i) => pool.prepare(request({ shiftDays: 10 + i }), load)));
+      expect(loads).toBe(1);
+      for (const [i, got] of burst.entries()) {
+        const want = await inline.prepare(request({ shiftDays: 10 + i }), async () => patient);
+        expect(got).toEqual(want);
+      }
+      // A new index version is another key: read again.
+      await pool.prepare(request({ cacheKey: 'svc|R-1|v2' }), load);
+      expect(loads).toBe(2);
+    } finally {
+      await pool.close();
+    }
+  }, 60_000);
+
+  it('a worker that runs out of memory fails its request with a clear error, not a hang', async () => {
+    const pool = createWorkerPreparer({ secret: SECRET, threads: 1, resourceLimits: { maxOldGenerationSizeMb: 4, maxYoungGenerationSizeMb: 1 } });
+    try {
+      const e = await pool.prepare(request(), async () => patient).then(
+        () => undefined,
+        (err: unknown) => err,
+      );
+      expect(e).toBeInstanceOf(PreparationError);
+      expect((e as Error).message).toMatch(/de-identification worker (failed|stopped)/);
+    } finally {
+      await pool.close();
+    }
+  }, 60_000);
+
+  it('a worker that does not answer in time is stopped and its requests fail; the next request gets a new worker', async () => {
+    const slow = createWorkerPreparer({ secret: SECRET, threads: 1, timeoutMs: 1 });
+    try {
+      await expect(slow.prepare(request(), async () => patient)).rejects.toThrow(/did not answer within 1 ms/);
+      await expect(slow.prepare(request(), async () => patient)).rejects.toBeInstanceOf(PreparationError);
+    } finally {
+      await slow.close();
+    }
+    const pool = createWorkerPreparer({ secret: SECRET, threads: 1 });
+    try {
+      await pool.close();
+      await expect(pool.prepare(request(), async () => patient)).rejects.toThrow(/were stopped/);
+    } finally {
+      await pool.close();
+    }
+  }, 60_000);
+
+  it('bad input is a clear error from the worker, and the worker goes on serving', async () => {
+    const pool = createWorkerPreparer({ secret: SECRET, threads: 1 });
+    try {
+      const broken = { ...patient, sent: [{ ...records[0]!, content: null } as unknown as ClinicalRecord] };
+      await expect(pool.prepare(request({ cacheKey: 'broken' }), async () => broken)).rejects.toThrow(/de-identification failed/);
+      const ok = await pool.prepare(request(), async () => patient);
+      expect(ok.records).toBeGreaterThan(5);
+    } finally {
+      await pool.close();
+    }
+  }, 60_000);
+});
+
+for (const kind of ['embedded', 'postgres'] as const) {
+  describe(`the AI audit trail with group commit (${kind})`, () => {
+    let tmp: ReturnType<typeof tempDir>;
+    let pg: TestDatabase | undefined;
+    let handle: DatabaseHandle;
+
+    beforeAll(async () => {
+      tmp = tempDir('hakobune-ai-audit-');
+      if (kind === 'postgres') pg = await createTestDatabase('aiaudit');
+      handle = await openDatabase({ dataDir: tmp.dir, databaseUrl: pg?.url });
+      await migrateToLatest(handle.db);
+    });
+    afterAll(async () => {
+      await handle?.close();
+      await pg?.drop();
+      tmp?.remove();
+    });
+
+    it('writes every entry, in the order recorded, in few transactions; the chain verifies', async () => {
+      let t = Date.UTC(2026, 10, 21);
+      const log = createBatchedAuditLog(handle.db, () => t++);
+      const n = 120;
+      await Promise.all(Array.from({ length: n }, (_, i) => log.record({ action: 'ai.request.submit', outcome: 'success', actor: { userId: 1, username: 'dr', facilityId: 'F1', role: 'physician' }, patient: `R${i}` })));
+      const rows = await handle.db.selectFrom('audit_event').select(['seq', 'patient']).orderBy('seq').execute();
+      expect(rows.map((r) => r.patient)).toEqual(Array.from({ length: n }, (_, i) => `R${i}`));
+      expect((await verifyAuditChain(handle.db)).ok).toBe(true);
+    });
+
+    it('a failed write rejects the entries of its batch; later entries are written', async () => {
+      let t = Date.UTC(2026, 10, 22);
+      const log = createBatchedAuditLog(handle.db, () => t++);
+      const before = (await handle.db.selectFrom('audit_event').select('seq').execute()).length;
+      // A non-finite number cannot be written canonically: the whole batch fails, nothing half-written.
+      const bad = log.record({ action: 'ai.request.send', outcome: 'success', detail: { serviceMs: NaN } });
+      const alongside = log.record({ action: 'ai.request.send', outcome: 'success', patient: 'same-batch' });
+      await expect(bad).rejects.toThrow(/non-finite/);
+      // Recorded while the first batch (the bad entry alone) was being written: its own batch.
+      await expect(alongside).resolves.toBeUndefined();
+      await log.record({ action: 'ai.request.send', outcome: 'success', patient: 'after' });
+      const rows = await handle.db.selectFrom('audit_event').select(['patient']).orderBy('seq').execute();
+      expect(rows.length).toBe(before + 2);
+      expect((await verifyAuditChain(handle.db)).ok).toBe(true);
+    });
+  });
+}
