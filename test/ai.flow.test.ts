@@ -265,6 +265,33 @@ describe.each([
     expect(stand.received.length).toBe(before + 1);
   });
 
+  it('a newly published night is sent from the next request on, never before (the prepared Bundle follows the index version)', async () => {
+    const db = h.exchange.db;
+    const lastBody = () => stand.received.at(-1)!.body;
+    // First a request that fills the patient's cache for this service.
+    expect((await settled(doctor, ((await (await submit(doctor, 'cv-risk', regional)).json()) as RequestView).id)).status).toBe('done');
+    await db
+      .insertInto('record')
+      .values({
+        facility_id: 'FA', path: 'extended/9999013/20261120/CDA/night2.xml', sha256: 'f'.repeat(64), added_seq: 2, snapshot_id: 'snap-FA-2', patient_id: '9999013',
+        data_type: 'CDA', category: 'document', care_date: '2026-11-20', order_no: '2', message_ts: '20261120100000000', department: null, condition_flag: '1', status: 'ok',
+        content: JSON.stringify({
+          source: { facilityId: 'FA', patientId: '9999013', dataType: 'CDA', careDate: '2026-11-20', orderNo: '2', timestamp: '20261120100000000', department: null, condition: '1', sha256: 'f'.repeat(64), path: 'extended/9999013/20261120/CDA/night2.xml' },
+          category: 'document',
+          content: { kind: 'document', title: 'second night letter', text: 'MARKER-OF-NIGHT-TWO', attachments: [] },
+        }),
+      })
+      .execute();
+    // Stored but not yet published: not visible, so not sent.
+    expect((await settled(doctor, ((await (await submit(doctor, 'cv-risk', regional)).json()) as RequestView).id)).status).toBe('done');
+    expect(lastBody().includes('second night letter')).toBe(false);
+    await db.updateTable('record_index_state').set({ published_seq: 2, published_snapshot_id: 'snap-FA-2' }).where('facility_id', '=', 'FA').execute();
+    const v = await settled(doctor, ((await (await submit(doctor, 'cv-risk', regional)).json()) as RequestView).id);
+    expect(v.status).toBe('done');
+    expect(lastBody().includes('second night letter')).toBe(true);
+    expect(scanForIdentifiers(JSON.parse(lastBody()), identifierForms(KNOWN))).toEqual([]);
+  });
+
   it('a failing service: retries, a clear status, then an open circuit; the API stays fast meanwhile', async () => {
     flaky.fallback = { kind: 'hang' };
     const first = (await (await submit(doctor, 'flaky', regional)).json()) as RequestView;
