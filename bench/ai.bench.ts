@@ -195,6 +195,8 @@ async function exchangeMain() {
     const t0 = performance.now();
     loop.enable();
     const pg0 = await backendsCpu();
+    const xacts = async () => Number((await admin.query<{ n: string }>('select xact_commit + xact_rollback as n from pg_stat_database where datname = $1', [pgdb.name])).rows[0]!.n);
+    const xact0 = await xacts();
     if (inspector) {
       await inspector.post('Profiler.enable');
       await inspector.post('Profiler.start');
@@ -209,6 +211,9 @@ async function exchangeMain() {
     for (const [pid, ms] of pg1) pgMs += ms - (pg0.get(pid) ?? 0);
     const load1 = os.loadavg();
     const { result } = await fromChild('result');
+    // Statistics reach pg_stat_database within a second of each transaction.
+    await new Promise((r) => setTimeout(r, 1500));
+    const xact1 = await xacts();
     const n = Number((result as { requests: number }).requests);
     const exchangeMs = (cpu.user + cpu.system) / 1000;
     process.stdout.write(
@@ -223,6 +228,8 @@ async function exchangeMain() {
             postgresMs: round(pgMs, 0),
             perRequestMs: { process: round(exchangeMs / n, 2), postgres: round(pgMs / n, 2), total: round((exchangeMs + pgMs) / n, 2) },
             coresBusy: round((exchangeMs + pgMs) / wall, 2),
+            // Less the clients' own queries (completion polls, the audit read).
+            postgresTransactionsPerRequest: round((xact1 - xact0 - Number((result as { clientQueries: number }).clientQueries)) / n, 1),
           },
           eventLoopDelayMs: { p50: round(loop.percentile(50) / 1e6), p99: round(loop.percentile(99) / 1e6), max: round(loop.max / 1e6) },
         },
@@ -254,9 +261,11 @@ async function clientsMain() {
   // Completion times come from the exchange's own records, read in one query for all.
   const waiting = new Map<string, (r: { status: string; doneMs: number }) => void>();
   let polling = true;
+  let ownQueries = 0;
   const poller = (async () => {
     while (polling) {
       if (waiting.size) {
+        ownQueries++;
         const { rows } = await db.query<{ id: string; status: string; done_ms: number }>(
           `select id, status, extract(epoch from completed_at) * 1000 as done_ms from ai_request where id = any($1) and status in ('done', 'failed', 'denied')`,
           [[...waiting.keys()]],
@@ -295,6 +304,7 @@ async function clientsMain() {
     }
   };
   const serviceMsOf = async (ids: string[]) => {
+    ownQueries++;
     const { rows } = await db.query<{ detail: string }>(`select detail from audit_event where action = 'ai.request.send' and outcome = 'success'`);
     const by = new Map<string, number>();
     for (const r of rows) {
@@ -326,7 +336,10 @@ async function clientsMain() {
   let done = false;
   const during: number[] = [];
   const cpu0 = process.cpuUsage();
+  // Give the exchange's process time to take its starting measurements.
   send({ type: 'mark', what: 'load-start' });
+  await new Promise((r) => setTimeout(r, 200));
+  const queries0 = ownQueries;
   const sampler = setInterval(() => inflightSamples.push(inflight), 50);
   const t0 = Date.now();
   const worker = async () => {
@@ -370,6 +383,7 @@ async function clientsMain() {
       timelineMs: { before: summary(before), during: summary(during) },
       standInReceived: stand.received.length,
       clientProcessCpuMs: round((clientCpu.user + clientCpu.system) / 1000, 0),
+      clientQueries: ownQueries - queries0,
     },
   });
   await db.end();
