@@ -1,26 +1,20 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { createHash } from 'node:crypto';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { readStoredFile } from '../ingest/records/read.js';
 import type { ClinicalRecord } from '../ingest/records/types.js';
-import { openDatabase, type DatabaseHandle } from '../store/db.js';
-import { migrateToLatest } from '../store/migrate.js';
-import { verifyAuditChain } from '../viewer-api/audit/audit.service.js';
-import { createBatchedAuditLog } from '../viewer-api/ai/audit-batch.js';
 import { bundleOf, identityOfRecords } from '../viewer-api/ai/bundle.js';
 import { createInlinePreparer, createWorkerPreparer, PreparationError } from '../viewer-api/ai/deid-pool.js';
 import { deidentify } from '../viewer-api/ai/deidentify.js';
 import { PatientBundleCache, type PatientRecords, type PrepareRequest } from '../viewer-api/ai/prepare.js';
-import { createTestDatabase, type TestDatabase } from './support/postgres.js';
-import { SAMPLES_ROOT, tempDir } from './support/tmp.js';
+import { SAMPLES_ROOT } from './support/tmp.js';
 import { identifierForms, scanForIdentifiers, type KnownPatient } from './ai.support.js';
 
 /**
  * Preparing what an AI request sends, as the exchange does it under load: the patient's mapped
  * Bundle and compiled scrubber cached per index version, de-identification on worker threads
- * (with a worker that dies or hangs failing its requests clearly), and the AI audit entries
- * written with group commit.
+ * (with a worker that dies or hangs failing its requests clearly).
  */
 
 const SECRET = Buffer.alloc(32, 7);
@@ -174,49 +168,3 @@ describe('de-identification on worker threads', () => {
     }
   }, 60_000);
 });
-
-for (const kind of ['embedded', 'postgres'] as const) {
-  describe(`the AI audit trail with group commit (${kind})`, () => {
-    let tmp: ReturnType<typeof tempDir>;
-    let pg: TestDatabase | undefined;
-    let handle: DatabaseHandle;
-
-    beforeAll(async () => {
-      tmp = tempDir('hakobune-ai-audit-');
-      if (kind === 'postgres') pg = await createTestDatabase('aiaudit');
-      handle = await openDatabase({ dataDir: tmp.dir, databaseUrl: pg?.url });
-      await migrateToLatest(handle.db);
-    });
-    afterAll(async () => {
-      await handle?.close();
-      await pg?.drop();
-      tmp?.remove();
-    });
-
-    it('writes every entry, in the order recorded, in few transactions; the chain verifies', async () => {
-      let t = Date.UTC(2026, 10, 21);
-      const log = createBatchedAuditLog(handle.db, () => t++);
-      const n = 120;
-      await Promise.all(Array.from({ length: n }, (_, i) => log.record({ action: 'ai.request.submit', outcome: 'success', actor: { userId: 1, username: 'dr', facilityId: 'F1', role: 'physician' }, patient: `R${i}` })));
-      const rows = await handle.db.selectFrom('audit_event').select(['seq', 'patient']).orderBy('seq').execute();
-      expect(rows.map((r) => r.patient)).toEqual(Array.from({ length: n }, (_, i) => `R${i}`));
-      expect((await verifyAuditChain(handle.db)).ok).toBe(true);
-    });
-
-    it('a failed write rejects the entries of its batch; later entries are written', async () => {
-      let t = Date.UTC(2026, 10, 22);
-      const log = createBatchedAuditLog(handle.db, () => t++);
-      const before = (await handle.db.selectFrom('audit_event').select('seq').execute()).length;
-      // A non-finite number cannot be written canonically: the whole batch fails, nothing half-written.
-      const bad = log.record({ action: 'ai.request.send', outcome: 'success', detail: { serviceMs: NaN } });
-      const alongside = log.record({ action: 'ai.request.send', outcome: 'success', patient: 'same-batch' });
-      await expect(bad).rejects.toThrow(/non-finite/);
-      // Recorded while the first batch (the bad entry alone) was being written: its own batch.
-      await expect(alongside).resolves.toBeUndefined();
-      await log.record({ action: 'ai.request.send', outcome: 'success', patient: 'after' });
-      const rows = await handle.db.selectFrom('audit_event').select(['patient']).orderBy('seq').execute();
-      expect(rows.length).toBe(before + 2);
-      expect((await verifyAuditChain(handle.db)).ok).toBe(true);
-    });
-  });
-}

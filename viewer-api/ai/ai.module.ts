@@ -17,7 +17,6 @@ import { defaultPolicy, type ConsentPolicy } from '../../consent/policy.js';
 import { createAnswerValidator } from './answer-validator.js';
 import { AiClient } from './ai-client.js';
 import { createAiQueue, type AiQueue } from './ai.queue.js';
-import { createBatchedAuditLog } from './audit-batch.js';
 import { createInlinePreparer, createWorkerPreparer, defaultPreparerThreads } from './deid-pool.js';
 import { aiRouter } from './ai.routes.js';
 import { createAiFlow, type AiFlow } from './ai.service.js';
@@ -96,9 +95,7 @@ export function createAiModule(deps: AiModuleDeps): AiModule {
   const preparer =
     deps.preparerThreads === 0 ? createInlinePreparer(pseudonymKey) : createWorkerPreparer({ secret: pseudonymKey, threads: deps.preparerThreads ?? defaultPreparerThreads() });
   let queue: AiQueue | undefined;
-  // Many AI requests at once each leave two or three entries: written with group commit.
-  const flowAudit = createBatchedAuditLog(flowDb, deps.clock);
-  const flow = createAiFlow({ db: flowDb, box, audit: flowAudit, clock: deps.clock, log, registry: flowRegistry, client, contexts: flowContexts, roles: deps.roles, pseudonymKey, preparer, queue: () => queue! });
+  const flow = createAiFlow({ db: flowDb, box, audit: deps.audit, clock: deps.clock, log, registry: flowRegistry, client, contexts: flowContexts, roles: deps.roles, pseudonymKey, preparer, queue: () => queue! });
   queue = createAiQueue({ redisUrl: deps.config.redisUrl, prefix: deps.queuePrefix, concurrency: deps.concurrency, log, process: (id) => flow.process(id) });
   const hygiene = securityHeaders({ tls: !!deps.config.tls });
   let started = false;

@@ -74,50 +74,6 @@ export async function appendAuditIn(trx: Transaction<Database>, input: AuditInpu
   return entry;
 }
 
-/**
- * Appends several entries in order under one hold of the head lock: one multi-row insert and one
- * head update, whatever their number (group commit for busy writers).
- */
-export async function appendAuditBatchIn(trx: Transaction<Database>, items: { input: AuditInput; at: Date }[]): Promise<AuditRecord[]> {
-  if (items.length === 0) return [];
-  const head = await trx.selectFrom('audit_head').select(['count', 'last_hash']).where('id', '=', 1).forUpdate().executeTakeFirstOrThrow();
-  const entries: AuditRecord[] = [];
-  let prev = head.last_hash;
-  for (const [i, it] of items.entries()) {
-    const e = buildEntry(it.input, head.count + 1 + i, it.at, prev);
-    entries.push(e);
-    prev = e.hash;
-  }
-  await trx
-    .insertInto('audit_event')
-    .values(
-      entries.map((e, i) => ({
-        seq: e.seq,
-        at: items[i]!.at,
-        action: e.action,
-        outcome: e.outcome,
-        reason: e.reason,
-        user_id: e.userId,
-        username: e.username,
-        facility_id: e.facilityId,
-        role: e.role,
-        address: e.address,
-        device_id: e.deviceId,
-        endpoint: e.endpoint,
-        patient: e.patient,
-        purpose: e.purpose,
-        break_glass_reason: e.breakGlassReason,
-        detail: e.detail,
-        prev_hash: e.prevHash,
-        hash: e.hash,
-      })),
-    )
-    .execute();
-  const last = entries[entries.length - 1]!;
-  await trx.updateTable('audit_head').set({ count: last.seq, last_hash: last.hash, updated_at: items[items.length - 1]!.at }).where('id', '=', 1).execute();
-  return entries;
-}
-
 export function appendAudit(db: Kysely<Database>, input: AuditInput, at: Date): Promise<AuditRecord> {
   return db.transaction().execute((trx) => appendAuditIn(trx, input, at));
 }
