@@ -175,6 +175,19 @@ describe('the upload protocol refuses bad input (PGlite)', () => {
     const again = await a.call('POST', `/uploads/${id}/commit`, { entries: 2 });
     expect(again.body).toEqual(ok.body);
     expect((await a.call('POST', `/uploads/${id}/manifest`, { entries: [entry('standard/late')] })).status).toBe(409);
+    // Reopening the committed session (its client lost the answer) gives that upload back,
+    // committed; committing it again answers the same snapshot and makes no second one.
+    const before = (await counts(ex)).snapshots;
+    const reopened = await a.open(`s${n}`);
+    expect(reopened.status).toBe(200);
+    expect(reopened.body).toMatchObject({ uploadId: id, resumed: true, state: 'committed', snapshotId: ok.body.snapshotId });
+    const recommit = await a.call('POST', `/uploads/${id}/commit`, { entries: 2 });
+    expect(recommit.body).toEqual(ok.body);
+    expect((await counts(ex)).snapshots).toBe(before);
+    // No upload was left open by it: another session opens at once.
+    const next = await a.open(`s${++n}`);
+    expect(next.status).toBe(201);
+    await abort(a, next.body.uploadId);
   });
 
   it('allows one open upload per facility; the same client session resumes it', async () => {
@@ -334,12 +347,22 @@ describe('the upload protocol on PostgreSQL', () => {
     const c2 = new Client(url, 'F002', f2.token);
     const data = Buffer.from('MSH|^~\\&|same bytes at two facilities\r');
     const [u1, u2] = await Promise.all([c1.open('p1'), c2.open('p2')]);
-    const [r1, r2] = await Promise.all([
-      c1.call('POST', `/uploads/${u1.body.uploadId}/blobs`, undefined, frames([{ data }])),
-      c2.call('POST', `/uploads/${u2.body.uploadId}/blobs`, undefined, frames([{ data }])),
-    ]);
-    expect(r1.body.stored + r2.body.stored).toBe(1);
-    const n = await sql<{ n: number }>`select count(*)::int8 as n from blob where sha256 = ${Buffer.from(sha(data), 'hex')}`.execute(ex.db);
-    expect(n.rows[0]!.n).toBe(1);
+    // Both requests write the same pack (same bytes) and race to record it and its blob. The
+    // race is narrow: run it many times, each with bytes no earlier round stored.
+    for (let round = 0; round < 25; round++) {
+      const bytes = Buffer.concat([data, Buffer.from(`round ${round}\r`)]);
+      const [r1, r2] = await Promise.all([
+        c1.call('POST', `/uploads/${u1.body.uploadId}/blobs`, undefined, frames([{ data: bytes }])),
+        c2.call('POST', `/uploads/${u2.body.uploadId}/blobs`, undefined, frames([{ data: bytes }])),
+      ]);
+      expect([r1.status, r2.status, round]).toEqual([200, 200, round]);
+      expect(r1.body.stored + r2.body.stored).toBe(1);
+      expect(r1.body.alreadyPresent + r2.body.alreadyPresent).toBe(1);
+      const n = await sql<{ n: number }>`select count(*)::int8 as n from blob where sha256 = ${Buffer.from(sha(bytes), 'hex')}`.execute(ex.db);
+      expect(n.rows[0]!.n).toBe(1);
+    }
+    // Each upload counted only what it stored.
+    const [s1, s2] = await Promise.all([c1.call('GET', `/uploads/${u1.body.uploadId}`), c2.call('GET', `/uploads/${u2.body.uploadId}`)]);
+    expect(s1.body.received.blobs + s2.body.received.blobs).toBe(25);
   });
 });

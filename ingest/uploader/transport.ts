@@ -20,6 +20,8 @@ export interface OpenAnswer {
   resumed: boolean;
   base: string | null;
   received: { entries: number; blobs: number } | null;
+  /** True when this session's upload was already committed (commit it again: same snapshot). */
+  committed: boolean;
 }
 
 export interface UploadState {
@@ -151,6 +153,7 @@ export function httpTransport(opts: HttpTransportOptions): UploadTransport {
         resumed: json.resumed === true,
         base: typeof json.base === 'string' ? json.base : null,
         received: received ? { entries: num(received.entries, 'received.entries'), blobs: Number(received.blobs ?? 0) } : null,
+        committed: json.state === 'committed',
       };
     },
     async manifest(uploadId, entries) {

@@ -525,6 +525,13 @@ async function runOnce(ctx: Ctx): Promise<Omit<UploadSummary, 'problems' | 'seco
   await writeAtomic(files.session, JSON.stringify(session));
   const uploadId = opened.uploadId;
 
+  if (opened.committed) {
+    // Committed before (the answer was lost): the commit answers that snapshot again.
+    deps.onNote?.(`upload ${uploadId} of this session was already committed`);
+    const entries = opened.received?.entries ?? 0;
+    const commit = await withRetry('commit', () => t.commit(uploadId, entries), ctx.retry, ctx.retryDeps);
+    return finish(ctx, session, commit, scanKind, true, entries, 0);
+  }
   let journal: Journal = { acked: 0, pending: new Map() };
   let serverEntries = 0;
   if (opened.resumed) {

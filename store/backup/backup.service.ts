@@ -139,6 +139,23 @@ export class BackupService {
     const base = req.baseSnapshotId ?? null;
     try {
       return await this.db.transaction().execute(async (trx) => {
+        // A session that already committed (its client lost the answer, or runs again with
+        // the same session) gets that upload back, committed: committing it again answers the
+        // same snapshot, so a retry never makes a second one.
+        const earlier = await repo.findUploadBySession(trx, facilityId, req.clientSession);
+        if (earlier?.state === 'committed') {
+          return {
+            status: 200 as const,
+            body: {
+              uploadId: earlier.id,
+              resumed: true,
+              state: 'committed',
+              snapshotId: earlier.snapshotId,
+              base: earlier.baseSnapshotId,
+              received: { entries: earlier.entries, blobs: earlier.blobsStored },
+            },
+          };
+        }
         const open = await repo.findOpenUpload(trx, facilityId);
         if (open) {
           if (open.clientSession === req.clientSession) {

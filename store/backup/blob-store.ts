@@ -48,6 +48,11 @@ export interface BlobStoreOptions {
   trainAfter?: number;
 }
 
+/** readMany reads neighbouring blobs of a pack in one span when they are this close... */
+const SPAN_GAP = 256 * 1024;
+/** ...and the span stays under this size. */
+const SPAN_MAX = 16 * 1024 * 1024;
+
 export type BlobRead = { sha256: Buffer; data: Buffer } | { sha256: Buffer; error: string };
 
 /**
@@ -190,6 +195,11 @@ export class BlobStore {
   /** Reads and checks one stored blob at a known location. */
   async readAt(loc: repo.BlobLocation): Promise<Buffer> {
     const stored = await this.packs.get(loc.objectName, { offset: loc.offset, length: loc.length });
+    return this.unpack(loc, stored);
+  }
+
+  /** Inflates and checks the stored bytes of one blob (read by the caller). */
+  private async unpack(loc: repo.BlobLocation, stored: Buffer): Promise<Buffer> {
     if (stored.length !== loc.length) throw new Error(`pack ${loc.objectName} is truncated`);
     const dict = loc.dictionaryId === null ? undefined : await this.dictionaryContent(loc.dictionaryId);
     let data: Buffer;
@@ -202,19 +212,51 @@ export class BlobStore {
     return data;
   }
 
-  /** Reads many blobs (in pack order, for locality); each comes back as bytes or an error. */
-  async *readMany(hashes: Buffer[], batch = 2000): AsyncGenerator<BlobRead> {
+  /**
+   * Reads many blobs in pack order, each comes back as bytes or an error. The blobs of a pack
+   * are read a span at a time (one read for neighbours less than SPAN_GAP apart, up to
+   * SPAN_MAX bytes), not one read per blob: restoring a tree reads each pack sequentially.
+   */
+  async *readMany(hashes: Buffer[], batch = 5000): AsyncGenerator<BlobRead> {
     for (let i = 0; i < hashes.length; i += batch) {
       const chunk = hashes.slice(i, i + batch);
       const locs = await repo.blobLocations(this.db, chunk);
       const found = new Set(locs.map((l) => l.sha256.toString('hex')));
       for (const h of chunk) if (!found.has(h.toString('hex'))) yield { sha256: h, error: 'blob is not in the index' };
       locs.sort((a, b) => a.packId - b.packId || a.offset - b.offset);
-      for (const loc of locs) {
+      let j = 0;
+      while (j < locs.length) {
+        // One span: blobs of one pack, close together.
+        const first = locs[j]!;
+        let end = first.offset + first.length;
+        let k = j + 1;
+        while (k < locs.length) {
+          const l = locs[k]!;
+          if (l.packId !== first.packId || l.offset - end > SPAN_GAP || l.offset + l.length - first.offset > SPAN_MAX) break;
+          end = Math.max(end, l.offset + l.length);
+          k++;
+        }
+        let span: Buffer | undefined;
+        let spanError: string | undefined;
         try {
-          yield { sha256: loc.sha256, data: await this.readAt(loc) };
+          span = await this.packs.get(first.objectName, { offset: first.offset, length: end - first.offset });
         } catch (e) {
-          yield { sha256: loc.sha256, error: (e as Error).message };
+          spanError = (e as Error).message;
+        }
+        for (; j < k; j++) {
+          const loc = locs[j]!;
+          if (!span) {
+            yield { sha256: loc.sha256, error: spanError! };
+            continue;
+          }
+          // A pack cut short on disk gives a short span: the blobs past its end are truncated.
+          const from = loc.offset - first.offset;
+          const stored = span.subarray(Math.min(from, span.length), Math.min(from + loc.length, span.length));
+          try {
+            yield { sha256: loc.sha256, data: await this.unpack(loc, stored) };
+          } catch (e) {
+            yield { sha256: loc.sha256, error: (e as Error).message };
+          }
         }
       }
     }

@@ -52,21 +52,24 @@ export class MissingTree extends Error {
   }
 }
 
-/** Collects finished trees and stores them in multi-row batches. */
+/** Collects finished trees and stores them in multi-row batches (bounded in rows and bytes). */
 class TreeSink {
   private pending: EncodedTree[] = [];
+  private bytes = 0;
   count = 0;
   constructor(private readonly db: Db) {}
   add = (t: EncodedTree) => {
     this.pending.push(t);
+    this.bytes += t.content.length;
     this.count++;
   };
   get full() {
-    return this.pending.length >= 2000;
+    return this.pending.length >= 2000 || this.bytes >= 4 * 1024 * 1024;
   }
   async flush(): Promise<void> {
     const batch = this.pending;
     this.pending = [];
+    this.bytes = 0;
     await repo.insertTrees(this.db, batch);
   }
 }
@@ -123,13 +126,18 @@ export async function buildFromDelta(db: Db, uploadId: string, baseRoot: Buffer,
   while (level.length) {
     const trees = await loader.loadMany(level.map((l) => l.hash));
     const next: { node: DeltaNode; hash: Buffer }[] = [];
-    for (const { node, hash } of level) {
-      node.base = trees.get(hash.toString('hex'))!;
-      for (const e of node.base) {
+    // A folder inline in its parent's tree has its base at hand; its own stored subfolders
+    // are loaded with the next level.
+    const visit = (node: DeltaNode, base: TreeEntry[]) => {
+      node.base = base;
+      for (const e of base) {
         const sub = e.kind === 'dir' ? node.dirs.get(e.name) : undefined;
-        if (sub && e.kind === 'dir') next.push({ node: sub, hash: e.hash });
+        if (!sub || e.kind !== 'dir') continue;
+        if (e.inline) visit(sub, e.inline.entries);
+        else next.push({ node: sub, hash: e.hash });
       }
-    }
+    };
+    for (const { node, hash } of level) visit(node, trees.get(hash.toString('hex'))!);
     level = next;
   }
   const sink = new TreeSink(db);
@@ -182,15 +190,18 @@ export async function* walkFiles(loader: TreeLoader, root: Buffer, opts: WalkOpt
     if (after !== undefined && !after.startsWith(d) && compareUtf8(d, after) < 0) return false;
     return underPrefixes(d, opts.prefixes) !== 'none';
   };
+  // The stored trees ahead on the walk, looking through inline folders, up to a batch.
+  const ahead = (entries: TreeEntry[], from: number, prefix: string, want: Buffer[]) => {
+    for (let j = from; j < entries.length && want.length < TREE_BATCH; j++) {
+      const e = entries[j]!;
+      if (e.kind !== 'dir' || !wanted(e, prefix)) continue;
+      if (e.inline) ahead(e.inline.entries, 0, `${prefix}${e.name}/`, want);
+      else if (!cache.has(e.hash.toString('hex'))) want.push(e.hash);
+    }
+  };
   const prefetch = async (first: Buffer) => {
     const want: Buffer[] = [first];
-    for (let f = stack.length - 1; f >= 0 && want.length < TREE_BATCH; f--) {
-      const fr = stack[f]!;
-      for (let j = fr.i; j < fr.entries.length && want.length < TREE_BATCH; j++) {
-        const e = fr.entries[j]!;
-        if (e.kind === 'dir' && !cache.has(e.hash.toString('hex')) && wanted(e, fr.prefix)) want.push(e.hash);
-      }
-    }
+    for (let f = stack.length - 1; f >= 0 && want.length < TREE_BATCH; f--) ahead(stack[f]!.entries, stack[f]!.i, stack[f]!.prefix, want);
     for (const [h, t] of await loader.loadMany(want)) cache.set(h, t);
   };
   while (stack.length) {
@@ -203,6 +214,10 @@ export async function* walkFiles(loader: TreeLoader, root: Buffer, opts: WalkOpt
     if (!wanted(e, fr.prefix)) continue;
     if (e.kind === 'file') {
       yield { path: fr.prefix + e.name, size: e.size, mtime: e.mtime, sha256: e.sha256 };
+      continue;
+    }
+    if (e.inline) {
+      stack.push({ prefix: `${fr.prefix}${e.name}/`, entries: e.inline.entries, i: 0 });
       continue;
     }
     const key = e.hash.toString('hex');
@@ -226,9 +241,11 @@ export interface FileChange {
  * are skipped without being read.
  */
 export async function* diffTrees(loader: TreeLoader, before: Buffer | undefined, now: Buffer): AsyncGenerator<FileChange> {
-  async function* walkDir(prefix: string, a: Buffer | undefined, b: Buffer | undefined): AsyncGenerator<FileChange> {
-    if (a && b && a.equals(b)) return;
-    const [ea, eb] = await Promise.all([a ? loader.load(a) : [], b ? loader.load(b) : []]);
+  type Dir = { hash: Buffer; inline?: { entries: TreeEntry[] } };
+  const entriesOf = async (d: Dir | undefined): Promise<TreeEntry[]> => (!d ? [] : d.inline ? d.inline.entries : loader.load(d.hash));
+  async function* walkDir(prefix: string, a: Dir | undefined, b: Dir | undefined): AsyncGenerator<FileChange> {
+    if (a && b && a.hash.equals(b.hash)) return;
+    const [ea, eb] = await Promise.all([entriesOf(a), entriesOf(b)]);
     const byA = new Map(ea.map((e) => [e.name, e]));
     const byB = new Map(eb.map((e) => [e.name, e]));
     const names = [...new Set([...byA.keys(), ...byB.keys()])].sort(compareUtf8);
@@ -244,10 +261,10 @@ export async function* diffTrees(loader: TreeLoader, before: Buffer | undefined,
         if (fx) yield { path: p, before: fx };
         if (fy) yield { path: p, now: fy };
       }
-      const dx = x?.kind === 'dir' ? x.hash : undefined;
-      const dy = y?.kind === 'dir' ? y.hash : undefined;
+      const dx = x?.kind === 'dir' ? x : undefined;
+      const dy = y?.kind === 'dir' ? y : undefined;
       if (dx || dy) yield* walkDir(p + '/', dx, dy);
     }
   }
-  yield* walkDir('', before, now);
+  yield* walkDir('', before && { hash: before }, { hash: now });
 }

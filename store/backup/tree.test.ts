@@ -32,11 +32,15 @@ function build(files: Files): { root: Buffer; trees: Map<string, TreeEntry[]>; f
 function delta(base: ReturnType<typeof build>, changes: [string, { size: number; mtime: number; sha256: Buffer } | 'delete'][]) {
   const root = newDeltaNode();
   for (const [p, c] of changes) addDeltaChange(root, p, c === 'delete' ? { kind: 'delete' } : { kind: 'put', ...c });
-  const load = (node: DeltaNode, hash: Buffer) => {
-    node.base = base.trees.get(hash.toString('hex'))!;
-    for (const e of node.base) if (e.kind === 'dir' && node.dirs.has(e.name)) load(node.dirs.get(e.name)!, e.hash);
+  // As buildFromDelta does: stored trees from the map, inline folders from their parent.
+  const visit = (node: DeltaNode, entries: TreeEntry[]) => {
+    node.base = entries;
+    for (const e of entries) {
+      const sub = e.kind === 'dir' ? node.dirs.get(e.name) : undefined;
+      if (sub && e.kind === 'dir') visit(sub, e.inline ? e.inline.entries : base.trees.get(e.hash.toString('hex'))!);
+    }
   };
-  load(root, base.root);
+  visit(root, base.trees.get(base.root.toString('hex'))!);
   const out: EncodedTree[] = [];
   const entries = applyDelta(root, '', (t) => out.push(t));
   return { root: encodeTree(entries).hash, ...totalsOf(entries), emitted: out.length };
@@ -51,6 +55,8 @@ function sample(): Files {
       files.set(path, { size: 100 + d, mtime: 1_700_000_000_000 + d, sha256: h(path) });
     }
   }
+  // A folder too big to travel inline, inside one small enough to.
+  for (let i = 0; i < 80; i++) files.set(`standard/deep/wide/f${String(i).padStart(3, '0')}`, { size: i, mtime: i, sha256: h(`w${i}`) });
   files.set('standard/a-b', { size: 1, mtime: 1, sha256: h('x') });
   files.set('standard/a.b', { size: 1, mtime: -5, sha256: h('x') });
   files.set('standard/a/x', { size: 1, mtime: 1, sha256: h('y') });
@@ -101,6 +107,35 @@ describe('trees', () => {
     expect(() => decodeTree(t.hash, bad)).toThrow();
   });
 
+  it('keeps small folders inline in their parent and large ones as trees of their own', () => {
+    const files = sample();
+    const b = build(files);
+    const entriesOf = (e: TreeEntry | undefined) => {
+      if (e?.kind !== 'dir') throw new Error('not a folder');
+      return e.inline ? e.inline.entries : b.trees.get(e.hash.toString('hex'))!;
+    };
+    const std = entriesOf(b.trees.get(b.root.toString('hex'))!.find((e) => e.name === 'standard'));
+    // 999/900 holds ten patients' 40 files: too big to travel inline; 999 holds three such.
+    const big = entriesOf(std.find((e) => e.name === '999')).find((e) => e.name === '900')!;
+    expect(big.kind === 'dir' && !big.inline && b.trees.has(big.hash.toString('hex'))).toBe(true);
+    const deep = std.find((e) => e.name === 'deep')!;
+    expect(deep.kind === 'dir' && deep.inline?.entries.length).toBe(1);
+    const wide = entriesOf(deep)[0]!;
+    expect(wide.kind === 'dir' && !wide.inline && b.trees.has(wide.hash.toString('hex'))).toBe(true);
+    expect(wide.kind === 'dir' && wide.files).toBe(80);
+    // An inline folder's hash is that of its own encoding: the same as if it were stored.
+    const a = std.find((e) => e.name === 'a')!;
+    expect(a.kind === 'dir' && a.inline && a.hash.equals(encodeTree(a.inline.entries).hash)).toBe(true);
+    // Fewer stored trees than folders.
+    expect(b.trees.size).toBeLessThan(20);
+  });
+
+  it('still decodes trees of the first encoding (no inline folders)', () => {
+    const raw = Buffer.concat([Buffer.from([1, 1, 1, 1]), Buffer.from('a'), Buffer.from([5, 2]), h('a')]);
+    const stored = Buffer.concat([Buffer.from([0]), raw]);
+    expect(decodeTree(createHash('sha256').update(raw).digest(), stored)).toEqual([{ kind: 'file', name: 'a', size: 5, mtime: 1, sha256: h('a') }]);
+  });
+
   it('builds the same root for the same files whatever the order of arrival of folders', () => {
     const files = sample();
     const a = build(files);
@@ -127,13 +162,16 @@ describe('trees', () => {
     const changed = paths[40]!;
     const gone = paths[77]!;
     const added = 'standard/999/999/9999999/-/ADT-00/new_1';
+    const wideChanged = 'standard/deep/wide/f007';
     const next: Files = new Map(files);
     next.set(renamedTo, files.get(renamedFrom)!);
     next.delete(renamedFrom);
     next.set(changed, { size: 7, mtime: 7, sha256: h('changed') });
     next.delete(gone);
     next.set(added, { size: 3, mtime: 3, sha256: h('new') });
+    next.set(wideChanged, { size: 8, mtime: 8, sha256: h('wide') });
     const d = delta(base, [
+      [wideChanged, next.get(wideChanged)!],
       [renamedFrom, 'delete'],
       [renamedTo, files.get(renamedFrom)!],
       [changed, next.get(changed)!],
@@ -143,7 +181,11 @@ describe('trees', () => {
     const full = build(next);
     expect(d.root.equals(full.root)).toBe(true);
     expect(d.files).toBe(next.size);
-    expect(d.emitted).toBeLessThan(full.trees.size / 2);
+    // Exactly the stored trees that are new (on the changed paths) are emitted, the root
+    // aside (its caller stores it); the untouched ones keep their hashes.
+    const fresh = [...full.trees.keys()].filter((k) => !base.trees.has(k));
+    expect(d.emitted).toBe(fresh.length - 1);
+    expect(fresh.length).toBeLessThan(full.trees.size);
   });
 
   it('drops folders a delta empties, and refuses deleting what the base lacks', () => {

@@ -21,10 +21,21 @@ export interface FileEntry {
 export interface DirEntry {
   kind: 'dir';
   name: string;
+  /** SHA-256 of the folder's canonical encoding, whether it is stored on its own or inline. */
   hash: Buffer;
   /** Files and bytes in the whole subtree, so a snapshot's totals need no walk. */
   files: number;
   bytes: number;
+  /**
+   * Present when the folder is small and travels inside its parent's encoding instead of a
+   * tree row of its own: its entries and its canonical encoding (whose hash is `hash`).
+   */
+  inline?: InlineTree;
+}
+
+export interface InlineTree {
+  entries: TreeEntry[];
+  raw: Buffer;
 }
 
 export type TreeEntry = FileEntry | DirEntry;
@@ -33,7 +44,20 @@ export type TreeEntry = FileEntry | DirEntry;
 export interface EncodedTree {
   hash: Buffer;
   content: Buffer;
+  /** The canonical encoding itself (what `hash` hashes). */
+  raw: Buffer;
 }
+
+/**
+ * A folder whose canonical encoding is at most this many bytes travels inline in its parent's
+ * tree instead of a tree row of its own. SS-MIX2 has a folder per patient, date and data type,
+ * most holding one message: stored on their own they were 1.3 tree rows per file, each row's
+ * overhead (tuple header, index entry) larger than the entry it holds. Inline, a patient's
+ * folder with its dates and types is one row. The parent's hash covers the inline bytes, so
+ * content addressing is unchanged: an untouched folder keeps its hash, a change rewrites the
+ * trees on its path (now the patient's tree rather than three small ones).
+ */
+export const INLINE_MAX = 2048;
 
 /** A manifest entry path, checked: relative, `/`-separated, no empty, `.` or `..` segment. */
 export function pathProblem(p: string): string | undefined {
@@ -83,7 +107,9 @@ export function sortEntries(entries: TreeEntry[]): TreeEntry[] {
 
 // --- canonical encoding -------------------------------------------------------------------
 
-const VERSION = 1;
+// Version 1: entries of kind 1 (file) and 2 (folder by hash). Version 2 adds kind 3, a folder
+// inline: its name, the length of its canonical encoding, then that encoding. Both decode.
+const VERSION = 2;
 
 class Writer {
   private buf = Buffer.allocUnsafe(4096);
@@ -155,6 +181,11 @@ class Reader {
 
 /** Encodes sorted entries; the hash is SHA-256 of this canonical form, the stored form is deflated. */
 export function encodeTree(entries: TreeEntry[]): EncodedTree {
+  const raw = encodeRaw(entries);
+  return { hash: createHash('sha256').update(raw).digest(), content: storedForm(raw), raw };
+}
+
+function encodeRaw(entries: TreeEntry[]): Buffer {
   const w = new Writer();
   w.byte(VERSION);
   w.uvarint(entries.length);
@@ -164,21 +195,23 @@ export function encodeTree(entries: TreeEntry[]): EncodedTree {
     if (prev !== undefined && compareUtf8(prev, key) >= 0) throw new Error(`tree entries out of order at ${e.name}`);
     prev = key;
     const name = Buffer.from(e.name, 'utf8');
-    w.byte(e.kind === 'file' ? 1 : 2);
+    w.byte(e.kind === 'file' ? 1 : e.inline ? 3 : 2);
     w.uvarint(name.length);
     w.bytes(name);
     if (e.kind === 'file') {
       w.uvarint(e.size);
       w.svarint(e.mtime);
       w.bytes(e.sha256);
+    } else if (e.inline) {
+      w.uvarint(e.inline.raw.length);
+      w.bytes(e.inline.raw);
     } else {
       w.bytes(e.hash);
       w.uvarint(e.files);
       w.uvarint(e.bytes);
     }
   }
-  const raw = w.done();
-  return { hash: createHash('sha256').update(raw).digest(), content: storedForm(raw) };
+  return w.done();
 }
 
 // Stored form: one byte of format, then the encoding raw (0) or deflated (1). Most folders of
@@ -203,8 +236,14 @@ export function decodeTree(hash: Buffer, content: Buffer): TreeEntry[] {
   if (!createHash('sha256').update(raw).digest().equals(hash)) {
     throw new Error(`tree ${hash.toString('hex')} does not match its hash`);
   }
+  return decodeRaw(raw, 0);
+}
+
+function decodeRaw(raw: Buffer, depth: number): TreeEntry[] {
+  if (depth > 256) throw new Error('tree encoding nested too deep');
   const r = new Reader(raw);
-  if (r.byte() !== VERSION) throw new Error('unknown tree version');
+  const version = r.byte();
+  if (version !== 1 && version !== 2) throw new Error('unknown tree version');
   const n = r.uvarint();
   const out: TreeEntry[] = [];
   for (let i = 0; i < n; i++) {
@@ -217,10 +256,27 @@ export function decodeTree(hash: Buffer, content: Buffer): TreeEntry[] {
     } else if (kind === 2) {
       const h = Buffer.from(r.bytes(32));
       out.push({ kind: 'dir', name, hash: h, files: r.uvarint(), bytes: r.uvarint() });
+    } else if (kind === 3 && version >= 2) {
+      const sub = Buffer.from(r.bytes(r.uvarint()));
+      const entries = decodeRaw(sub, depth + 1);
+      out.push({ kind: 'dir', name, hash: createHash('sha256').update(sub).digest(), ...totalsOf(entries), inline: { entries, raw: sub } });
     } else throw new Error(`unknown tree entry kind ${kind}`);
   }
   if (!r.atEnd) throw new Error('trailing bytes after tree');
   return out;
+}
+
+/**
+ * The entry of a finished folder in its parent: inline when its encoding is small (nothing to
+ * store), else by hash, its tree handed to `emit` to be stored.
+ */
+export function dirEntry(name: string, entries: TreeEntry[], emit: (tree: EncodedTree) => void): DirEntry {
+  const raw = encodeRaw(entries);
+  const hash = createHash('sha256').update(raw).digest();
+  const totals = totalsOf(entries);
+  if (raw.length <= INLINE_MAX) return { kind: 'dir', name, hash, ...totals, inline: { entries, raw } };
+  emit({ hash, content: storedForm(raw), raw });
+  return { kind: 'dir', name, hash, ...totals };
 }
 
 /** The totals of a folder's tree, for its entry in the parent. */
@@ -291,9 +347,7 @@ export class TreeBuilder {
 
   private close(): void {
     const dir = this.stack.pop()!;
-    const tree = encodeTree(dir.entries);
-    this.emit(tree);
-    this.stack[this.stack.length - 1]!.entries.push({ kind: 'dir', name: dir.name, hash: tree.hash, ...totalsOf(dir.entries) });
+    this.stack[this.stack.length - 1]!.entries.push(dirEntry(dir.name, dir.entries, this.emit));
   }
 
   /** Closes every open folder; returns the root tree and the totals. */
@@ -314,7 +368,10 @@ export type DeltaChange = { kind: 'put'; size: number; mtime: number; sha256: Bu
 export interface DeltaNode {
   files: Map<string, DeltaChange>;
   dirs: Map<string, DeltaNode>;
-  /** Filled while loading: the folder's entries in the base snapshot (undefined: absent). */
+  /**
+   * Filled while loading: the folder's entries in the base snapshot (undefined: absent, or
+   * inline in the parent's base tree, which applyDelta takes from there).
+   */
   base?: TreeEntry[];
 }
 
@@ -351,14 +408,18 @@ export function applyDelta(node: DeltaNode, prefix: string, emit: (tree: Encoded
   for (const [name, sub] of node.dirs) {
     const existing = result.get(name);
     if (existing?.kind === 'file') throw new TreeConflict(prefix + name, 'is a file in the base snapshot and a folder in the delta');
+    if (sub.base === undefined && existing?.kind === 'dir') {
+      // A folder inline in this one's tree has its base here; one stored on its own must
+      // have been loaded by the caller (treating it as new would drop its other files).
+      if (!existing.inline) throw new Error(`the base tree of ${prefix}${name}/ was not loaded`);
+      sub.base = existing.inline.entries;
+    }
     const entries = applyDelta(sub, `${prefix}${name}/`, emit);
     if (entries.length === 0) {
       result.delete(name);
       continue;
     }
-    const tree = encodeTree(sortEntries(entries));
-    emit(tree);
-    result.set(name, { kind: 'dir', name, hash: tree.hash, ...totalsOf(entries) });
+    result.set(name, dirEntry(name, entries, emit));
   }
   for (const [name, change] of node.files) {
     if (change.kind !== 'put') continue;

@@ -1,7 +1,7 @@
 import type { BackupService } from './backup.service.js';
 import * as repo from './backup.repository.js';
 import { MissingTree, walkFiles } from './tree-store.js';
-import { decodeTree } from './tree.js';
+import { decodeTree, type TreeEntry } from './tree.js';
 
 export interface VerifyOptions {
   /** Re-read and re-hash blobs: all of them (1) or a fraction of the packs (0..1). */
@@ -68,12 +68,15 @@ export async function verifyStore(backup: BackupService, opts: VerifyOptions = {
           const key = h.toString('hex');
           const row = found.get(key);
           if (!row) throw new MissingTree(key);
-          const entries = decodeTree(row.hash, row.content);
           seenTrees.add(key);
-          for (const e of entries) {
-            if (e.kind === 'dir') stack.push(e.hash);
-            else referenced.add(e.sha256.toString('hex'));
-          }
+          const collect = (entries: TreeEntry[]) => {
+            for (const e of entries) {
+              if (e.kind === 'file') referenced.add(e.sha256.toString('hex'));
+              else if (e.inline) collect(e.inline.entries); // travels inside this tree
+              else stack.push(e.hash);
+            }
+          };
+          collect(decodeTree(row.hash, row.content));
         }
       }
     } catch (e) {
