@@ -41,8 +41,8 @@ function du(p: string): number {
   return Number(execFileSync('du', ['-sb', p]).toString().split('\t')[0]);
 }
 
-/** Runs a command under /usr/bin/time -v; returns seconds and peak RSS (KiB). */
-async function timed(cmd: string, argv: string[], env: NodeJS.ProcessEnv = {}): Promise<{ seconds: number; maxRssKiB: number; stdout: string }> {
+/** Runs a command under /usr/bin/time -v; returns seconds, CPU seconds (user + system) and peak RSS (KiB). */
+async function timed(cmd: string, argv: string[], env: NodeJS.ProcessEnv = {}): Promise<{ seconds: number; cpu: number; maxRssKiB: number; stdout: string }> {
   const t0 = process.hrtime.bigint();
   const child = spawn('/usr/bin/time', ['-v', cmd, ...argv], { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
   let out = '';
@@ -53,7 +53,9 @@ async function timed(cmd: string, argv: string[], env: NodeJS.ProcessEnv = {}): 
   const seconds = Number(process.hrtime.bigint() - t0) / 1e9;
   if (code !== 0) throw new Error(`${cmd} ${argv.join(' ')} failed (${code}):\n${err.slice(-3000)}`);
   const m = /Maximum resident set size \(kbytes\): (\d+)/.exec(err);
-  return { seconds, maxRssKiB: m ? Number(m[1]) : NaN, stdout: out };
+  const user = /User time \(seconds\): ([\d.]+)/.exec(err);
+  const sys = /System time \(seconds\): ([\d.]+)/.exec(err);
+  return { seconds, cpu: Number(user?.[1] ?? NaN) + Number(sys?.[1] ?? NaN), maxRssKiB: m ? Number(m[1]) : NaN, stdout: out };
 }
 
 function countFiles(dir: string): { files: number; bytes: number } {
@@ -73,11 +75,38 @@ function countFiles(dir: string): { files: number; bytes: number } {
   return { files, bytes };
 }
 
-const rows: { step: string; tool: string; seconds: number; files: number; rssMiB?: number; note?: string }[] = [];
-const record = (step: string, tool: string, seconds: number, files: number, rssKiB?: number, note?: string) => {
-  rows.push({ step, tool, seconds, files, rssMiB: rssKiB === undefined ? undefined : Math.round(rssKiB / 1024), note });
-  console.log(`${step.padEnd(14)} ${tool.padEnd(9)} ${seconds.toFixed(1).padStart(8)} s ${Math.round(files / seconds).toString().padStart(8)} files/s${rssKiB ? `  peak RSS ${Math.round(rssKiB / 1024)} MiB` : ''}${note ? `  ${note}` : ''}`);
+const load = () => os.loadavg().map((l) => l.toFixed(1)).join(' ');
+const rows: { step: string; tool: string; seconds: number; cpuSeconds: number; files: number; rssMiB?: number; load: string; note?: string }[] = [];
+/** `cpu`: CPU seconds of the tool (for hakobune: uploader + exchange process + its PostgreSQL backends). */
+const record = (step: string, tool: string, seconds: number, cpu: number, files: number, rssKiB?: number, note?: string) => {
+  rows.push({ step, tool, seconds, cpuSeconds: Math.round(cpu * 10) / 10, files, rssMiB: rssKiB === undefined ? undefined : Math.round(rssKiB / 1024), load: load(), note });
+  console.log(
+    `${step.padEnd(14)} ${tool.padEnd(9)} ${seconds.toFixed(1).padStart(8)} s  cpu ${cpu.toFixed(1).padStart(7)} s ${Math.round(files / seconds).toString().padStart(8)} files/s${rssKiB ? `  peak RSS ${Math.round(rssKiB / 1024)} MiB` : ''}  load ${load()}${note ? `  ${note}` : ''}`,
+  );
 };
+
+/** CPU seconds of this process so far. */
+const selfCpu = () => {
+  const u = process.cpuUsage();
+  return (u.user + u.system) / 1e6;
+};
+
+/** CPU seconds used so far by the PostgreSQL backends serving this database (from /proc). */
+async function backendCpu(db: import('../store/db.js').Db | undefined): Promise<number> {
+  if (!db) return 0;
+  const r = await sql<{ pid: number }>`select pid from pg_stat_activity where datname = current_database()`.execute(db);
+  const tick = 100; // USER_HZ
+  let sum = 0;
+  for (const { pid } of r.rows) {
+    try {
+      const f = fs.readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]!.split(' ');
+      sum += (Number(f[11]) + Number(f[12])) / tick; // utime, stime (fields 14 and 15)
+    } catch {
+      // a backend that ended meanwhile
+    }
+  }
+  return sum;
+}
 
 async function main() {
   fs.mkdirSync(work, { recursive: true });
@@ -102,13 +131,27 @@ async function main() {
     });
   const restic = (argv: string[]) => timed('restic', ['--repo', repo, '--quiet', ...argv], { RESTIC_PASSWORD: 'bench', RESTIC_CACHE_DIR: path.join(work, 'restic-cache') });
 
+  /** The store's bytes: pack objects, and every backup table with its indexes and TOAST. */
+  const storeSizes = async () => {
+    const tables: Record<string, number> = {};
+    for (const t of ['blob', 'tree', 'pack', 'snapshot', 'upload', 'upload_entry', 'compression_dictionary', 'facility', 'uploader_credential']) {
+      const r = await sql<{ n: string }>`select pg_total_relation_size(${t}::regclass)::text as n`.execute(exchange.db);
+      tables[t] = Number(r.rows[0]!.n);
+    }
+    const packs = du(exchange.config.packDir);
+    return { packs, tables, total: packs + Object.values(tables).reduce((a, b) => a + b, 0) };
+  };
+  const pgDb = databaseUrl ? exchange.db : undefined;
+  // Exchange CPU of a step: this process (the exchange runs in it) and its database backends.
+  const exchangeCpu = async () => selfCpu() + (await backendCpu(pgDb));
   try {
+    let c0 = await exchangeCpu();
     const first = await upload();
-    record('first upload', 'hakobune', first.seconds, tree0.files, first.maxRssKiB);
+    record('first upload', 'hakobune', first.seconds, first.cpu + (await exchangeCpu()) - c0, tree0.files, first.maxRssKiB, `uploader cpu ${first.cpu.toFixed(1)} s`);
     if (!skipRestic) {
       await restic(['init', '--repository-version', '2']);
       const r = await restic(['backup', '--compression', 'max', root]);
-      record('first backup', 'restic', r.seconds, tree0.files, r.maxRssKiB);
+      record('first backup', 'restic', r.seconds, r.cpu, tree0.files, r.maxRssKiB);
     }
     const sizeAfterFirst = { packs: du(exchange.config.packDir), restic: du(repo) };
 
@@ -117,30 +160,42 @@ async function main() {
     console.log(`evolve: ${JSON.stringify(log.counts)} in ${((Date.now() - t0) / 1000).toFixed(1)} s`);
     const tree1 = countFiles(root);
 
+    const sizesBeforeNight = await storeSizes();
+    c0 = await exchangeCpu();
     const night = await upload();
     const summary = JSON.parse(night.stdout);
-    record('nightly upload', 'hakobune', night.seconds, tree1.files, night.maxRssKiB, `${summary.manifest} manifest, ${summary.blobsSent} blobs sent`);
+    record('nightly upload', 'hakobune', night.seconds, night.cpu + (await exchangeCpu()) - c0, tree1.files, night.maxRssKiB, `${summary.manifest} manifest, ${summary.blobsSent} blobs sent`);
     if (!skipRestic) {
       const r = await restic(['backup', '--compression', 'max', root]);
-      record('nightly backup', 'restic', r.seconds, tree1.files, r.maxRssKiB);
+      record('nightly backup', 'restic', r.seconds, r.cpu, tree1.files, r.maxRssKiB);
     }
+    const sizesAfterNight = await storeSizes();
+    console.log(`the night added ${((sizesAfterNight.total - sizesBeforeNight.total) / 1e6).toFixed(2)} MB to the store (${(((sizesAfterNight.total - sizesBeforeNight.total) / sizesBeforeNight.total) * 100).toFixed(1)}% of it); restic ${((du(repo) - sizeAfterFirst.restic) / 1e6).toFixed(2)} MB`);
 
     const snaps = await exchange.backup.listSnapshots('F001');
     const latest = snaps.at(-1)!;
+    c0 = await exchangeCpu();
     const t1 = process.hrtime.bigint();
     const res = await restoreSnapshot(exchange.backup, latest, { to: path.join(work, 'restore-hk') });
     const rs = Number(process.hrtime.bigint() - t1) / 1e9;
     if (res.failed.length) throw new Error(`restore failed for ${res.failed.length} files`);
-    record('full restore', 'hakobune', rs, res.files, undefined, 'in-process (same code as hakobune restore)');
+    record('full restore', 'hakobune', rs, (await exchangeCpu()) - c0, res.files, undefined, 'in-process (same code as hakobune restore)');
     if (!skipRestic) {
       const r = await restic(['restore', 'latest', '--target', path.join(work, 'restore-restic')]);
-      record('full restore', 'restic', r.seconds, tree1.files, r.maxRssKiB);
+      record('full restore', 'restic', r.seconds, r.cpu, tree1.files, r.maxRssKiB);
     }
     // Byte-identical check of our restore against the tree.
     execFileSync('diff', ['-rq', root, path.join(work, 'restore-hk', 'standard')], { stdio: 'inherit' });
     console.log('hakobune restore: byte-identical to the tree (diff -r)');
 
     const stats = await storeStats(exchange.db);
+    const store = await storeSizes();
+    console.log(
+      `store: packs ${(store.packs / 1e6).toFixed(2)} MB + ${Object.entries(store.tables)
+        .filter(([, n]) => n > 0)
+        .map(([t, n]) => `${t} ${(n / 1e6).toFixed(2)} MB`)
+        .join(' + ')} = ${(store.total / 1e6).toFixed(2)} MB; restic ${(du(repo) / 1e6).toFixed(2)} MB: ${((store.total / du(repo)) * 100).toFixed(1)}%`,
+    );
     const dbBytes = databaseUrl
       ? Number((await sql<{ n: string }>`select pg_database_size(current_database())::text as n`.execute(exchange.db)).rows[0]!.n)
       : du(path.join(dataDir, 'pglite'));
@@ -154,8 +209,9 @@ async function main() {
       databaseBytes: dbBytes,
       resticRepoBytes: du(repo),
       resticAfterFirst: sizeAfterFirst.restic,
+      store,
     };
-    console.log(JSON.stringify({ tree: tree1, sizes, stats, rows }, null, 2));
+    console.log(JSON.stringify({ tree: tree1, sizes, stats, rows, load: load() }, null, 2));
     console.log(
       `per-blob compression: ${(stats.raw_bytes / stats.stored_bytes).toFixed(2)}x; packs ${(sizes.packsBytes / 1e6).toFixed(1)} MB + database ${(sizes.databaseBytes / 1e6).toFixed(1)} MB` +
         ` vs restic ${(sizes.resticRepoBytes / 1e6).toFixed(1)} MB (raw tree ${(tree1.bytes / 1e6).toFixed(1)} MB)`,
