@@ -1,4 +1,5 @@
 import type { TreeLoader } from '../backup/tree-store.js';
+import type { TreeEntry } from '../backup/tree.js';
 
 /**
  * The blobs a set of snapshot trees names (hex SHA-256). Each distinct tree is loaded once, a
@@ -20,12 +21,15 @@ export async function markBlobs(loader: TreeLoader, roots: Buffer[], onTrees?: (
     const next: Buffer[] = [];
     for (let i = 0; i < fresh.length; i += 5000) {
       const trees = await loader.loadMany(fresh.slice(i, i + 5000));
-      for (const entries of trees.values()) {
+      // A small folder travels inline in its parent's tree: its entries are at hand.
+      const collect = (entries: TreeEntry[]) => {
         for (const e of entries) {
-          if (e.kind === 'dir') next.push(e.hash);
-          else live.add(e.sha256.toString('hex'));
+          if (e.kind === 'file') live.add(e.sha256.toString('hex'));
+          else if (e.inline) collect(e.inline.entries);
+          else next.push(e.hash);
         }
-      }
+      };
+      for (const entries of trees.values()) collect(entries);
     }
     onTrees?.(seen.size);
     level = next;
