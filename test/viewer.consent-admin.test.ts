@@ -184,6 +184,9 @@ describe('identity links, consents and participation over HTTP (PostgreSQL)', ()
     }
     expect((await post('FB/net', `/api/admin/links/review/${cross.id}/accept`, { reason: '' })).status).toBe(400);
     expect((await post('FB/net', `/api/admin/links/review/${cross.id}/accept`, { reason: 'x', extra: 1 })).status).toBe(400);
+    expect((await post('FB/net', `/api/admin/links/review/${cross.id}/accept`, { reason: 'x'.repeat(5000) })).status).toBe(413);
+    expect((await post('FB/net', `/api/admin/links/review/${cross.id}/accept`, '{"reason":')).status).toBe(400);
+    expect((await post('FB/net', `/api/admin/links/review/${cross.id}/accept`, 'reason=x', 'POST', 'text/plain')).status).toBe(400);
     expect((await as('FB/net', '/api/admin/links/review?limit=100000')).status).toBe(400);
     expect((await as('FB/net', `/api/admin/links/review?after=${encodeURIComponent("1'--")}`)).status).toBe(400);
     expect((await post('FB/carer', `/api/admin/links/review/${cross.id}/accept`, { reason: 'x' })).status).toBe(403);
@@ -197,6 +200,8 @@ describe('identity links, consents and participation over HTTP (PostgreSQL)', ()
       expect((await post('FB/clerk', '/api/admin/links/unlink', bad)).status).toBe(400);
     }
     expect((await post('FB/clerk', '/api/admin/links/unlink', { facilityId: 'FB', localId: '9999', reason: 'wrong person' })).status).toBe(404);
+    expect((await post('FB/clerk', '/api/admin/links/unlink', { facilityId: 'FB', localId: '2001', reason: 'y'.repeat(6000) })).status).toBe(413);
+    expect((await post('FB/clerk', '/api/admin/links/unlink', '{"facilityId": "FB", "localId": "2001", "reason": "x"')).status).toBe(400);
     const res = await post('FB/clerk', '/api/admin/links/unlink', { facilityId: 'FB', localId: '2001', reason: 'registered to the wrong person' });
     expect(res.status).toBe(200);
     expect(await res.json()).toEqual({ facilityId: 'FB', localId: '2001', unlinkedFrom: shared });

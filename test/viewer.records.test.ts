@@ -324,7 +324,7 @@ describe('records by id, documents, quality and name search over HTTP (PostgreSQ
     expect(entry).toMatchObject({ action: 'patient.search', outcome: 'success', user_id: u['FK/carer']!.userId });
     expect(JSON.parse(entry!.detail)).toMatchObject({ query: { name: '患者' }, results: 0 });
 
-    for (const q of [`name=${enc("' OR 1=1--")}`, `name=${enc('患者;')}`, `name=${enc('a'.repeat(65))}`, `name=a&name=b`, `name=${enc('患者')}&_id=${regional}`, `name=${enc('患者')}&birthdate=1948`, `family=${enc('<x>')}`]) {
+    for (const q of [`name=${enc("' OR 1=1--")}`, `name=${enc('患者;')}`, `name=${enc('a'.repeat(65))}`, `name=a&name=b`, `name=${enc('患者')}&_id=${regional}`, `name=${enc('患者')}&birthdate=1948`, `family=${enc('<x>')}`, `given=${enc("' or ''='")}`, `family=${enc('患者')}&given=${enc('太郎%')}`, 'name=']) {
       const res = await as('FB/doctor', `/fhir/Patient?${q}`);
       expect([q, res.status]).toEqual([q, 400]);
       expect(((await res.json()) as { resourceType: string }).resourceType).toBe('OperationOutcome');
