@@ -3,13 +3,15 @@
  * default policy, prune, and verify --read-data. Prints the figures recorded in bench/README.md
  * ("Disaster recovery storage").
  *
- *   npx tsx bench/prune.bench.ts --patients 300 --days 60 --nights 365
+ *   npx tsx bench/prune.bench.ts --patients 100 --days 30 --nights 365 --verify-mb 128
  *
  * Steps: generate one facility (fixtures generate), upload it, then for each night `fixtures
  * evolve` and a delta upload through the upload protocol's service calls (only changed files
  * re-hashed, as the uploader does); the snapshots are then dated one night apart ending today
  * and the packs moved out of the delete lock; `forget` (daily=30,monthly=24,yearly=all, signed
- * delete request), `prune --dry-run`, `prune`, a second `prune`, `verify --read-data`.
+ * delete request), `prune --dry-run`, `prune`, a second `prune`, `prune --repack-below 100%`
+ * (every pack with a dead blob rewritten), `verify --read-data`. Then verify throughput on a
+ * bigger store: --verify-mb of random 64 KiB blobs (incompressible, stored as they are).
  * Wall time, this process's CPU time and the CPU time of the PostgreSQL backends of the bench
  * database (from /proc) are printed with the load average: the machine is shared.
  */
@@ -41,6 +43,7 @@ const arg = (name: string, def: number) => {
 const PATIENTS = arg('patients', 300);
 const DAYS = arg('days', 60);
 const NIGHTS = arg('nights', 365);
+const VERIFY_MB = arg('verify-mb', 128);
 const FACILITY = 'F001';
 
 interface Known {
@@ -177,18 +180,35 @@ async function main() {
     const dry = await measure(ex, 'prune --dry-run', () => prune({ db: ex.db, packs: ex.backup.packs }, { lockDays: 30, dryRun: true }));
     console.log(`  would reclaim ${(dry.bytesReclaimed / 1e6).toFixed(2)} MB: ${dry.packs.delete} packs to delete, ${dry.packs.repack} to repack, ${dry.blobsRemoved} blobs`);
     const r = await measure(ex, 'prune', () => prune({ db: ex.db, packs: ex.backup.packs }, { lockDays: 30 }));
+    console.log(`  ${r.neededBlobs} blobs needed by the ${r.snapshots} kept snapshots, ${before.blobs - r.neededBlobs} dead`);
     console.log(`  reclaimed ${(r.bytesReclaimed / 1e6).toFixed(2)} MB: ${r.objectsDeleted} objects deleted, ${r.packsWritten} packs written, ${r.blobsRemoved} blobs removed, ${r.skipped.length} skipped`);
     await measure(ex, 'prune again (nothing to do)', () => prune({ db: ex.db, packs: ex.backup.packs }, { lockDays: 30 }));
+    const full = await measure(ex, 'prune --repack-below 100%', () => prune({ db: ex.db, packs: ex.backup.packs }, { lockDays: 30, repackBelow: 1.01 }));
+    console.log(`  reclaimed ${(full.bytesReclaimed / 1e6).toFixed(2)} MB: ${full.packs.repack} packs repacked into ${full.packsWritten}, ${full.packs.delete} deleted, ${full.blobsRemoved} blobs removed`);
     const after = await storeStats(ex.db);
     console.log(`store after: ${after.packs} packs, ${(after.pack_bytes / 1e6).toFixed(1)} MB, ${after.blobs} blobs`);
     let t0 = performance.now();
     const v = await measure(ex, 'verify --read-data', () => verifyStore(ex.backup, { readData: 1 }));
     let s = (performance.now() - t0) / 1000;
     console.log(`  ${v.ok ? 'OK' : 'DAMAGED'}: ${v.blobsRead} blobs read; ${(after.stored_bytes / 1e6 / s).toFixed(1)} MB/s stored, ${(after.raw_bytes / 1e6 / s).toFixed(1)} MB/s of file content`);
+    if (!v.ok) throw new Error('the store does not verify after prune');
+
+    // Verify throughput on a bigger store: random 64 KiB blobs in 4 MiB packs.
+    const blob = 64 * 1024;
+    for (let done = 0; done < VERIFY_MB * 1024 * 1024; done += 16 * 1024 * 1024) {
+      const frames = Array.from({ length: 256 }, () => {
+        const data = randomBytes(blob);
+        return { sha256: createHash('sha256').update(data).digest(), data };
+      });
+      await ex.backup.blobs.store(frames);
+    }
+    const big = await storeStats(ex.db);
+    t0 = performance.now();
+    const vb = await measure(ex, `verify --read-data, ${(big.stored_bytes / 1e6).toFixed(0)} MB in ${big.packs} packs`, () => verifyStore(ex.backup, { readData: 1 }));
+    s = (performance.now() - t0) / 1000;
+    console.log(`  ${vb.ok ? 'OK' : 'DAMAGED'}: ${vb.blobsRead} blobs read; ${(big.stored_bytes / 1e6 / s).toFixed(1)} MB/s`);
     t0 = performance.now();
     await measure(ex, 'verify --read-data-subset 10%', () => verifyStore(ex.backup, { readData: 0.1 }));
-    s = (performance.now() - t0) / 1000;
-    if (!v.ok) throw new Error('the store does not verify after prune');
   } finally {
     await ex.stop();
     await pg.drop();

@@ -24,6 +24,8 @@ import { findRun } from '../store/records/records.repository.js';
 import { feedDemographics } from '../consent/identity-feed.js';
 import { createAiModule, type AiModule } from './ai/ai.module.js';
 import { restoreRouter } from './routes/restore.routes.js';
+import { retentionRouter } from './routes/retention.routes.js';
+import { createDeleteGuard } from '../store/retention/delete-authorization.js';
 import { securityHeaders } from './routes/hygiene.js';
 import { facilitiesRouter } from './routes/facilities.routes.js';
 import { consentAdminRouter } from './routes/consent-admin.routes.js';
@@ -152,6 +154,18 @@ export async function createExchange(config: Config, opts: ExchangeOptions = {})
       backup,
       enqueue: (id, priority) => jobs.enqueueRestore(id, priority),
       restoreRoot: config.restoreRoot,
+      clock,
+    }),
+  );
+  routers.push(
+    retentionRouter({
+      auth: viewer.auth,
+      audit: viewer.audit,
+      roles: viewer.roles,
+      hygiene: securityHeaders({ tls: !!config.tls }),
+      db,
+      guard: createDeleteGuard(config.retention, db, viewer.audit, clock),
+      retention: config.retention,
       clock,
     }),
   );

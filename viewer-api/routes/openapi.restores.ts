@@ -1,6 +1,7 @@
 /**
- * OpenAPI paths of restore requests (restore.routes.ts): a disaster-recovery operator asks for a
- * facility's snapshot, polls the job and downloads the tar. openapi.ts merges them into the document.
+ * OpenAPI paths of disaster-recovery operations: restore requests (restore.routes.ts: ask for a
+ * facility's snapshot, poll the job, download the tar) and retention (retention.routes.ts: the
+ * forget plan, and forget under a signed delete request). openapi.ts merges them into the document.
  */
 const problem = { $ref: '#/components/responses/Problem' };
 const errors = { '400': problem, '401': problem, '403': problem, '429': problem };
@@ -60,6 +61,51 @@ export function restorePaths(): Record<string, unknown> {
         summary: 'The restored tree as a tar stream (paths, bytes and mtimes as stored); a blob found damaged mid-stream cuts the transfer',
         parameters: [requestId],
         responses: { '200': { description: 'POSIX tar', content: { 'application/x-tar': { schema: { type: 'string', format: 'binary' } } } }, ...errors, '404': problem, '409': { ...problem, description: 'not ready, failed, or written to a path' } },
+      },
+    },
+  };
+}
+
+const decision = {
+  type: 'object',
+  properties: { id: { type: 'string' }, facilityId: { type: 'string' }, nightlyDate: { type: 'string', format: 'date' }, createdAt: { type: 'string', format: 'date-time' }, reasons: { type: 'array', items: { type: 'string' } } },
+};
+
+export function retentionPaths(): Record<string, unknown> {
+  return {
+    '/api/retention/plan': {
+      get: {
+        summary: 'What forget would do under HAKOBUNE_RETENTION: every snapshot, kept (by which rule) or not (why)',
+        parameters: [{ name: 'facility', in: 'query', schema: { type: 'string' } }],
+        responses: {
+          '200': json({ type: 'object', properties: { policy: { type: 'string' }, lockDays: { type: 'integer' }, at: { type: 'string' }, facility: { type: 'string', nullable: true }, keep: { type: 'array', items: decision }, forget: { type: 'array', items: decision } } }),
+          ...errors,
+          '404': problem,
+        },
+      },
+    },
+    '/api/retention/forget': {
+      post: {
+        summary: 'Forget snapshots the policy lets go; the body is a delete request signed with the operator Ed25519 delete key (hakobune delete-key generate)',
+        requestBody: json({
+          type: 'object',
+          additionalProperties: false,
+          required: ['action', 'facility', 'snapshotIds', 'timestamp', 'nonce', 'signature'],
+          properties: {
+            action: { type: 'string', enum: ['forget'] },
+            facility: { type: 'string', nullable: true },
+            snapshotIds: { type: 'array', items: { type: 'string' }, minItems: 1 },
+            timestamp: { type: 'string', format: 'date-time', description: 'signing time; valid for 5 minutes' },
+            nonce: { type: 'string', pattern: '^[A-Za-z0-9_-]{16,128}$', description: 'accepted once' },
+            signature: { type: 'string', description: 'base64 Ed25519 over "hakobune-delete-v1\\n" + JSON [action, facility, sorted snapshotIds, timestamp, nonce]' },
+          },
+        }),
+        responses: {
+          '200': json({ type: 'object', properties: { forgotten: { type: 'array', items: { type: 'string' } } } }),
+          ...errors,
+          '404': { ...problem, description: 'no such facility or snapshot' },
+          '409': { ...problem, description: 'a snapshot the policy keeps (inside the delete lock, the latest, a rule, pinned)' },
+        },
       },
     },
   };

@@ -3,7 +3,7 @@ import type { Middleware } from 'koa';
 import { CATEGORIES } from '../../consent/categories.js';
 import { ROLES } from '../roles/roles.js';
 import { adminPaths, recordPaths, RECORD_DETAIL_SCHEMA } from './openapi.records.js';
-import { restorePaths } from './openapi.restores.js';
+import { restorePaths, retentionPaths } from './openapi.restores.js';
 
 /**
  * The OpenAPI 3.0 description of the viewer's JSON API, served at /api/openapi.json. It lists the
@@ -127,7 +127,7 @@ export function openApiDocument(clinical: boolean): Record<string, unknown> {
       },
     });
   }
-  Object.assign(paths, adminPaths(), restorePaths(), clinical ? recordPaths() : {});
+  Object.assign(paths, adminPaths(), restorePaths(), retentionPaths(), clinical ? recordPaths() : {});
   return {
     openapi: '3.0.3',
     info: {
