@@ -187,6 +187,26 @@ describe.each<Backend>(['postgres', 'embedded'])('the viewer scenario on %s', (b
     expect(patient).toMatchObject({ resourceType: 'Patient', id: regional });
   });
 
+  it('pages FHIR searches with absolute links to this server', async () => {
+    type Paged = { link: Array<{ relation: string; url: string }>; entry: Array<{ fullUrl: string; resource: { resourceType: string; id: string } }> };
+    const all = (await (await get(h, `/fhir/MedicationRequest?patient=${regional}&_count=200`, tok(doctorB))).json()) as Paged;
+    expect(all.entry.length).toBeGreaterThan(1);
+    for (const e of all.entry) expect(e.fullUrl).toBe(`${h.url}/fhir/MedicationRequest/${e.resource.id}`);
+    const seen: string[] = [];
+    let res = await get(h, `/fhir/MedicationRequest?patient=${regional}&_count=1`, tok(doctorB));
+    for (;;) {
+      expect(res.status).toBe(200);
+      const page = (await res.json()) as Paged;
+      expect(page.link.find((l) => l.relation === 'self')!.url.startsWith(`${h.url}/fhir/MedicationRequest?`)).toBe(true);
+      seen.push(...page.entry.map((e) => e.resource.id));
+      const next = page.link.find((l) => l.relation === 'next');
+      if (!next) break;
+      expect(next.url.startsWith(`${h.url}/fhir/`)).toBe(true);
+      res = await get(h, next.url.slice(h.url.length), tok(doctorB));
+    }
+    expect(seen).toEqual(all.entry.map((e) => e.resource.id));
+  });
+
   it('shows a pharmacist only what pharmacists may read', async () => {
     const body = (await (await timeline(pharmacist, '?limit=200')).json()) as TimelineBody;
     expect(body.records.length).toBeGreaterThan(0);

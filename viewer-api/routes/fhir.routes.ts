@@ -104,7 +104,9 @@ function single(values: string[] | undefined, name: string): string | undefined 
 }
 
 function bundle(ctx: Context, resources: FhirResource[], next: string | undefined) {
-  const self = `${ctx.origin}${ctx.originalUrl}`;
+  // The server's own base (koa 3's ctx.origin is the request's Origin header, not this).
+  const base = `${ctx.protocol}://${ctx.host}`;
+  const self = `${base}${ctx.originalUrl}`;
   const links = [{ relation: 'self', url: self }];
   if (next) {
     const u = new URL(self);
@@ -115,7 +117,7 @@ function bundle(ctx: Context, resources: FhirResource[], next: string | undefine
     resourceType: 'Bundle',
     type: 'searchset',
     link: links,
-    entry: resources.map((r) => ({ fullUrl: `${ctx.origin}/fhir/${r.resourceType}/${r.id}`, resource: r, search: { mode: 'match' } })),
+    entry: resources.map((r) => ({ fullUrl: `${base}/fhir/${r.resourceType}/${r.id}`, resource: r, search: { mode: 'match' } })),
   };
 }
 
