@@ -163,7 +163,12 @@ describe('records by id, documents, quality and name search over HTTP (PostgreSQ
     const decoded = decodeIso2022jp(stored);
     expect(decoded.ok).toBe(true);
     const body = await text.text();
-    expect(body).toBe((decoded as { text: string }).text);
+    // One segment a line: each bare CR of HL7 v2 becomes a CRLF, nothing else changes.
+    expect(body).toBe((decoded as { text: string }).text.replace(/\r(?!\n)/g, '\r\n'));
+    expect(body.split('\r\n')[0]).toMatch(/^MSH\|/);
+    // (the sample ends with a stray FS control character after its last segment)
+    expect(body.split('\r\n').filter((l) => l.includes('|')).every((l) => /^[A-Z][A-Z0-9]{2}\|/.test(l))).toBe(true);
+    expect(body.split('\r\n').filter((l) => l.includes('|')).length).toBeGreaterThan(5);
     expect(body).toContain('患者^太郎');
 
     const raw = await as('FB/doctor', `/api/records/${ids.rxA}/original?format=raw`);

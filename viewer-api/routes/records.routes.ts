@@ -151,7 +151,9 @@ export function recordsRouter(deps: { auth: AuthService; records: RecordGate; hy
     if (type === HL7_V2_RAW) {
       const d = decodeIso2022jp(bytes);
       if (!d.ok) throw new ExchangeError('unprocessable', `the stored message is not valid ISO-2022-JP at byte ${d.byteOffset}; ask for format=raw`);
-      text = d.text;
+      // HL7 v2 ends segments with a bare CR, which a terminal shows as one overwritten line;
+      // text/plain breaks lines with CRLF, so each segment reads as a line (raw keeps the bytes).
+      text = d.text.replace(/\r(?!\n)/g, '\r\n');
     } else if (type.startsWith('text/xml; charset=utf-8')) {
       try {
         text = new TextDecoder('utf-8', { fatal: true }).decode(bytes);
