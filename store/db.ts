@@ -112,10 +112,12 @@ function acquireEmbeddedLock(dataDir: string): () => void {
       const held = readEmbeddedLock(dataDir);
       if (held) {
         const where = held.url ? ` and serves ${held.url}` : '';
+        const api = held.url ? `its HTTP API (${held.url}/api/openapi.json) and \`hakobune upload\`` : '`hakobune upload`';
         throw new ExchangeError(
           'conflict',
           `the embedded database in ${dataDir} is in use by process ${held.pid}${where}; ` +
-            `stop it first, or use a command that talks to the running exchange`,
+            `this command opens the database itself: stop that exchange first (Ctrl+C, or kill ${held.pid}), then run it again. ` +
+            `While it runs, ${api} work through it; with PostgreSQL (DATABASE_URL) commands run beside the server`,
           { pid: held.pid, url: held.url },
         );
       }

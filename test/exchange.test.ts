@@ -35,6 +35,8 @@ describe('the exchange on the embedded default', () => {
   it('refuses a second process-level opener of the same embedded database', async () => {
     // The lock names the live owner (this process) and the URL it serves.
     await expect(createExchange(testConfig(tmp.dir))).rejects.toThrow(/in use by process \d+ and serves http/);
+    // ... and says what to do: stop it, or go through it (its HTTP API, the uploader).
+    await expect(createExchange(testConfig(tmp.dir))).rejects.toThrow(/stop that exchange first \(Ctrl\+C, or kill \d+\).*HTTP API \(http:\/\/[^)]+\/api\/openapi\.json\) and `hakobune upload` work through it/);
   });
 
   it('stops twice without error', async () => {
