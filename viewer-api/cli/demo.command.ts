@@ -13,6 +13,7 @@ function howToLogIn(url: string, state: DemoState, dataDir: string): string {
   const linked = state.patients.find((p) => p.shape === 'hospitals-and-pharmacies' && p.links.length > 1) ?? state.patients[0];
   const aiPatient = state.patients.find((p) => p.shape === 'ai-and-research');
   const who = `${physician.facilityId}/${physician.username}`;
+  const patient = linked?.regionalId ?? '<regional id>';
   const lines = [
     '',
     `Hakobune is running at ${url}`,
@@ -26,14 +27,17 @@ function howToLogIn(url: string, state: DemoState, dataDir: string): string {
     `      Users at every facility and role (${state.users.length} in all), password "${state.password}";`,
     `      credentials, TOTP secrets and device credentials are in ${demoStateFile(dataDir)}.`,
     '',
-    `Log in as the physician ${who} (in another terminal):`,
+    `Log in as the physician ${who} (in another terminal, in this folder; a TOTP code is accepted once):`,
     `  CODE=$(npx hakobune demo totp ${who})`,
-    `  curl -s -X POST ${url}/api/auth/login -H 'Content-Type: application/json' \\`,
+    `  TOKEN=$(curl -s -X POST ${url}/api/auth/login -H 'Content-Type: application/json' \\`,
     `    -H '${DEVICE_HEADER}: ${device.credential}' \\`,
-    `    -d '{"facilityId":"${physician.facilityId}","username":"${physician.username}","password":"${state.password}","totp":"'$CODE'"}'`,
-    `Then, with the token it returns (TOKEN=...):`,
-    `  curl -s ${url}/api/patients/${linked?.regionalId ?? '<regional id>'}/timeline -H "Authorization: Bearer $TOKEN"`,
-    `  curl -s ${url}/fhir/Patient/${linked?.regionalId ?? '<regional id>'}/\\$everything -H "Authorization: Bearer $TOKEN"`,
+    `    -d '{"facilityId":"${physician.facilityId}","username":"${physician.username}","password":"${state.password}","totp":"'$CODE'"}' \\`,
+    `    | node -pe 'JSON.parse(require("fs").readFileSync(0)).token')`,
+    `Then read a patient seen at several facilities:`,
+    `  curl -s ${url}/api/patients/${patient}/timeline -H "Authorization: Bearer $TOKEN"`,
+    `  curl -s ${url}/fhir/Patient/${patient}/\\$everything -H "Authorization: Bearer $TOKEN"`,
+    `  curl -s ${url}/api/records/<id> -H "Authorization: Bearer $TOKEN"            # a record's id from the timeline`,
+    `  curl -s ${url}/api/records/<id>/original -H "Authorization: Bearer $TOKEN"   # its stored HL7 message`,
     '',
     `AI through the exchange (a local stand-in service, registered as "${DEMO_AI_SERVICE}"; only this patient consented to it):`,
     `  curl -s -X POST ${url}/api/ai/requests -H "Authorization: Bearer $TOKEN" -H 'Content-Type: application/json' \\`,
