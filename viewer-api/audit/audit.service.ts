@@ -12,6 +12,8 @@ export interface AuditLog {
 
 /** Most entries one append statement carries (a bound on the statement's size). */
 const MAX_BATCH = 256;
+/** Appends tried before giving up when the head keeps moving (see appendAll). */
+const MAX_ATTEMPTS = 50;
 
 /**
  * Group commit: entries recorded while an append is in flight wait and go together in the next
@@ -30,7 +32,7 @@ export function createAuditLog(db: Db, clock: Clock): AuditLog {
 
   async function appendAll(batch: Waiting[]): Promise<void> {
     const items = batch.map((w) => ({ input: w.input, at: w.at }));
-    for (;;) {
+    for (let attempt = 1; ; attempt++) {
       head ??= await readAuditHead(db);
       const done = await appendAuditBatch(db, head, items);
       if (done) {
@@ -38,6 +40,9 @@ export function createAuditLog(db: Db, clock: Clock): AuditLog {
         return;
       }
       head = undefined;
+      // Other writers move the head now and then; a head that never matches (its row removed or
+      // rewritten under the exchange) is an error, not a reason to retry for ever.
+      if (attempt >= MAX_ATTEMPTS) throw new Error(`the audit head moved under each of ${MAX_ATTEMPTS} appends; the trail needs checking`);
     }
   }
 

@@ -1,0 +1,46 @@
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { sql } from 'kysely';
+import { createExchange, type Exchange } from '../viewer-api/exchange.js';
+import { testConfig } from '../viewer-api/config.js';
+import { verifyAuditChain } from '../viewer-api/audit/audit.service.js';
+import { createTestDatabase, type TestDatabase } from './support/postgres.js';
+import { tempDir } from './support/tmp.js';
+
+/** The audit trail's group commit: many entries per statement, each caller told about its own. */
+describe('audit entries appended in batches on PostgreSQL', () => {
+  const tmp = tempDir();
+  let pg: TestDatabase;
+  let ex: Exchange;
+  beforeAll(async () => {
+    pg = await createTestDatabase('hkauditb');
+    ex = await createExchange(testConfig(tmp.dir, { databaseUrl: pg.url }));
+  }, 240_000);
+  afterAll(async () => {
+    await ex?.stop();
+    await pg?.drop();
+    tmp.remove();
+  });
+
+  it('keeps the order of recording in the chain, and an entry that cannot be stored fails alone', async () => {
+    const before = (await ex.db.selectFrom('audit_head').select('count').executeTakeFirstOrThrow()).count;
+    const results = await Promise.allSettled(
+      Array.from({ length: 300 }, (_, i) =>
+        ex.viewer.audit.record({ action: 'test.batch', outcome: 'success', patient: `R${i}`, detail: i === 7 ? { bad: Number.NaN } : { i } }),
+      ),
+    );
+    expect(results.filter((r) => r.status === 'rejected').length).toBe(1);
+    expect(results[7]!.status).toBe('rejected');
+    const rows = await ex.db.selectFrom('audit_event').select(['seq', 'patient']).where('seq', '>', before).orderBy('seq').execute();
+    expect(rows.map((r) => r.patient)).toEqual(Array.from({ length: 300 }, (_, i) => `R${i}`).filter((p) => p !== 'R7'));
+    expect((await verifyAuditChain(ex.db)).ok).toBe(true);
+  });
+
+  it('refuses to append, without retrying for ever, when the head row is gone; appends again once it is back', async () => {
+    const head = await ex.db.selectFrom('audit_head').selectAll().executeTakeFirstOrThrow();
+    await sql`delete from audit_head`.execute(ex.db);
+    await expect(ex.viewer.audit.record({ action: 'test.nohead', outcome: 'success' })).rejects.toThrow(/audit head/);
+    await ex.db.insertInto('audit_head').values(head).execute();
+    await ex.viewer.audit.record({ action: 'test.headback', outcome: 'success' });
+    expect((await verifyAuditChain(ex.db)).ok).toBe(true);
+  });
+});
