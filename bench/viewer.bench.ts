@@ -193,15 +193,18 @@ function delta(before: Map<number, number>, after: Map<number, number>): number 
   return s;
 }
 
+/** A latency from the load generator (null when it had none to give). */
+const ms = (v: number | null) => (typeof v === 'number' && Number.isFinite(v) ? +v.toFixed(1) : null);
+
 interface LoadResult {
   requests: number;
   seconds: number;
   statuses: Record<string, number>;
   bytes: number;
-  p50: number;
-  p95: number;
-  p99: number;
-  max: number;
+  p50: number | null;
+  p95: number | null;
+  p99: number | null;
+  max: number | null;
   clientCpuSeconds: number;
 }
 
@@ -277,10 +280,11 @@ async function main() {
         requests: r.requests,
         statuses: r.statuses,
         'req/s': Math.round(r.requests / r.seconds),
-        'p50 ms': +r.p50.toFixed(1),
-        'p95 ms': +r.p95.toFixed(1),
-        'p99 ms': +r.p99.toFixed(1),
-        'max ms': +r.max.toFixed(1),
+        // null: no request finished inside the measured window.
+        'p50 ms': ms(r.p50),
+        'p95 ms': ms(r.p95),
+        'p99 ms': ms(r.p99),
+        'max ms': ms(r.max),
         'KB/response': +(r.bytes / Math.max(1, r.requests) / 1024).toFixed(1),
         'server CPU s': +serverCpu.toFixed(2),
         'server CPU ms/request': +((serverCpu * 1000) / Math.max(1, r.requests)).toFixed(3),
@@ -292,7 +296,7 @@ async function main() {
         'ok responses': ok,
         loadavg: { start: load0.map((x) => +x.toFixed(1)), end: load1.map((x) => +x.toFixed(1)) },
       });
-      process.stderr.write(`${name}: ${Math.round(r.requests / r.seconds)} req/s, p95 ${r.p95.toFixed(1)} ms\n`);
+      process.stderr.write(`${name}: ${Math.round(r.requests / r.seconds)} req/s, p95 ${ms(r.p95)} ms\n`);
     }
     const cpus = os.cpus();
     console.log(
