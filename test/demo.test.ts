@@ -4,7 +4,13 @@ import { testConfig } from '../viewer-api/config.js';
 import { ensureDemoData, readDemoState, startDemoAiService, DEMO_AI_SERVICE, type DemoState } from '../viewer-api/demo/seed.js';
 import { totpCode } from '../viewer-api/auth/totp.js';
 import { DEVICE_HEADER } from '../viewer-api/routes/session.js';
+import { howToLogIn } from '../viewer-api/cli/demo.command.js';
 import { tempDir } from './support/tmp.js';
+import { execFile } from 'node:child_process';
+import { fileURLToPath } from 'node:url';
+import path from 'node:path';
+
+const HAKOBUNE = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', 'hakobune.js');
 
 /**
  * The demo that `npm start` prepares, followed the way the README tells a new user to: log in
@@ -118,6 +124,28 @@ describe('the demo', () => {
     });
     expect(res.status).toBe(403);
   });
+
+  it('prints login and read commands that work when pasted into a shell', async () => {
+    const lines = howToLogIn(url, state, tmp.dir).split('\n');
+    const from = lines.findIndex((l) => l.startsWith('  CODE='));
+    const to = lines.findIndex((l) => l.startsWith('Then'));
+    expect(from).toBeGreaterThan(0);
+    expect(to).toBeGreaterThan(from);
+    // The printed block as it stands, with `npx hakobune` run from this checkout; then the two
+    // printed reads that need no id from an earlier answer, each followed by its HTTP status.
+    const login = lines.slice(from, to).join('\n').replace('npx hakobune', `"${process.execPath}" "${HAKOBUNE}"`);
+    const reads = lines.filter((l) => /^ {2}curl -s \S+\/(timeline|\\\$everything) /.test(l));
+    expect(reads).toHaveLength(2);
+    const script = [login, 'test -n "$TOKEN" || exit 9', ...reads.map((l) => `${l.trim()} -o /dev/null -w '%{http_code}\\n'`)].join('\n');
+    // A TOTP code is accepted once: the physician already logged in during this step.
+    await new Promise((r) => setTimeout(r, 30_000 - (Date.now() % 30_000) + 500));
+    const out = await new Promise<string>((resolve, reject) =>
+      execFile('bash', ['-c', script], { env: { ...process.env, HAKOBUNE_DATA_DIR: tmp.dir }, timeout: 120_000 }, (err, stdout, stderr) =>
+        err ? reject(new Error(`${err.message}\n${stderr}`)) : resolve(stdout),
+      ),
+    );
+    expect(out.trim().split('\n')).toEqual(['200', '200']);
+  }, 180_000);
 
   it('is prepared once: a second call returns the saved state without uploading again', async () => {
     const again = await ensureDemoData(exchange, url);

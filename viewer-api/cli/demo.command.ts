@@ -7,7 +7,8 @@ import { totpCode } from '../auth/totp.js';
 import { DEVICE_HEADER } from '../routes/session.js';
 import { report, UsageError, type OutputOptions } from './output.js';
 
-function howToLogIn(url: string, state: DemoState, dataDir: string): string {
+/** What `npm start` prints once the demo is ready: where it runs and the commands to log in and read. */
+export function howToLogIn(url: string, state: DemoState, dataDir: string): string {
   const physician = state.users.find((u) => u.role === 'physician')!;
   const device = state.devices.find((d) => d.facilityId === physician.facilityId)!;
   const linked = state.patients.find((p) => p.shape === 'hospitals-and-pharmacies' && p.links.length > 1) ?? state.patients[0];
