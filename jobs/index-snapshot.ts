@@ -95,7 +95,9 @@ export async function indexSnapshot(
   if (begun.kind === 'skip') return result(begun.run, begun.reason, false);
   let run = begun.run;
 
-  const mapWorkers = opts.mapWorkers ?? Math.min(4, os.availableParallelism());
+  // One map worker more than cores: while one waits for its page to be handed over, the others
+  // keep the cores busy (1M messages on 2 cores: 9,804/s with 2 workers, 10,746/s with 3).
+  const mapWorkers = opts.mapWorkers ?? Math.min(4, os.availableParallelism() + 1);
   const minPooled = opts.minPooledFiles ?? 500;
   let pool: ReadPool | undefined;
   try {
