@@ -23,6 +23,13 @@ export interface DatabaseOptions {
   poolSize?: number;
 }
 
+/**
+ * Connections of the main PostgreSQL pool. Each serves one statement at a time and a viewer
+ * request makes three, so a small pool queues requests while the cores idle: at 1M records and
+ * 50 clients, 10 connections gave 263 timeline requests/s, 20 gave 426, 30 gave 452.
+ */
+export const DEFAULT_POOL_SIZE = 20;
+
 // Both backends return the same JavaScript types: int8 as number (sizes and counts stay far below
 // 2^53; a larger value is an error, not a silent rounding), bytea as Buffer, numeric as string.
 function parseInt8(v: string): number {
@@ -34,7 +41,7 @@ pg.types.setTypeParser(pg.types.builtins.INT8, parseInt8);
 
 export async function openDatabase(opts: DatabaseOptions): Promise<DatabaseHandle> {
   if (opts.databaseUrl) {
-    const pool = new pg.Pool({ connectionString: opts.databaseUrl, max: opts.poolSize ?? 10 });
+    const pool = new pg.Pool({ connectionString: opts.databaseUrl, max: opts.poolSize ?? DEFAULT_POOL_SIZE });
     // An idle client that loses its server must not crash the process.
     pool.on('error', () => {});
     const db = new Kysely<Database>({ dialect: new PostgresDialect({ pool }) });

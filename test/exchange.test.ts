@@ -87,6 +87,12 @@ describe('configuration', () => {
     expect(attempt).toThrow(/REDIS_URL/);
   });
 
+  it('reads the PostgreSQL pool size, and refuses one that is not a positive whole number', () => {
+    expect(readConfig({ DATABASE_POOL_SIZE: '32' }).databasePoolSize).toBe(32);
+    expect(readConfig({}).databasePoolSize).toBeUndefined();
+    for (const bad of ['0', '-3', '2.5', 'many']) expect(() => readConfig({ DATABASE_POOL_SIZE: bad }), bad).toThrow(/DATABASE_POOL_SIZE/);
+  });
+
   it('treats empty variables as unset', () => {
     expect(readConfig({ DATABASE_URL: '', REDIS_URL: '' }).databaseUrl).toBeUndefined();
   });

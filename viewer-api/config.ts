@@ -12,6 +12,8 @@ export interface Config {
   dataDir: string;
   /** PostgreSQL URL; when absent the embedded PGlite database in dataDir is used. */
   databaseUrl: string | undefined;
+  /** Most PostgreSQL connections the exchange's main pool opens (DATABASE_POOL_SIZE); default in store/db.ts. */
+  databasePoolSize?: number;
   /** Redis URL; when absent jobs run in-process. */
   redisUrl: string | undefined;
   /** Folder that holds the pack objects of the local pack store. */
@@ -113,6 +115,7 @@ const EnvSchema = z.object({
   HAKOBUNE_DATA_DIR: z.string().trim().min(1).default('./data'),
   HAKOBUNE_PACK_DIR: z.string().trim().min(1).optional(),
   DATABASE_URL: urlOf(['postgres:', 'postgresql:']).optional(),
+  DATABASE_POOL_SIZE: z.coerce.number().int().min(1).max(1000).optional(),
   REDIS_URL: urlOf(['redis:', 'rediss:']).optional(),
   HAKOBUNE_RESTORE_ROOT: z.string().min(1).optional(),
   HOST: z.string().trim().min(1).default('127.0.0.1'),
@@ -191,6 +194,7 @@ export function readConfig(env: NodeJS.ProcessEnv = process.env): Config {
   return {
     dataDir,
     databaseUrl: e.DATABASE_URL,
+    databasePoolSize: e.DATABASE_POOL_SIZE,
     redisUrl: e.REDIS_URL,
     packDir: path.resolve(e.HAKOBUNE_PACK_DIR ?? path.join(dataDir, 'packs')),
     host: e.HOST,

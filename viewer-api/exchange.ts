@@ -66,7 +66,7 @@ export interface ExchangeOptions {
 
 export async function createExchange(config: Config, opts: ExchangeOptions = {}): Promise<Exchange> {
   const log = pino({ level: config.logLevel, base: { service: 'hakobune' } });
-  const database = await openDatabase({ dataDir: config.dataDir, databaseUrl: config.databaseUrl });
+  const database = await openDatabase({ dataDir: config.dataDir, databaseUrl: config.databaseUrl, poolSize: config.databasePoolSize });
   const { db } = database;
   try {
     if (opts.migrate !== false) await migrateToLatest(db);
