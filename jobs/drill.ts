@@ -19,6 +19,11 @@ export interface DrillDeps {
   clock?: () => number;
 }
 
+/** A drill's record before it runs: passed until something is found, counted as it goes. */
+function newDrill(kind: DrillRecord['kind'], started: number, what: Pick<DrillRecord, 'facilityId' | 'snapshotId' | 'nightlyDate'>): Omit<DrillRecord, 'id'> {
+  return { kind, ...what, outcome: 'passed', startedAt: new Date(started), durationMs: 0, files: 0, bytes: 0, damage: null, detail: null };
+}
+
 /**
  * A restore drill: a random facility and night (its last snapshot of that night) restored into
  * scratch space, then every file checked on disk against the snapshot (name, bytes, mtime; no
@@ -38,19 +43,7 @@ export async function runRestoreDrill(deps: DrillDeps, pick: { facilityId?: stri
 
   fs.mkdirSync(deps.scratchDir, { recursive: true });
   const dir = fs.mkdtempSync(path.join(deps.scratchDir, 'drill-'));
-  const record: Omit<DrillRecord, 'id'> = {
-    kind: 'restore',
-    facilityId: snapshot.facilityId,
-    snapshotId: snapshot.id,
-    nightlyDate: snapshot.nightlyDate,
-    outcome: 'passed',
-    startedAt: new Date(started),
-    durationMs: 0,
-    files: 0,
-    bytes: 0,
-    damage: null,
-    detail: null,
-  };
+  const record = newDrill('restore', started, { facilityId: snapshot.facilityId, snapshotId: snapshot.id, nightlyDate: snapshot.nightlyDate });
   try {
     const restored = await restoreSnapshot(deps.backup, snapshot, { to: dir });
     const damaged = new Map(restored.failed.map((f) => [f.path, f]));
@@ -114,19 +107,7 @@ function listFiles(root: string): string[] {
 export async function runVerifyDrill(deps: Pick<DrillDeps, 'backup' | 'clock'>, subset: number): Promise<DrillRecord> {
   const clock = deps.clock ?? Date.now;
   const started = clock();
-  const record: Omit<DrillRecord, 'id'> = {
-    kind: 'verify',
-    facilityId: null,
-    snapshotId: null,
-    nightlyDate: null,
-    outcome: 'passed',
-    startedAt: new Date(started),
-    durationMs: 0,
-    files: 0,
-    bytes: 0,
-    damage: null,
-    detail: null,
-  };
+  const record = newDrill('verify', started, { facilityId: null, snapshotId: null, nightlyDate: null });
   try {
     const r = await verifyStore(deps.backup, { readData: subset });
     record.files = r.blobsRead;
