@@ -110,6 +110,27 @@ export interface VisibleRecord {
 
 export const CONTENT_JSON: unique symbol = Symbol('contentJson');
 
+/** An indexed record as a handler sees it: its source and the basis it was let through on. */
+export function visibleRecord(r: GateRecord, basis: DecisionBasis): VisibleRecord {
+  return {
+    id: r.id,
+    sourceFacilityId: r.facilityId,
+    localPatientId: r.patientId,
+    category: r.category,
+    dataType: r.dataType,
+    careDate: r.careDate,
+    timestamp: r.timestamp,
+    orderNo: r.orderNo,
+    department: r.department,
+    condition: r.condition,
+    basis,
+    get content() {
+      return r.record;
+    },
+    [CONTENT_JSON]: r.contentJson,
+  };
+}
+
 /**
  * The JSON array of visible records, exactly as JSON.stringify(records) would give it (but for
  * white space and key order inside the content), with each content spliced in as the text the
@@ -279,23 +300,7 @@ export function createGate(deps: GateDeps): Gate {
         const grant = owner?.categories.get(r.category);
         // Defence in depth: the index was asked only for permitted pairs; anything else is dropped.
         if (!grant) continue;
-        records.push({
-          id: r.id,
-          sourceFacilityId: r.facilityId,
-          localPatientId: r.patientId,
-          category: r.category,
-          dataType: r.dataType,
-          careDate: r.careDate,
-          timestamp: r.timestamp,
-          orderNo: r.orderNo,
-          department: r.department,
-          condition: r.condition,
-          basis: grant.basis,
-          get content() {
-            return r.record;
-          },
-          [CONTENT_JSON]: r.contentJson,
-        });
+        records.push(visibleRecord(r, grant.basis));
       }
       const last = page[page.length - 1];
       const bases = [...new Set(records.map((r) => r.basis))].sort();

@@ -3,7 +3,7 @@ import type { Category } from '../../consent/categories.js';
 import type { AuditLog } from '../audit/audit.service.js';
 import type { Principal } from '../auth/auth.service.js';
 import { readableCategories, roleMay, type RolePolicy } from '../roles/roles.js';
-import { CONTENT_JSON, type Gate, type GateRecord, type PermittedRead, type ViewerPurpose, type VisibleRecord } from './gate.js';
+import { visibleRecord, type Gate, type GateRecord, type PermittedRead, type ViewerPurpose, type VisibleRecord } from './gate.js';
 
 /**
  * Reads of ONE record by its id (record detail, the original message, a document's file) through
@@ -107,20 +107,8 @@ export function createRecordGate(deps: RecordGateDeps): RecordGate {
       if (!permit) return deny(`${r.category} of ${r.facilityId}/${r.patientId} is not permitted`, link.regionalId, hidden());
 
       const record: RecordDetail = {
-        id: r.id,
+        ...visibleRecord(r, permit.basis),
         regionalId: link.regionalId,
-        sourceFacilityId: r.facilityId,
-        localPatientId: r.patientId,
-        category: r.category,
-        dataType: r.dataType,
-        careDate: r.careDate,
-        timestamp: r.timestamp,
-        orderNo: r.orderNo,
-        department: r.department,
-        condition: r.condition,
-        basis: permit.basis,
-        content: r.record,
-        [CONTENT_JSON]: r.contentJson,
         sha256: r.sha256,
         path: r.path,
       };
