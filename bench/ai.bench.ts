@@ -7,7 +7,7 @@
  * the exchange (its process with its worker threads, and its PostgreSQL backends) spent per
  * request.
  *
- *   npx tsx bench/ai.bench.ts [--requests 1500] [--inflight 100] [--patients 10] [--profile out.cpuprofile]
+ *   npx tsx bench/ai.bench.ts [--requests 1500] [--inflight 100] [--patients 10] [--profile out.cpuprofile] [--statements]
  *
  * Two processes: this one runs the exchange (PostgreSQL backend, in-process AI queue, the
  * de-identification worker threads); a child process runs the load clients, the timeline client
@@ -87,6 +87,21 @@ async function exchangeMain() {
     await db.insertInto('record_index_state').values({ facility_id: facilityId, published_seq: 1, published_snapshot_id: `snap-${facilityId}`, published_at: new Date() }).execute();
   };
 
+  // --statements: every statement the exchange sends during the load, counted by its first words.
+  const statements = new Map<string, number>();
+  let counting = false;
+  if (process.argv.includes('--statements')) {
+    const query = pg.Client.prototype.query as (...a: unknown[]) => unknown;
+    pg.Client.prototype.query = function (this: pg.Client, ...a: unknown[]) {
+      const q = a[0] as string | { text?: string };
+      const text = typeof q === 'string' ? q : (q?.text ?? '');
+      if (counting) {
+        const k = text.replace(/\s+/g, ' ').trim().slice(0, 70);
+        statements.set(k, (statements.get(k) ?? 0) + 1);
+      }
+      return query.apply(this, a);
+    } as typeof pg.Client.prototype.query;
+  }
   const tmp = tempDir('hakobune-ai-bench-');
   const pgdb = await createTestDatabase('aibench');
   const base = testConfig(tmp.dir, { databaseUrl: pgdb.url });
@@ -197,12 +212,14 @@ async function exchangeMain() {
     const pg0 = await backendsCpu();
     const xacts = async () => Number((await admin.query<{ n: string }>('select xact_commit + xact_rollback as n from pg_stat_database where datname = $1', [pgdb.name])).rows[0]!.n);
     const xact0 = await xacts();
+    counting = true;
     if (inspector) {
       await inspector.post('Profiler.enable');
       await inspector.post('Profiler.start');
     }
     await fromChild('mark'); // load-end
     const wall = performance.now() - t0;
+    counting = false;
     loop.disable();
     if (inspector) fs.writeFileSync(PROFILE, JSON.stringify((await inspector.post('Profiler.stop')).profile));
     const cpu = process.cpuUsage(cpu0);
@@ -231,6 +248,9 @@ async function exchangeMain() {
             // Less the clients' own queries (completion polls, the audit read).
             postgresTransactionsPerRequest: round((xact1 - xact0 - Number((result as { clientQueries: number }).clientQueries)) / n, 1),
           },
+          ...(statements.size
+            ? { statementsPerRequest: Object.fromEntries([...statements].sort((a, b) => b[1] - a[1]).map(([k, v]) => [k, round(v / n, 2)])) }
+            : {}),
           eventLoopDelayMs: { p50: round(loop.percentile(50) / 1e6), p99: round(loop.percentile(99) / 1e6), max: round(loop.max / 1e6) },
         },
         null,

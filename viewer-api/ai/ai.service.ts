@@ -107,12 +107,12 @@ function viewOf(r: repo.AiRequestRow): AiRequestView {
  * are scrubbed), the record limit, and the published index version of every linked facility, so
  * that a newly published night or a new link never reuses an old Bundle.
  */
-async function cacheKeyOf(db: Db, serviceId: string, regionalId: string, sources: PermittedSource[], links: { facilityId: string; localId: string }[], maxRecords: number): Promise<string> {
+async function cacheKeyOf(db: Db, claimed: repo.IndexVersions, serviceId: string, regionalId: string, sources: PermittedSource[], links: { facilityId: string; localId: string }[], maxRecords: number): Promise<string> {
   const facilities = [...new Set(links.map((l) => l.facilityId))].sort();
-  const states = facilities.length
-    ? await db.selectFrom('record_index_state').select(['facility_id', 'published_seq', 'published_snapshot_id']).where('facility_id', 'in', facilities).execute()
-    : [];
-  const versions = states.map((s) => `${s.facility_id}@${String(s.published_seq)}:${String(s.published_snapshot_id)}`).sort();
+  // Read with the claim for the patient's links then; a facility linked since (or a merged
+  // patient's survivor's) is read now.
+  const known = facilities.every((f) => claimed.has(f)) ? claimed : await repo.indexVersions(db, facilities);
+  const versions = facilities.filter((f) => known.get(f)).map((f) => `${f}@${known.get(f)!}`);
   const src = sources.map((s) => `${s.facilityId}/${s.localId}:${[...s.categories].sort().join(',')}`).sort();
   const lk = links.map((l) => `${l.facilityId}/${l.localId}`).sort();
   return JSON.stringify([serviceId, regionalId, src, lk, maxRecords, versions]);
@@ -281,8 +281,9 @@ export function createAiFlow(deps: AiFlowDeps): AiFlow {
 
     async process(requestId) {
       const reads = readsSince(performance.now());
-      const row = await repo.claimRequest(db, requestId, clock());
-      if (!row) return;
+      const claimed = await repo.claimRequest(db, requestId, clock());
+      if (!claimed) return;
+      const { row } = claimed;
       const trail = {
         actor: { userId: row.userId, facilityId: row.facilityId, role: row.role },
         address: null,
@@ -321,7 +322,7 @@ export function createAiFlow(deps: AiFlowDeps): AiFlow {
       // current link are scrubbed from it.
       let prepared: Prepared;
       try {
-        const cacheKey = await cacheKeyOf(db, service.id, row.regionalId, sealed.sources, gate.links, maxRecords);
+        const cacheKey = await cacheKeyOf(db, claimed.versions, service.id, row.regionalId, sealed.sources, gate.links, maxRecords);
         const categories = CATEGORIES.filter((c) => sealed.sources.some((s) => s.categories.includes(c)));
         prepared = await preparer.prepare(
           { cacheKey, serviceId: service.id, subject: row.regionalId, categories, birthDate: service.birthDate, shiftDays: shift(), now: row.createdAt },
