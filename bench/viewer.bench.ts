@@ -12,9 +12,11 @@
  * database is loaded afresh and dropped at the end.
  *
  * One physician signs in once (logins are excluded from the figures). The server runs in this
- * process; the clients run in a child process (bench/viewer.load.ts), `--clients` keep-alive
- * connections on loopback, each asking for a random patient's timeline (limit 50) or
- * `Patient/{id}/$everything` (_count 50), for `--warmup` then `--seconds` measured seconds.
+ * process; the clients run in a child process, `--clients` keep-alive connections on loopback,
+ * each asking for a random patient's timeline (limit 50) or `Patient/{id}/$everything`
+ * (_count 50), for `--warmup` then `--seconds` measured seconds. The client is wrk (one thread,
+ * bench/viewer.wrk.lua) when /usr/bin/wrk or WRK names it, else (or with `--client node`)
+ * bench/viewer.load.ts, a Node client that costs several times more CPU per request.
  * Printed: latency percentiles, requests/s, the server's CPU seconds (this process) and CPU ms
  * per request, the CPU of this database's PostgreSQL backends (and of PostgreSQL's shared
  * writer processes, which serve every database of the machine), the load average and the machine.
@@ -54,6 +56,13 @@ const SECONDS = arg('seconds', 20);
 const WARMUP = arg('warmup', 3);
 const CLIENTS = arg('clients', 50);
 const REUSE = process.argv.includes('--reuse');
+const clientArg = process.argv.indexOf('--client');
+const WRK = process.env.WRK ?? '/usr/bin/wrk';
+const CLIENT: 'wrk' | 'node' = clientArg >= 0 ? (process.argv[clientArg + 1] as 'wrk' | 'node') : fs.existsSync(WRK) ? 'wrk' : 'node';
+if (CLIENT !== 'wrk' && CLIENT !== 'node') {
+  console.error('--client: wrk or node');
+  process.exit(2);
+}
 const endpointsArg = process.argv.indexOf('--endpoints');
 const ENDPOINTS = (endpointsArg >= 0 ? process.argv[endpointsArg + 1]! : 'timeline,everything').split(',');
 const FACILITIES = Array.from({ length: 10 }, (_, i) => `F${String(i + 1).padStart(2, '0')}`);
@@ -208,8 +217,22 @@ interface LoadResult {
   clientCpuSeconds: number;
 }
 
+interface LoadSpec {
+  port: number;
+  token: string;
+  template: string;
+  patients: number;
+  clients: number;
+  warmupSeconds: number;
+  seconds: number;
+}
+
 /** Runs the child load generator; `onWarm` runs when its warm-up ends (start of the measured window). */
-function runLoad(spec: object, onWarm: () => Promise<void>): Promise<LoadResult> {
+function runLoad(spec: LoadSpec, onWarm: () => Promise<void>): Promise<LoadResult> {
+  return CLIENT === 'wrk' ? runWrk(spec, onWarm) : runNodeLoad(spec, onWarm);
+}
+
+function runNodeLoad(spec: LoadSpec, onWarm: () => Promise<void>): Promise<LoadResult> {
   return new Promise((resolve, reject) => {
     const child = spawn(process.execPath, ['--import', 'tsx', path.join(import.meta.dirname, 'viewer.load.ts'), JSON.stringify(spec)], {
       stdio: ['ignore', 'pipe', 'inherit'],
@@ -226,6 +249,49 @@ function runLoad(spec: object, onWarm: () => Promise<void>): Promise<LoadResult>
       else warm.then(() => resolve(result!), reject);
     });
   });
+}
+
+/** CPU seconds of this process's children that have ended and been waited for (proc(5) cutime + cstime). */
+function childrenCpu(): number {
+  const fields = fs.readFileSync('/proc/self/stat', 'utf8').split(') ')[1]!.split(' ');
+  return (Number(fields[13]) + Number(fields[14])) / TICKS;
+}
+
+/** wrk for `seconds` (one thread: the clients cost little CPU); resolves with its closing JSON line. */
+function wrkRun(spec: LoadSpec, seconds: number): Promise<Record<string, number>> {
+  return new Promise((resolve, reject) => {
+    const args = ['-t1', `-c${spec.clients}`, `-d${seconds}s`, '--timeout', '30s', '-s', path.join(import.meta.dirname, 'viewer.wrk.lua'),
+      `http://127.0.0.1:${spec.port}`, '--', spec.token, spec.template, String(spec.patients)];
+    const child = spawn(WRK, args, { stdio: ['ignore', 'pipe', 'inherit'] });
+    let out = '';
+    child.stdout.on('data', (d: Buffer) => (out += d.toString()));
+    child.on('error', reject);
+    child.on('exit', (code) => {
+      const line = out.split('\n').find((l) => l.startsWith('{'));
+      if (code !== 0 || !line) reject(new Error(`wrk exited with ${code}: ${out}`));
+      else resolve(JSON.parse(line) as Record<string, number>);
+    });
+  });
+}
+
+async function runWrk(spec: LoadSpec, onWarm: () => Promise<void>): Promise<LoadResult> {
+  await wrkRun(spec, spec.warmupSeconds);
+  await onWarm();
+  const cpu0 = childrenCpu();
+  const r = await wrkRun(spec, spec.seconds);
+  const bad = r.non2xx! + r.connect! + r.read! + r.write! + r.timeout!;
+  return {
+    requests: r.requests!,
+    seconds: r.micros! / 1e6,
+    // wrk tells only whether a status was 2xx/3xx; socket errors are counted apart.
+    statuses: { '2xx/3xx': r.requests! - r.non2xx!, other: r.non2xx!, ...(bad > r.non2xx! ? { 'socket errors': bad - r.non2xx! } : {}) },
+    bytes: r.bytes!,
+    p50: r.p50!,
+    p95: r.p95!,
+    p99: r.p99!,
+    max: r.max!,
+    clientCpuSeconds: childrenCpu() - cpu0,
+  };
 }
 
 async function main() {
@@ -274,7 +340,7 @@ async function main() {
       const auditEnd = (await db.selectFrom('audit_head').select('count').executeTakeFirstOrThrow()).count;
       const serverCpu = (cpu.user + cpu.system) / 1e6;
       const pgBackends = delta(pg0.backends, pg1.backends);
-      const ok = r.statuses['200'] ?? 0;
+      const ok = r.statuses['200'] ?? r.statuses['2xx/3xx'] ?? 0;
       results.push({
         endpoint: name,
         requests: r.requests,
@@ -291,7 +357,9 @@ async function main() {
         'PostgreSQL backends CPU s': +pgBackends.toFixed(2),
         'PostgreSQL backends CPU ms/request': +((pgBackends * 1000) / Math.max(1, r.requests)).toFixed(3),
         'PostgreSQL shared writers CPU s (all databases)': +delta(pg0.shared, pg1.shared).toFixed(2),
+        client: CLIENT,
         'client CPU s (child process)': +r.clientCpuSeconds.toFixed(2),
+        'client CPU ms/request': +((r.clientCpuSeconds * 1000) / Math.max(1, r.requests)).toFixed(3),
         'audit entries in window (about)': auditEnd - auditAtWarm,
         'ok responses': ok,
         loadavg: { start: load0.map((x) => +x.toFixed(1)), end: load1.map((x) => +x.toFixed(1)) },

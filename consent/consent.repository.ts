@@ -1,6 +1,7 @@
 import { sql, type Selectable } from 'kysely';
 import type { ConsentVersionTable } from './consent.tables.js';
 import { jsonb, toLink, type Conn } from './identity.repository.js';
+import { preparedQuery } from '../store/db.js';
 import type { BreakGlassGrant, Link, ConsentVersion, DisasterDeclaration, FacilityKind, Participation } from './model.js';
 
 /** SQL of consent versions, facility participation, break-glass grants and disaster declarations. */
@@ -288,25 +289,27 @@ function dates<T extends Record<string, unknown>>(r: T, keys: string[]): T {
  * last 24 hours, and the disasters declared at `at`. The same rows as linksOfPatient,
  * consentVersionsForDecision, grantsForDecision and disastersAt. Undefined: no such patient.
  */
+/** The decision context of every viewer request in one statement, prepared (see preparedQuery). */
+const DECISION_ROWS = `
+  with pt as (select coalesce(merged_into, id) as id from regional_patient where id = $1)
+  select
+    (select id from pt) as survivor,
+    (select coalesce(json_agg(l order by l.facility_id, l.local_id), '[]') from identity_link l
+      where l.regional_id = (select id from pt)) as links,
+    (select coalesce(json_agg(c), '[]') from consent_version c
+      where c.regional_id = any(array(select id from pt union all
+                                      select m.id from regional_patient m where m.merged_into = (select id from pt)))) as consents,
+    (select coalesce(json_agg(g order by g.granted_at desc), '[]') from (
+      select * from break_glass_grant where regional_id = (select id from pt) and user_id = $2 and expires_at > $3
+      order by granted_at desc limit 20) g) as grants,
+    (select coalesce(json_agg(d order by d.id), '[]') from disaster_declaration d
+      where d.starts_at <= $4 and d.ends_at > $4 and (d.ended_at is null or d.ended_at > $4)) as disasters`;
+
 export async function decisionRows(db: Conn, regionalId: string, userId: string, at: number): Promise<DecisionRows | undefined> {
   const t = new Date(at);
   const since = new Date(at - 24 * 3_600_000);
-  const r = await sql<{ survivor: string | null; links: any[]; consents: any[]; grants: any[]; disasters: any[] }>`
-    with pt as (select coalesce(merged_into, id) as id from regional_patient where id = ${regionalId})
-    select
-      (select id from pt) as survivor,
-      (select coalesce(json_agg(l order by l.facility_id, l.local_id), '[]') from identity_link l
-        where l.regional_id = (select id from pt)) as links,
-      (select coalesce(json_agg(c), '[]') from consent_version c
-        where c.regional_id = any(array(select id from pt union all
-                                        select m.id from regional_patient m where m.merged_into = (select id from pt)))) as consents,
-      (select coalesce(json_agg(g order by g.granted_at desc), '[]') from (
-        select * from break_glass_grant where regional_id = (select id from pt) and user_id = ${userId} and expires_at > ${since}
-        order by granted_at desc limit 20) g) as grants,
-      (select coalesce(json_agg(d order by d.id), '[]') from disaster_declaration d
-        where d.starts_at <= ${t} and d.ends_at > ${t} and (d.ended_at is null or d.ended_at > ${t})) as disasters
-  `.execute(db);
-  const row = r.rows[0];
+  const [row] = await preparedQuery<{ survivor: string | null; links: any[]; consents: any[]; grants: any[]; disasters: any[] }>(
+    db, 'consent-decision-rows', DECISION_ROWS, [regionalId, userId, since, t]);
   if (!row?.survivor) return undefined;
   const json = (v: unknown) => (typeof v === 'string' ? JSON.parse(v) : v) as any[];
   return {

@@ -1,5 +1,5 @@
 import { sql, type Expression, type SqlBool } from 'kysely';
-import type { Db } from '../db.js';
+import { preparedQuery, type Db } from '../db.js';
 import type { ClinicalRecord, Category } from '../../ingest/records/types.js';
 import type { Finding } from '../../ingest/quality/findings.js';
 
@@ -352,31 +352,43 @@ function visible(current: boolean) {
  */
 export async function queryPatientRecords(db: Db, q: RecordQuery): Promise<{ records: IndexedRecord[]; next: RecordCursor | undefined }> {
   if (q.patients.length === 0) return { records: [], next: undefined };
-  let sel = db
-    .selectFrom('record as r')
-    .innerJoin('record_index_state as s', 's.facility_id', 'r.facility_id')
-    .select([
-      'r.id', 'r.facility_id', 'r.patient_id', 'r.data_type', 'r.category', sql<string | null>`r.care_date::text`.as('care_date'), 'r.order_no',
-      'r.message_ts', 'r.department', 'r.condition_flag', 'r.sha256', 'r.path', sql<string | null>`r.content::text`.as('content_json'),
-    ])
-    .where((eb) => eb.or(q.patients.map((p) => eb.and([eb('r.facility_id', '=', p.facilityId), eb('r.patient_id', '=', p.patientId)]))))
-    .where(visible(q.currentOnly));
-  if (q.categories?.length) sel = sel.where('r.category', 'in', q.categories);
-  if (q.from) sel = sel.where('r.care_date', '>=', q.from);
-  if (q.to) sel = sel.where('r.care_date', '<=', q.to);
+  // A prepared statement per shape (number of patients, which filters): the viewer makes this
+  // query on every timeline request, and a few shapes cover them all.
+  const values: unknown[] = [];
+  const $ = (v: unknown) => `$${values.push(v)}`;
+  const who = q.patients.map((p) => `(r.facility_id = ${$(p.facilityId)} and r.patient_id = ${$(p.patientId)})`).join(' or ');
+  const where = [
+    `(${who})`,
+    `r.status = 'ok' and r.added_seq <= s.published_seq and (r.removed_seq is null or r.removed_seq > s.published_seq)`,
+  ];
+  if (q.currentOnly) where.push(`r.condition_flag = '1'`);
+  if (q.categories?.length) where.push(`r.category = any(${$(q.categories)}::text[])`);
+  if (q.from) where.push(`r.care_date >= ${$(q.from)}::date`);
+  if (q.to) where.push(`r.care_date <= ${$(q.to)}::date`);
   const after = q.after;
   if (after) {
-    sel = sel.where((eb) =>
+    where.push(
       after.careDate === null
-        ? eb.and([eb('r.care_date', 'is', null), eb('r.id', '<', after.id)])
-        : eb.or([
-            eb('r.care_date', '<', after.careDate),
-            eb.and([eb('r.care_date', '=', after.careDate), eb('r.id', '<', after.id)]),
-            eb('r.care_date', 'is', null),
-          ]),
+        ? `r.care_date is null and r.id < ${$(after.id)}`
+        : `(r.care_date < ${$(after.careDate)}::date or (r.care_date = $${values.length}::date and r.id < ${$(after.id)}) or r.care_date is null)`,
     );
   }
-  const rows = await sel.orderBy(sql`r.care_date desc nulls last`).orderBy('r.id', 'desc').limit(q.limit + 1).execute();
+  const limit = $(q.limit + 1);
+  const shape = `${q.patients.length}${q.currentOnly ? 'c' : ''}${q.categories?.length ? 'k' : ''}${q.from ? 'f' : ''}${q.to ? 't' : ''}${after ? (after.careDate === null ? 'n' : 'a') : ''}`;
+  const rows = await preparedQuery<{
+    id: number; facility_id: string; patient_id: string | null; data_type: string | null; category: string | null; care_date: string | null;
+    order_no: string | null; message_ts: string | null; department: string | null; condition_flag: '0' | '1' | '2' | null; sha256: string;
+    path: string; content_json: string | null;
+  }>(
+    db,
+    `patient-records-${shape}`,
+    `select r.id, r.facility_id, r.patient_id, r.data_type, r.category, r.care_date::text as care_date, r.order_no, r.message_ts,
+       r.department, r.condition_flag, r.sha256, r.path, r.content::text as content_json
+     from record as r inner join record_index_state as s on s.facility_id = r.facility_id
+     where ${where.join(' and ')}
+     order by r.care_date desc nulls last, r.id desc limit ${limit}`,
+    values,
+  );
   const page = rows.slice(0, q.limit);
   const records = page.map((r) => withContent({
     id: r.id,

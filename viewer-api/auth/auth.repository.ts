@@ -1,5 +1,6 @@
 import type { Kysely } from 'kysely';
 import type { Database } from '../../store/database.js';
+import { preparedQuery } from '../../store/db.js';
 
 /** SQL of users, devices and sessions; turns rows into the plain types below. */
 type Q = Kysely<Database>;
@@ -216,31 +217,22 @@ export async function insertSession(
     .execute();
 }
 
+/** The session check of every request: a prepared statement (see preparedQuery). */
+const FIND_SESSION = `
+  select s.id, s.token_hash, s.user_id, s.device_id, s.created_at, s.last_seen_at, s.expires_at, s.revoked_at,
+         u.username, u.display_name, u.facility_id as user_facility, u.role, u.disabled_at,
+         d.facility_id as device_facility, d.revoked_at as device_revoked_at, d.credential_hash
+  from viewer_session s
+  join viewer_user u on u.id = s.user_id
+  join viewer_device d on d.id = s.device_id
+  where s.token_hash = $1`;
+
 export async function findSession(db: Q, tokenHash: string): Promise<SessionRecord | undefined> {
-  const r = await db
-    .selectFrom('viewer_session as s')
-    .innerJoin('viewer_user as u', 'u.id', 's.user_id')
-    .innerJoin('viewer_device as d', 'd.id', 's.device_id')
-    .select([
-      's.id',
-      's.token_hash',
-      's.user_id',
-      's.device_id',
-      's.created_at',
-      's.last_seen_at',
-      's.expires_at',
-      's.revoked_at',
-      'u.username',
-      'u.display_name',
-      'u.facility_id as user_facility',
-      'u.role',
-      'u.disabled_at',
-      'd.facility_id as device_facility',
-      'd.revoked_at as device_revoked_at',
-      'd.credential_hash',
-    ])
-    .where('s.token_hash', '=', tokenHash)
-    .executeTakeFirst();
+  const [r] = await preparedQuery<{
+    id: string; token_hash: string; user_id: number; device_id: string; created_at: Date; last_seen_at: Date; expires_at: Date;
+    revoked_at: Date | null; username: string; display_name: string; user_facility: string; role: string; disabled_at: Date | null;
+    device_facility: string; device_revoked_at: Date | null; credential_hash: string;
+  }>(db, 'viewer-find-session', FIND_SESSION, [tokenHash]);
   if (!r) return undefined;
   return {
     id: r.id,
