@@ -380,64 +380,71 @@ export async function insertBlobs(db: Db, packId: number, blobs: NewBlob[]): Pro
                 ${blobs.map((b) => b.offset)}::int4[], ${blobs.map((b) => b.length)}::int4[],
                 ${blobs.map((b) => b.codec)}::int2[], ${blobs.map((b) => b.dictionaryId)}::int4[])
          as u(sha256, size, off, len, codec, dict)
-    on conflict (sha256) do nothing
+    on conflict on constraint blob_sha256 do nothing
     returning sha256`.execute(db);
   return r.rows.map((x) => x.sha256);
 }
 
+type BlobLocationRow = {
+  sha256: Buffer;
+  size: number;
+  pack_id: number;
+  object_name: string;
+  offset: number;
+  length: number;
+  codec: number;
+  dictionary_id: number | null;
+};
+
+const toBlobLocation = (x: BlobLocationRow): BlobLocation => ({
+  sha256: x.sha256,
+  size: x.size,
+  packId: x.pack_id,
+  objectName: x.object_name,
+  offset: x.offset,
+  length: x.length,
+  codec: x.codec,
+  dictionaryId: x.dictionary_id,
+});
+
 export async function blobLocations(db: Db, hashes: Buffer[]): Promise<BlobLocation[]> {
   if (hashes.length === 0) return [];
-  const r = await sql<{
-    sha256: Buffer;
-    size: number;
-    pack_id: number;
-    object_name: string;
-    offset: number;
-    length: number;
-    codec: number;
-    dictionary_id: number | null;
-  }>`
+  const r = await sql<BlobLocationRow>`
     select b.sha256, b.size, b.pack_id, p.object_name, b."offset", b.length, b.codec, b.dictionary_id
     from blob b join pack p on p.id = b.pack_id
     where b.sha256 = any(${hashes}::bytea[])`.execute(db);
-  return r.rows.map((x) => ({
-    sha256: x.sha256,
-    size: x.size,
-    packId: x.pack_id,
-    objectName: x.object_name,
-    offset: x.offset,
-    length: x.length,
-    codec: x.codec,
-    dictionaryId: x.dictionary_id,
-  }));
+  return r.rows.map(toBlobLocation);
 }
 
-/** A page of the blob index in hash order, with each blob's pack. */
-export async function pageBlobLocations(db: Db, after: Buffer | undefined, limit: number): Promise<BlobLocation[]> {
-  const r = await sql<{
-    sha256: Buffer;
-    size: number;
-    pack_id: number;
-    object_name: string;
-    offset: number;
-    length: number;
-    codec: number;
-    dictionary_id: number | null;
-  }>`
+/** A run of consecutive pack ids, `from` to `to` inclusive. */
+export interface PackRange {
+  from: number;
+  to: number;
+}
+
+/**
+ * The packs after `afterPackId` holding about `limit` blobs (whole packs, at least one), or
+ * undefined after the last pack. Readers that walk the whole blob index (verify, replication)
+ * go pack range by pack range: the hash index on blobs has no order to page in, and the BRIN
+ * index on `pack_id` finds a range's rows without reading the others.
+ */
+export async function nextPackRange(db: Db, afterPackId: number, limit: number): Promise<PackRange | undefined> {
+  const r = await sql<{ first: number | null; last: number | null }>`
+    select min(id) as first, max(id) filter (where upto <= ${limit}) as last
+    from (select id, sum(blob_count) over (order by id) as upto
+          from (select id, blob_count from pack where id > ${afterPackId} order by id limit ${limit}) p) w`.execute(db);
+  const { first, last } = r.rows[0]!;
+  return first === null ? undefined : { from: first, to: last ?? first };
+}
+
+/** The blobs of a pack range, in pack and offset order, with each blob's pack. */
+export async function blobLocationsInPacks(db: Db, range: PackRange): Promise<BlobLocation[]> {
+  const r = await sql<BlobLocationRow>`
     select b.sha256, b.size, b.pack_id, p.object_name, b."offset", b.length, b.codec, b.dictionary_id
     from blob b join pack p on p.id = b.pack_id
-    where ${after ? sql`b.sha256 > ${after}` : sql`true`}
-    order by b.sha256 limit ${limit}`.execute(db);
-  return r.rows.map((x) => ({
-    sha256: x.sha256,
-    size: x.size,
-    packId: x.pack_id,
-    objectName: x.object_name,
-    offset: x.offset,
-    length: x.length,
-    codec: x.codec,
-    dictionaryId: x.dictionary_id,
-  }));
+    where b.pack_id between ${range.from} and ${range.to}
+    order by b.pack_id, b."offset"`.execute(db);
+  return r.rows.map(toBlobLocation);
 }
 
 export async function listPacks(db: Db) {

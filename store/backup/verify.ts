@@ -116,12 +116,8 @@ export async function verifyStore(backup: BackupService, opts: VerifyOptions = {
   // A fresh random choice of packs each run, so repeated subset runs cover the whole store.
   const chosen = new Set(packs.filter(() => sample >= 1 || Math.random() < sample).map((p) => p.id));
   const chosenPack = (id: number) => chosen.has(id);
-  let after: Buffer | undefined;
-  for (;;) {
-    const page = await repo.pageBlobLocations(db, after, 5000);
-    if (!page.length) break;
-    after = page[page.length - 1]!.sha256;
-    page.sort((a, b) => a.packId - b.packId || a.offset - b.offset);
+  for (let range = await repo.nextPackRange(db, 0, 5000); range; range = await repo.nextPackRange(db, range.to, 5000)) {
+    const page = await repo.blobLocationsInPacks(db, range);
     for (const loc of page) {
       const hex = loc.sha256.toString('hex');
       const bad = badPacks.get(loc.packId);

@@ -1,5 +1,6 @@
 import { sql } from 'kysely';
 import type { Db } from '../db.js';
+import { nextPackRange } from '../backup/backup.repository.js';
 
 /**
  * Every SQL statement of replication: a consistent export of what a restore needs, page by
@@ -14,7 +15,8 @@ export const REPLICATED_TABLES = [
   { table: 'facility', key: 'id', columns: ['id', 'name', 'kind', 'created_at'] },
   { table: 'compression_dictionary', key: 'id', columns: ['id', 'hash', 'content', 'sample_blobs', 'created_at'] },
   { table: 'pack', key: 'id', columns: ['id', 'hash', 'object_name', 'size', 'blob_count', 'created_at'] },
-  { table: 'blob', key: 'sha256', columns: ['sha256', 'size', 'pack_id', 'offset', 'length', 'codec', 'dictionary_id'] },
+  // Blobs page by whole packs (see pageRows): the hash index on their hash has no order.
+  { table: 'blob', key: 'pack_id', columns: ['sha256', 'size', 'pack_id', 'offset', 'length', 'codec', 'dictionary_id'] },
   { table: 'tree', key: 'hash', columns: ['hash', 'content'] },
   {
     table: 'upload',
@@ -55,6 +57,15 @@ function decodeValue(t: ReplicatedTable, c: string, v: unknown): unknown {
  */
 export async function pageRows(db: Db, t: ReplicatedTable, after: unknown, limit: number): Promise<{ rows: Row[]; last: unknown }> {
   const cols = sql.join(t.columns.map((c) => sql.ref(c)));
+  if (t.table === 'blob') {
+    // Whole packs at a time; a pack can hold no indexed blob (another upload claimed them all),
+    // and an empty page would end the caller's walk.
+    for (let range = await nextPackRange(db, Number(after ?? 0), limit); range; range = await nextPackRange(db, range.to, limit)) {
+      const r = await sql<Row>`select ${cols} from blob where pack_id between ${range.from} and ${range.to} order by pack_id, "offset"`.execute(db);
+      if (r.rows.length) return { rows: r.rows.map((x) => encodeRow(t, x)), last: range.to };
+    }
+    return { rows: [], last: after };
+  }
   const keyRef = sql.ref(t.key);
   const cond = after === undefined ? sql`true` : sql`${keyRef} > ${after}`;
   const extra = t.table === 'upload' ? sql`and state = 'committed'` : sql``;

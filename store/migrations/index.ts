@@ -9,6 +9,7 @@ import * as m0007_restore_requests from './0007_restore_requests.js';
 import * as m0008_retention_drills from './0008_retention_drills.js';
 import * as m0009_patient_name_search from './0009_patient_name_search.js';
 import * as m0012_record_content_json from './0012_record_content_json.js';
+import * as m0013_blob_index_hash from './0013_blob_index_hash.js';
 
 /**
  * The exchange's migrations, in order. Each is frozen once it has landed: a change to the schema
@@ -26,4 +27,5 @@ export const migrations: Record<string, Migration> = {
   '0008_retention_drills': m0008_retention_drills,
   '0009_patient_name_search': m0009_patient_name_search,
   '0012_record_content_json': m0012_record_content_json,
+  '0013_blob_index_hash': m0013_blob_index_hash,
 };
