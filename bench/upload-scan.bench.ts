@@ -33,7 +33,6 @@ async function main() {
     out,
     fs: nodeTreeFs,
     maxBlobBytes: 32 * 1024 * 1024 - 36,
-    concurrency: 8,
     onProblem: () => problems++,
   });
   await out.finish();

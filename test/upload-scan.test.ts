@@ -24,16 +24,16 @@ function countingFs(): TreeFs & { opened: string[]; listed: string[] } {
   const opened: string[] = [];
   const listed: string[] = [];
   return {
+    ...nodeTreeFs,
     opened,
     listed,
     readdir: (d, o) => {
       listed.push(d);
       return nodeTreeFs.readdir(d, o);
     },
-    lstat: nodeTreeFs.lstat,
-    open: (f, flags) => {
+    open: (f) => {
       opened.push(f);
-      return nodeTreeFs.open(f, flags);
+      return nodeTreeFs.open(f);
     },
   };
 }
@@ -64,7 +64,7 @@ describe('walk order', () => {
     try {
       for (const f of ['b/x', 'a-b/y', 'a/z', 'a/b/w', 'top', 'a.b/v']) write(t.dir, f, f);
       const seen: string[] = [];
-      for await (const d of walkDirs('standard', t.dir, nodeTreeFs, () => undefined)) seen.push(`${d.dir}:${d.names.join(',')}`);
+      for (const d of walkDirs('standard', t.dir, nodeTreeFs, () => undefined)) seen.push(`${d.dir}:${d.names.join(',')}`);
       expect(seen).toEqual(['standard:top', 'standard/a:z', 'standard/a/b:w', 'standard/a-b:y', 'standard/a.b:v', 'standard/b:x']);
       const dirs = seen.map((s) => s.split(':')[0]!);
       expect([...dirs].sort(compareDirs)).toEqual(dirs);
@@ -153,7 +153,6 @@ describe('scanTree beside the cache', () => {
       out,
       fs: opts.fs ?? nodeTreeFs,
       maxBlobBytes: 1 << 20,
-      concurrency: 4,
       onProblem: (p) => opts.problems?.push(p),
     });
     await out.finish();
@@ -245,27 +244,27 @@ describe('scanTree beside the cache', () => {
     write(root, 'a/once', 'once');
     write(root, 'a/always', 'always');
     const changes = new Map([['once', 1], ['always', 99]]);
+    // Grow the file after its first stat, as a writer appending to it would.
+    const growing = new Map<number, string>();
     const flaky: TreeFs = {
       ...nodeTreeFs,
-      open: async (f, flags) => {
-        const fh = await nodeTreeFs.open(f, flags);
+      open: (f) => {
+        const fd = nodeTreeFs.open(f);
         const left = changes.get(path.basename(f)) ?? 0;
         if (left > 0) {
           changes.set(path.basename(f), left - 1);
-          // Grow the file after its first stat, as a writer appending to it would.
-          const stat = fh.stat.bind(fh);
-          let calls = 0;
-          fh.stat = (async (...args: Parameters<typeof stat>) => {
-            if (calls++ === 1) fs.appendFileSync(f, '+');
-            return stat(...args);
-          }) as typeof fh.stat;
-          const read = fh.read.bind(fh);
-          fh.read = (async (...args: unknown[]) => {
-            if (calls === 1) fs.appendFileSync(f, '+');
-            return (read as (...a: unknown[]) => ReturnType<typeof read>)(...args);
-          }) as typeof fh.read;
+          growing.set(fd, f);
         }
-        return fh;
+        return fd;
+      },
+      read: (fd, buf, offset, length, position) => {
+        const f = growing.get(fd);
+        if (f !== undefined) fs.appendFileSync(f, '+');
+        return nodeTreeFs.read(fd, buf, offset, length, position);
+      },
+      close: (fd) => {
+        growing.delete(fd);
+        nodeTreeFs.close(fd);
       },
     };
     const problems: Problem[] = [];
@@ -277,9 +276,14 @@ describe('scanTree beside the cache', () => {
   });
 
   it('hashFile reports unreadable and vanished files', async () => {
-    const denied: TreeFs = { ...nodeTreeFs, open: async () => Promise.reject(Object.assign(new Error('permission denied'), { code: 'EACCES' })) };
-    expect(await hashFile(denied, '/x', 100)).toMatchObject({ ok: false, reason: 'unreadable' });
-    expect(await hashFile(nodeTreeFs, path.join(t.dir, 'nope'), 100)).toMatchObject({ ok: false, reason: 'vanished' });
+    const denied: TreeFs = {
+      ...nodeTreeFs,
+      open: () => {
+        throw Object.assign(new Error('permission denied'), { code: 'EACCES' });
+      },
+    };
+    expect(hashFile(denied, '/x', 100)).toMatchObject({ ok: false, reason: 'unreadable' });
+    expect(hashFile(nodeTreeFs, path.join(t.dir, 'nope'), 100)).toMatchObject({ ok: false, reason: 'vanished' });
   });
 });
 

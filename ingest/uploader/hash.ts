@@ -15,6 +15,8 @@ export type HashOutcome =
 
 const CHUNK = 1 << 20;
 const ATTEMPTS = 3;
+/** One read buffer for every hash: the calls are synchronous, so never two at once. */
+let scratch: Buffer | null = null;
 
 function sameVersion(a: Stats, b: Stats): boolean {
   return a.size === b.size && a.mtimeMs === b.mtimeMs && a.ino === b.ino;
@@ -26,29 +28,29 @@ function sameVersion(a: Stats, b: Stats): boolean {
  * again, up to three times, then reported as unstable rather than recorded with a hash that
  * matches no version of it.
  */
-export async function hashFile(fs: TreeFs, abs: string, maxBytes: number): Promise<HashOutcome> {
+export function hashFile(fs: TreeFs, abs: string, maxBytes: number): HashOutcome {
   let lastDetail = '';
   for (let attempt = 0; attempt < ATTEMPTS; attempt++) {
-    let fh;
+    let fd: number;
     try {
-      fh = await fs.open(abs, 'r');
+      fd = fs.open(abs);
     } catch (e) {
       const err = e as NodeJS.ErrnoException;
       if (err.code === 'ENOENT') return { ok: false, reason: 'vanished', detail: 'deleted while the tree was read' };
       return { ok: false, reason: 'unreadable', detail: `${err.code ?? 'error'}: ${err.message}` };
     }
     try {
-      const before = await fh.stat();
+      const before = fs.fstat(fd);
       if (!before.isFile()) return { ok: false, reason: 'not-a-file', detail: 'no longer a regular file' };
       if (before.size > maxBytes) {
         return { ok: false, reason: 'too-large', detail: `${before.size} bytes, more than the ${maxBytes} bytes one upload batch can carry` };
       }
       const hash = createHash('sha256');
       // Read one byte past the size so a file that grew is noticed.
-      const buf = Buffer.allocUnsafe(Math.min(before.size + 1, CHUNK));
+      const buf = (scratch ??= Buffer.allocUnsafe(CHUNK)).subarray(0, Math.min(before.size + 1, CHUNK));
       let total = 0;
       for (;;) {
-        const { bytesRead } = await fh.read(buf, 0, buf.length, total);
+        const bytesRead = fs.read(fd, buf, 0, buf.length, total);
         if (bytesRead === 0) break;
         hash.update(buf.subarray(0, bytesRead));
         total += bytesRead;
@@ -56,7 +58,7 @@ export async function hashFile(fs: TreeFs, abs: string, maxBytes: number): Promi
         // per small file); a short read before the size (network filesystems) just reads on.
         if (total > before.size || (total === before.size && bytesRead < buf.length)) break;
       }
-      const after = await fh.stat();
+      const after = fs.fstat(fd);
       if (total === before.size && sameVersion(before, after)) {
         return { ok: true, size: total, mtimeMs: after.mtimeMs, ino: after.ino, sha256: hash.digest('hex') };
       }
@@ -65,22 +67,21 @@ export async function hashFile(fs: TreeFs, abs: string, maxBytes: number): Promi
       const err = e as NodeJS.ErrnoException;
       return { ok: false, reason: 'unreadable', detail: `${err.code ?? 'error'}: ${err.message}` };
     } finally {
-      await fh.close().catch(() => undefined);
+      try {
+        fs.close(fd);
+      } catch {
+        // nothing was written: a failed close loses nothing
+      }
     }
   }
   return { ok: false, reason: 'unstable', detail: `${lastDetail}, ${ATTEMPTS} times` };
 }
 
 /** Reads a file whole and checks it still has the expected SHA-256 (for sending its bytes). */
-export async function readVerified(
-  fs: TreeFs,
-  abs: string,
-  sha256: string,
-  size: number,
-): Promise<{ ok: true; bytes: Buffer } | { ok: false; detail: string }> {
-  let fh;
+export function readVerified(fs: TreeFs, abs: string, sha256: string, size: number): { ok: true; bytes: Buffer } | { ok: false; detail: string } {
+  let fd: number;
   try {
-    fh = await fs.open(abs, 'r');
+    fd = fs.open(abs);
   } catch (e) {
     const err = e as NodeJS.ErrnoException;
     return { ok: false, detail: err.code === 'ENOENT' ? 'the file was deleted or renamed' : `${err.code ?? 'error'}: ${err.message}` };
@@ -89,9 +90,12 @@ export async function readVerified(
     const buf = Buffer.allocUnsafe(size + 1);
     let total = 0;
     while (total < buf.length) {
-      const { bytesRead } = await fh.read(buf, total, buf.length - total, total);
+      const want = buf.length - total;
+      const bytesRead = fs.read(fd, buf, total, want, total);
       if (bytesRead === 0) break;
       total += bytesRead;
+      // A short read that ends at the size is the end (as in hashFile): one read call per file.
+      if (total === size && bytesRead < want) break;
     }
     if (total !== size) return { ok: false, detail: `the file is now ${total > size ? 'larger' : `${total} bytes`}, it was ${size}` };
     const bytes = buf.subarray(0, size);
@@ -102,6 +106,10 @@ export async function readVerified(
     const err = e as NodeJS.ErrnoException;
     return { ok: false, detail: `${err.code ?? 'error'}: ${err.message}` };
   } finally {
-    await fh.close().catch(() => undefined);
+    try {
+      fs.close(fd);
+    } catch {
+      // read-only: nothing lost
+    }
   }
 }

@@ -3,7 +3,7 @@ import type { Stats } from 'node:fs';
 import { CacheCursor, type CacheBlock, type CacheReader, type CacheWriter, type CachedFile } from './cache.js';
 import { hashFile } from './hash.js';
 import { compareDirs, isWithin, joinPath } from './order.js';
-import { Limiter, walkDirs, type ProblemSink, type TreeFs } from './walk.js';
+import { walkDirs, type ProblemSink, type TreeFs } from './walk.js';
 
 /** A storage root as the exchange knows it: `standard/...` or `extended/...` (PROTOCOL.md step 2). */
 export interface Mount {
@@ -44,8 +44,6 @@ export interface ScanOptions {
   out: CacheWriter;
   fs: TreeFs;
   maxBlobBytes: number;
-  /** How many files are stat-ed or hashed at once. */
-  concurrency: number;
   onProblem: ProblemSink;
   onProgress?: (s: Readonly<ScanStats>) => void;
 }
@@ -57,8 +55,8 @@ function unchanged(c: CachedFile, st: Stats): boolean {
 /**
  * Walks the tree(s) beside the previous cache and writes the new cache: every regular file with
  * its size, mtime, inode and SHA-256. A file is read only when no cached entry in its folder has
- * its name (or, for a rename, its inode) with the same size and mtime. Memory holds a bounded
- * window of directories, never the tree.
+ * its name (or, for a rename, its inode) with the same size and mtime. Memory holds the
+ * directories on the walk's current path, never the tree.
  */
 export async function scanTree(opts: ScanOptions): Promise<ScanStats> {
   const stats: ScanStats = { files: 0, bytes: 0, hashed: 0, hashedBytes: 0, unchanged: 0, renamed: 0, copied: 0, problems: 0 };
@@ -73,24 +71,14 @@ export async function scanTree(opts: ScanOptions): Promise<ScanStats> {
   const roots = [...(opts.walkRoots ?? opts.mounts.map((m) => ({ dir: m.prefix, abs: m.root })))].sort((a, b) =>
     compareDirs(a.dir, b.dir),
   );
-  const limiter = new Limiter(opts.concurrency);
 
-  // Directory results are produced concurrently but written strictly in walk order.
-  const pending: Promise<CacheBlock>[] = [];
-  const maxPending = Math.max(4, opts.concurrency * 2);
-  const drainOne = async () => {
-    const block = await pending.shift()!;
+  const write = async (block: CacheBlock) => {
     await opts.out.writeBlock(block);
     for (const f of block.files) {
       stats.files++;
       stats.bytes += f.size;
     }
     opts.onProgress?.(stats);
-  };
-  const push = async (p: Promise<CacheBlock>) => {
-    p.catch(() => undefined); // awaited in order by drainOne; this only silences the early-rejection warning
-    pending.push(p);
-    while (pending.length > maxPending) await drainOne();
   };
 
   /** Takes cached blocks that sort before `limit` (null: all): copied if under a mount, else gone. */
@@ -101,7 +89,7 @@ export async function scanTree(opts: ScanOptions): Promise<ScanStats> {
       await prev.take();
       if (underMount(b.dir)) {
         stats.copied += b.files.length;
-        await push(Promise.resolve(b));
+        await write(b);
       }
     }
   };
@@ -118,7 +106,7 @@ export async function scanTree(opts: ScanOptions): Promise<ScanStats> {
     }
   };
 
-  const processDir = async (dir: string, abs: string, names: string[], cached: CacheBlock | null, other: CacheBlock | null): Promise<CacheBlock> => {
+  const processDir = (dir: string, abs: string, names: string[], cached: CacheBlock | null, other: CacheBlock | null): CacheBlock => {
     const byName = new Map<string, CachedFile>();
     const byIno = new Map<number, CachedFile[]>();
     for (const block of [other, cached]) {
@@ -129,62 +117,60 @@ export async function scanTree(opts: ScanOptions): Promise<ScanStats> {
         else byIno.set(f.ino, [f]);
       }
     }
-    const results = await Promise.all(
-      names.map((name) =>
-        limiter.run(async (): Promise<CachedFile | null> => {
-          const file = path.join(abs, name);
-          const rel = joinPath(dir, name);
-          let st: Stats;
-          try {
-            st = await opts.fs.lstat(file);
-          } catch (e) {
-            const err = e as NodeJS.ErrnoException;
-            if (err.code === 'ENOENT') onProblem({ kind: 'vanished', path: rel, detail: 'deleted or renamed while the tree was read' });
-            else onProblem({ kind: 'unreadable', path: rel, detail: `${err.code ?? 'error'}: ${err.message}` });
-            return null;
-          }
-          if (!st.isFile()) {
-            onProblem({ kind: st.isSymbolicLink() ? 'symlink' : 'special', path: rel, detail: 'replaced by a non-regular file while the tree was read' });
-            return null;
-          }
-          const same = byName.get(name);
-          if (same && unchanged(same, st)) {
-            stats.unchanged++;
-            return { ...same, name };
-          }
-          const moved = byIno.get(st.ino)?.find((c) => unchanged(c, st));
-          if (moved) {
-            stats.renamed++;
-            return { ...moved, name };
-          }
-          const h = await hashFile(opts.fs, file, opts.maxBlobBytes);
-          if (!h.ok) {
-            onProblem({ kind: h.reason === 'not-a-file' ? 'special' : h.reason, path: rel, detail: h.detail });
-            return null;
-          }
-          stats.hashed++;
-          stats.hashedBytes += h.size;
-          return { name, size: h.size, mtimeMs: h.mtimeMs, ino: h.ino, sha256: h.sha256 };
-        }),
-      ),
-    );
-    return { dir, files: results.filter((r): r is CachedFile => r !== null) };
+    const files: CachedFile[] = [];
+    for (const name of names) {
+      const file = path.join(abs, name);
+      const rel = joinPath(dir, name);
+      let st: Stats;
+      try {
+        st = opts.fs.lstat(file);
+      } catch (e) {
+        const err = e as NodeJS.ErrnoException;
+        if (err.code === 'ENOENT') onProblem({ kind: 'vanished', path: rel, detail: 'deleted or renamed while the tree was read' });
+        else onProblem({ kind: 'unreadable', path: rel, detail: `${err.code ?? 'error'}: ${err.message}` });
+        continue;
+      }
+      if (!st.isFile()) {
+        onProblem({ kind: st.isSymbolicLink() ? 'symlink' : 'special', path: rel, detail: 'replaced by a non-regular file while the tree was read' });
+        continue;
+      }
+      const same = byName.get(name);
+      if (same && unchanged(same, st)) {
+        stats.unchanged++;
+        files.push(same);
+        continue;
+      }
+      const moved = byIno.get(st.ino)?.find((c) => unchanged(c, st));
+      if (moved) {
+        stats.renamed++;
+        files.push({ ...moved, name });
+        continue;
+      }
+      const h = hashFile(opts.fs, file, opts.maxBlobBytes);
+      if (!h.ok) {
+        onProblem({ kind: h.reason === 'not-a-file' ? 'special' : h.reason, path: rel, detail: h.detail });
+        continue;
+      }
+      stats.hashed++;
+      stats.hashedBytes += h.size;
+      files.push({ name, size: h.size, mtimeMs: h.mtimeMs, ino: h.ino, sha256: h.sha256 });
+    }
+    return { dir, files };
   };
 
   try {
     for (const root of roots) {
       await passOutside(root.dir);
-      for await (const listed of walkDirs(root.dir, root.abs, opts.fs, onProblem)) {
+      for (const listed of walkDirs(root.dir, root.abs, opts.fs, onProblem)) {
         // Cached blocks between the last walked folder and this one were deleted folders.
         const cached = await seek(prev, listed.dir);
         const other = await seek(extra, listed.dir);
-        if (listed.names.length > 0 || cached) await push(processDir(listed.dir, listed.abs, listed.names, cached, other));
+        if (listed.names.length > 0 || cached) await write(processDir(listed.dir, listed.abs, listed.names, cached, other));
       }
       // Whatever the cache still holds inside this subtree is gone from disk.
       for (let b = await prev.peek(); b && isWithin(b.dir, root.dir); b = await prev.peek()) await prev.take();
     }
     await passOutside(null);
-    while (pending.length > 0) await drainOne();
   } finally {
     prev.close();
     extra.close();

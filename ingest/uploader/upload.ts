@@ -11,13 +11,15 @@ import { escapeField, unescapeField } from './order.js';
 import { DEFAULT_RETRY, RetriesExhaustedError, withRetry, type RetryDeps, type RetryPolicy } from './retry.js';
 import { scanTree, type Mount, type ScanStats, type WalkRoot } from './scan.js';
 import { FRAME_OVERHEAD, UploadHttpError, frameBlobs, type CommitAnswer, type UploadTransport } from './transport.js';
-import { Limiter, nodeTreeFs, type Problem, type ProblemKind, type TreeFs } from './walk.js';
+import { nodeTreeFs, type Problem, type ProblemKind, type TreeFs } from './walk.js';
 
 /** PROTOCOL.md step 2 and 3 limits. */
 export const MAX_MANIFEST_BATCH = 10_000;
 export const MAX_BLOB_BATCH_BYTES = 32 * 1024 * 1024;
 /** What a blob batch is filled to: small enough to keep the uploader's memory low, big enough that requests stay few. */
 const BLOB_BATCH_TARGET = 8 * 1024 * 1024;
+/** Files read for a blob batch between two turns of the event loop (so the request in flight moves on). */
+const READ_SLICE = 256;
 
 export interface UploadOptions {
   /** Exchange base URL: recorded in the cache, whose base snapshot is only valid for that exchange. */
@@ -34,8 +36,6 @@ export interface UploadOptions {
   manifestBatch?: number;
   /** The largest blob request (PROTOCOL.md: 32 MiB); files larger than it less framing are reported, not sent. */
   blobBatchBytes?: number;
-  /** Files stat-ed or hashed at once. */
-  concurrency?: number;
   retry?: RetryPolicy;
 }
 
@@ -386,7 +386,6 @@ async function scan(ctx: Ctx): Promise<SessionState> {
       out,
       fs: ctx.fs,
       maxBlobBytes: (opts.blobBatchBytes ?? MAX_BLOB_BATCH_BYTES) - FRAME_OVERHEAD,
-      concurrency: opts.concurrency ?? 8,
       onProblem: (p) => {
         ctx.problems[p.kind] = (ctx.problems[p.kind] ?? 0) + 1;
         deps.onProblem?.(p);
@@ -627,7 +626,9 @@ async function sendAndCommit(
   const t = ctx.deps.transport;
   const p = ctx.progress;
   const batchSize = opts.manifestBatch ?? MAX_MANIFEST_BATCH;
-  const write = (s: string) => jfh.write(s);
+  // Journal lines come from the manifest loop and from the blob request in flight: one write at a time.
+  let journalWrites: Promise<unknown> = Promise.resolve();
+  const write = (s: string) => (journalWrites = journalWrites.then(() => jfh.write(s)));
 
   const generate = async function* (): AsyncGenerator<ManifestEntry> {
     const next = await CacheReader.open(files.next);
@@ -665,14 +666,46 @@ async function sendAndCommit(
     return path.join(mount.root, ...p.slice(slash + 1).split('/'));
   };
 
-  /** Sends the given blobs (distinct hashes) in framed batches, acknowledging each in the journal. */
+  /** Reads a batch's files (synchronous reads, in slices between turns of the event loop) and frames them. */
+  const readBatch = async (group: { sha256: string; path: string; size: number }[]): Promise<Buffer> => {
+    const read: { sha256: string; bytes: Buffer }[] = [];
+    for (const it of group) {
+      if (read.length > 0 && read.length % READ_SLICE === 0) await new Promise<void>((r) => setImmediate(r));
+      const r = readVerified(ctx.fs, absOf(it.path), it.sha256, it.size);
+      if (!r.ok) throw new FileChangedError(`${it.path}: ${r.detail}`);
+      read.push({ sha256: it.sha256, bytes: r.bytes });
+    }
+    return frameBlobs(read);
+  };
+
+  // One blob request in flight while this process reads the next batch or sends the next
+  // manifest batch: the exchange re-hashes and stores one batch while the next is read. Each
+  // batch is acknowledged in the journal when its answer arrives, whatever comes meanwhile, so a
+  // run killed at any point resends only what was never acknowledged.
+  let inFlight: Promise<void> = Promise.resolve();
+  const settle = async (): Promise<void> => {
+    const f = inFlight;
+    inFlight = Promise.resolve();
+    await f;
+  };
+  /** Runs `fn`, then waits for the blob request it left in flight; on an error, that request still gets its answer (and journal lines) first. */
+  const settled = async (fn: () => Promise<void>): Promise<void> => {
+    try {
+      await fn();
+    } catch (e) {
+      await settle().catch(() => undefined);
+      throw e;
+    }
+    await settle();
+  };
+
+  /** Sends the given blobs (distinct hashes) in framed batches; returns with the last one still in flight. */
   const sendBlobs = async (items: { sha256: string; path: string; size: number }[]) => {
     if (items.length === 0) return;
     p.phase = 'blobs';
-    // Batches aim at BLOB_BATCH_TARGET (memory: the batch is held twice while framed and sent);
-    // a single file up to the protocol's limit still goes, alone.
+    // Batches aim at BLOB_BATCH_TARGET (memory: two batches, each held twice while framed and
+    // sent); a single file up to the protocol's limit still goes, alone.
     const maxBytes = Math.min(opts.blobBatchBytes ?? MAX_BLOB_BATCH_BYTES, BLOB_BATCH_TARGET);
-    const limiter = new Limiter(4);
     let i = 0;
     while (i < items.length) {
       const group: typeof items = [];
@@ -681,27 +714,23 @@ async function sendAndCommit(
         bytes += items[i]!.size + FRAME_OVERHEAD;
         group.push(items[i++]!);
       }
-      const read = await Promise.all(
-        group.map((it) =>
-          limiter.run(async () => {
-            const r = await readVerified(ctx.fs, absOf(it.path), it.sha256, it.size);
-            if (!r.ok) throw new FileChangedError(`${it.path}: ${r.detail}`);
-            return { sha256: it.sha256, bytes: r.bytes };
-          }),
-        ),
-      );
-      const body = frameBlobs(read);
-      // Re-sending a batch is harmless (the exchange counts what it already has), so plain retry.
-      await run('send blobs', () => t.blobs(uploadId, body));
-      await write(group.map((g) => `B\t${g.sha256}\n`).join(''));
-      p.blobsSent += group.length;
-      p.bytesSent += body.length;
-      deps.onProgress?.(p);
+      const body = await readBatch(group);
+      await settle();
+      inFlight = (async () => {
+        // Re-sending a batch is harmless (the exchange counts what it already has), so plain retry.
+        await run('send blobs', () => t.blobs(uploadId, body));
+        await write(group.map((g) => `B\t${g.sha256}\n`).join(''));
+        p.blobsSent += group.length;
+        p.bytesSent += body.length;
+        deps.onProgress?.(p);
+      })();
+      // Awaited by the next settle(); this only keeps an early failure from being reported as unhandled.
+      inFlight.catch(() => undefined);
     }
   };
 
-  // 1. Blobs the exchange asked for before the interruption.
-  await sendBlobs([...journal.pending].map(([sha256, v]) => ({ sha256, ...v })));
+  // 1. Blobs the exchange asked for before the interruption (sent in step 2's loop below).
+  const pending = [...journal.pending].map(([sha256, v]) => ({ sha256, ...v }));
 
   // 2. The rest of the manifest, batch by batch, each followed by the blobs it lacks.
   let sent = serverEntries;
@@ -743,12 +772,15 @@ async function sendAndCommit(
     deps.onProgress?.(p);
     await sendBlobs(missing.map((m) => ({ sha256: m.sha256, path: m.path, size: m.size })));
   };
-  for await (const e of generate()) {
-    if (index++ < serverEntries) continue;
-    batch.push(e);
-    if (batch.length >= batchSize) await flush();
-  }
-  await flush();
+  await settled(async () => {
+    await sendBlobs(pending);
+    for await (const e of generate()) {
+      if (index++ < serverEntries) continue;
+      batch.push(e);
+      if (batch.length >= batchSize) await flush();
+    }
+    await flush();
+  });
   if (sent !== total) throw new UploadFailedError(`sent ${sent} manifest entries of ${total}; run again`);
 
   // 3. Commit; if the exchange still lacks blobs (answers lost to a kill or a network failure), send those and commit again.
@@ -787,7 +819,7 @@ async function sendAndCommit(
       }
       if (found.size === 0) throw new UploadFailedError(`the exchange lacks blobs that no file of this upload has (${missing[0]}...)`);
       deps.onNote?.(`the exchange still lacks ${missingCount} blob(s); sending them`);
-      await sendBlobs([...found.values()].map((m) => ({ sha256: m.sha256, path: m.path, size: m.size })));
+      await settled(() => sendBlobs([...found.values()].map((m) => ({ sha256: m.sha256, path: m.path, size: m.size }))));
     }
   }
 }

@@ -1,20 +1,32 @@
-import type { Dirent, Stats } from 'node:fs';
-import type { FileHandle } from 'node:fs/promises';
-import fsp from 'node:fs/promises';
+import fs, { type Dirent, type Stats } from 'node:fs';
 import path from 'node:path';
 import { compareNames, joinPath } from './order.js';
 
-/** The few filesystem calls the uploader makes (tests wrap them to count reads). */
+/**
+ * The few filesystem calls the uploader makes (tests wrap them to count reads). They are
+ * synchronous: on a local disk a walk is millions of calls that each take a few microseconds in
+ * the kernel, and a promise per call (a thread-pool round trip, a FileHandle, a microtask) cost
+ * 3-4x the CPU of the call itself (bench/README.md "Uploader"). The uploader's process does
+ * nothing else meanwhile; the send phase reads the next blob batch in slices between turns of
+ * the event loop, so the request in flight keeps moving.
+ */
 export interface TreeFs {
-  readdir(dir: string, opts: { withFileTypes: true }): Promise<Dirent[]>;
-  lstat(file: string): Promise<Stats>;
-  open(file: string, flags: 'r'): Promise<FileHandle>;
+  readdir(dir: string, opts: { withFileTypes: true }): Dirent[];
+  lstat(file: string): Stats;
+  /** Opens for reading; returns the file descriptor. */
+  open(file: string): number;
+  fstat(fd: number): Stats;
+  read(fd: number, buf: Buffer, offset: number, length: number, position: number): number;
+  close(fd: number): void;
 }
 
 export const nodeTreeFs: TreeFs = {
-  readdir: (dir, opts) => fsp.readdir(dir, opts),
-  lstat: (file) => fsp.lstat(file),
-  open: (file, flags) => fsp.open(file, flags),
+  readdir: (dir, opts) => fs.readdirSync(dir, opts),
+  lstat: (file) => fs.lstatSync(file),
+  open: (file) => fs.openSync(file, 'r'),
+  fstat: (fd) => fs.fstatSync(fd),
+  read: (fd, buf, offset, length, position) => fs.readSync(fd, buf, offset, length, position),
+  close: (fd) => fs.closeSync(fd),
 };
 
 /** What the walk could not back up, each reported (never skipped silently). */
@@ -44,47 +56,33 @@ export interface ListedDir {
   names: string[];
 }
 
-type Listing = { ok: true; entries: Dirent[] } | { ok: false; err: NodeJS.ErrnoException };
-
 interface Pending {
   dir: string;
   abs: string;
-  listing?: Promise<Listing>;
 }
-
-/** How many directory listings are read ahead of the walk (SS-MIX2 trees have ~1.4 folders per file). */
-const READ_AHEAD = 32;
 
 /**
  * Walks the tree below `abs` (known to the exchange as `dir`) in walk order (order.ts):
  * yields each directory with its file names, then descends into its subdirectories by name.
- * Only the directories on the current path, their pending siblings and a bounded read-ahead
- * of listings are held in memory. The next directories in walk order are listed concurrently,
- * so the walk is not one readdir round trip per folder.
+ * Only the directories on the current path and their pending siblings are held in memory.
  * Symlinks, special files and names that are not valid UTF-8 are reported, never followed.
  */
-export async function* walkDirs(dir: string, abs: string, fs: TreeFs, onProblem: ProblemSink): AsyncGenerator<ListedDir> {
-  const list = (p: Pending): Promise<Listing> =>
-    fs.readdir(p.abs, { withFileTypes: true }).then(
-      (entries) => ({ ok: true as const, entries }),
-      (err: NodeJS.ErrnoException) => ({ ok: false as const, err }),
-    );
+export function* walkDirs(dir: string, abs: string, fs: TreeFs, onProblem: ProblemSink): Generator<ListedDir> {
   // Pending directories; the end of the array is the next in walk order.
   const stack: Pending[] = [{ dir, abs }];
   while (stack.length > 0) {
-    // Start the listings of the next few directories the walk will visit.
-    for (let i = stack.length - 1, n = 0; i >= 0 && n < READ_AHEAD; i--, n++) stack[i]!.listing ??= list(stack[i]!);
     const cur = stack.pop()!;
-    const listing = await cur.listing!;
-    if (!listing.ok) {
-      const err = listing.err;
+    let entries: Dirent[];
+    try {
+      entries = fs.readdir(cur.abs, { withFileTypes: true });
+    } catch (e) {
+      const err = e as NodeJS.ErrnoException;
       // A folder deleted while we walk (or a feed-named folder that no longer exists) is
       // simply gone from this night's tree.
       if (err.code === 'ENOENT') continue;
       onProblem({ kind: 'unreadable-dir', path: cur.dir, detail: `${err.code ?? 'error'}: ${err.message}` });
       continue;
     }
-    const entries = listing.entries;
     entries.sort((a, b) => compareNames(a.name, b.name));
     const names: string[] = [];
     const subdirs: Pending[] = [];
@@ -103,7 +101,7 @@ export async function* walkDirs(dir: string, abs: string, fs: TreeFs, onProblem:
       else {
         // Some filesystems do not report the type in readdir (DT_UNKNOWN): ask.
         try {
-          const st = await fs.lstat(path.join(cur.abs, d.name));
+          const st = fs.lstat(path.join(cur.abs, d.name));
           kind = st.isFile() ? 'file' : st.isDirectory() ? 'dir' : st.isSymbolicLink() ? 'symlink' : 'special';
         } catch {
           kind = 'gone';
@@ -116,23 +114,5 @@ export async function* walkDirs(dir: string, abs: string, fs: TreeFs, onProblem:
     }
     yield { dir: cur.dir, abs: cur.abs, names };
     for (let i = subdirs.length - 1; i >= 0; i--) stack.push(subdirs[i]!);
-  }
-}
-
-/** Bounds how many filesystem operations run at once. */
-export class Limiter {
-  private active = 0;
-  private waiting: (() => void)[] = [];
-  constructor(private readonly max: number) {}
-
-  async run<T>(fn: () => Promise<T>): Promise<T> {
-    if (this.active >= this.max) await new Promise<void>((r) => this.waiting.push(r));
-    this.active++;
-    try {
-      return await fn();
-    } finally {
-      this.active--;
-      this.waiting.shift()?.();
-    }
   }
 }
