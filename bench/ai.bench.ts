@@ -323,13 +323,17 @@ async function clientsMain() {
       samples.push(performance.now() - t);
     }
   };
+  // Attempts that failed and were retried (by kind), over the whole run.
+  const failedAttempts = new Map<string, number>();
   const serviceMsOf = async (ids: string[]) => {
     ownQueries++;
     const { rows } = await db.query<{ detail: string }>(`select detail from audit_event where action = 'ai.request.send' and outcome = 'success'`);
     const by = new Map<string, number>();
+    failedAttempts.clear(); // every call reads all the sends so far
     for (const r of rows) {
-      const d = JSON.parse(r.detail) as { request: string; serviceMs: number };
+      const d = JSON.parse(r.detail) as { request: string; serviceMs: number; attempts: { outcome: string }[] };
       by.set(d.request, d.serviceMs);
+      for (const a of d.attempts) if (a.outcome !== 'ok') failedAttempts.set(a.outcome, (failedAttempts.get(a.outcome) ?? 0) + 1);
     }
     return ids.map((id) => by.get(id)!);
   };
@@ -402,6 +406,7 @@ async function clientsMain() {
       coldFirstRequestPerPatient: { overheadMs: summary(coldOverhead) },
       timelineMs: { before: summary(before), during: summary(during) },
       standInReceived: stand.received.length,
+      retriedAttempts: Object.fromEntries(failedAttempts),
       clientProcessCpuMs: round((clientCpu.user + clientCpu.system) / 1000, 0),
       clientQueries: ownQueries - queries0,
     },

@@ -55,13 +55,19 @@ export async function preparedQuery<R>(db: Db, name: string, text: string, value
   return (await db.executeQuery<R>(CompiledQuery.raw(text, values as unknown[]))).rows;
 }
 
+/** A PostgreSQL handle over a pool of connections (a second pool of its own for a feature: see the AI flow). */
+export function postgresDb(url: string, max: number): Db {
+  const pool = new pg.Pool({ connectionString: url, max });
+  // An idle client that loses its server must not crash the process.
+  pool.on('error', () => {});
+  const db = new Kysely<Database>({ dialect: new PostgresDialect({ pool }) });
+  pools.set(db, pool);
+  return db;
+}
+
 export async function openDatabase(opts: DatabaseOptions): Promise<DatabaseHandle> {
   if (opts.databaseUrl) {
-    const pool = new pg.Pool({ connectionString: opts.databaseUrl, max: opts.poolSize ?? DEFAULT_POOL_SIZE });
-    // An idle client that loses its server must not crash the process.
-    pool.on('error', () => {});
-    const db = new Kysely<Database>({ dialect: new PostgresDialect({ pool }) });
-    pools.set(db, pool);
+    const db = postgresDb(opts.databaseUrl, opts.poolSize ?? DEFAULT_POOL_SIZE);
     let closed: Promise<void> | undefined;
     return { db, kind: 'postgres', close: () => (closed ??= db.destroy()) };
   }

@@ -2,10 +2,7 @@ import fs from 'node:fs';
 import { hkdfSync } from 'node:crypto';
 import type Router from '@koa/router';
 import type { Logger } from 'pino';
-import { Kysely, PostgresDialect } from 'kysely';
-import pg from 'pg';
-import type { Database } from '../../store/database.js';
-import type { Db } from '../../store/db.js';
+import { postgresDb, type Db } from '../../store/db.js';
 import type { Config } from '../config.js';
 import type { AuditLog } from '../audit/audit.service.js';
 import type { AuthService } from '../auth/auth.service.js';
@@ -80,10 +77,7 @@ export function createAiModule(deps: AiModuleDeps): AiModule {
   // analyses queues there, not in front of the viewer's timeline. (The embedded database is one
   // connection: shared.)
   const poolSize = deps.poolSize ?? 8;
-  const own =
-    deps.config.databaseUrl && poolSize > 0
-      ? new Kysely<Database>({ dialect: new PostgresDialect({ pool: new pg.Pool({ connectionString: deps.config.databaseUrl, max: poolSize }).on('error', () => {}) }) })
-      : undefined;
+  const own = deps.config.databaseUrl && poolSize > 0 ? postgresDb(deps.config.databaseUrl, poolSize) : undefined;
   const flowDb: Db = own ?? deps.db;
   const flowContexts = own && deps.consent ? createDecisionContextLoader(flowDb, deps.consent) : contexts;
   const flowRegistry = own ? createAiRegistry({ db: flowDb, box, audit: deps.audit, clock: deps.clock }) : registry;

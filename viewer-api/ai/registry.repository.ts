@@ -1,5 +1,5 @@
 import { sql, type Selectable } from 'kysely';
-import type { Db } from '../../store/db.js';
+import { preparedQuery, type Db } from '../../store/db.js';
 import type { Category } from '../../consent/categories.js';
 import type { Role } from '../roles/roles.js';
 import type { SecretBox } from '../auth/secret-box.js';
@@ -93,7 +93,8 @@ export async function updateService(db: Db, box: SecretBox, s: AiService): Promi
 }
 
 export async function findService(db: Db, box: SecretBox, id: string): Promise<AiService | undefined> {
-  const r = await db.selectFrom('ai_service').selectAll().where('id', '=', id).executeTakeFirst();
+  // Every AI request reads its service twice (submit, send): a prepared statement.
+  const [r] = await preparedQuery<Selectable<AiServiceTable>>(db, 'ai-service-find', 'select * from ai_service where id = $1', [id]);
   return r && toService(r, box);
 }
 

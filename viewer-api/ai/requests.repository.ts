@@ -1,7 +1,6 @@
-import { sql, type Selectable } from 'kysely';
-import type { Db } from '../../store/db.js';
+import type { Selectable } from 'kysely';
+import { preparedQuery, type Db } from '../../store/db.js';
 import type { AiRequestTable } from './ai.tables.js';
-import { jsonb } from './registry.repository.js';
 
 /** SQL of AI analysis requests. Sealed columns stay sealed here; the service opens them. */
 
@@ -72,26 +71,18 @@ export interface NewAiRequest {
   at: number;
 }
 
+// The statements every request makes are prepared (preparedQuery): parsed once per connection,
+// without query building on the way.
+
+const INSERT = `
+  insert into ai_request (id, service_id, regional_id, user_id, facility_id, role, status, categories, records, report, outgoing_enc, reid_key_enc, created_at, updated_at)
+  values ($1, $2, $3, $4, $5, $6, 'queued', $7::text::jsonb, $8, $9::text::jsonb, $10, $11, $12, $12)`;
+
 export async function insertRequest(db: Db, r: NewAiRequest): Promise<void> {
-  await db
-    .insertInto('ai_request')
-    .values({
-      id: r.id,
-      service_id: r.serviceId,
-      regional_id: r.regionalId,
-      user_id: r.userId,
-      facility_id: r.facilityId,
-      role: r.role,
-      status: 'queued',
-      categories: jsonb(r.categories),
-      records: r.records,
-      report: r.report ? jsonb(r.report) : null,
-      outgoing_enc: r.outgoingEnc,
-      reid_key_enc: r.reidKeyEnc,
-      created_at: new Date(r.at),
-      updated_at: new Date(r.at),
-    })
-    .execute();
+  await preparedQuery(db, 'ai-request-insert', INSERT, [
+    r.id, r.serviceId, r.regionalId, r.userId, r.facilityId, r.role, JSON.stringify(r.categories), r.records,
+    r.report ? JSON.stringify(r.report) : null, r.outgoingEnc, r.reidKeyEnc, new Date(r.at),
+  ]);
 }
 
 export async function findRequest(db: Db, id: string): Promise<AiRequestRow | undefined> {
@@ -111,16 +102,17 @@ const versionOf = (seq: unknown, snapshot: unknown) => (seq === null || seq === 
  * is linked at (one round trip less per request; null where none is published). Returns the claimed request, or undefined when
  * it was not queued.
  */
+const CLAIM = `
+  with c as (
+    update ai_request set status = 'sending', status_detail = 'sending to the AI service', updated_at = $2
+    where id = $1 and status = 'queued' returning *)
+  select c.*, (select coalesce(json_agg(json_build_array(l.facility_id, s.published_seq, s.published_snapshot_id)), '[]')
+                 from identity_link l left join record_index_state s on s.facility_id = l.facility_id
+                 where l.regional_id = c.regional_id) as index_versions
+  from c`;
+
 export async function claimRequest(db: Db, id: string, at: number): Promise<{ row: AiRequestRow; versions: IndexVersions } | undefined> {
-  const r = await sql<Selectable<AiRequestTable> & { index_versions: [string, unknown, unknown][] | string }>`
-    with c as (
-      update ai_request set status = 'sending', status_detail = 'sending to the AI service', updated_at = ${new Date(at)}
-      where id = ${id} and status = 'queued' returning *)
-    select c.*, (select coalesce(json_agg(json_build_array(l.facility_id, s.published_seq, s.published_snapshot_id)), '[]')
-                   from identity_link l left join record_index_state s on s.facility_id = l.facility_id
-                   where l.regional_id = c.regional_id) as index_versions
-    from c`.execute(db);
-  const got = r.rows[0];
+  const [got] = await preparedQuery<Selectable<AiRequestTable> & { index_versions: [string, unknown, unknown][] | string }>(db, 'ai-request-claim', CLAIM, [id, new Date(at)]);
   if (!got) return undefined;
   const { index_versions: iv, ...row } = got;
   const list = typeof iv === 'string' ? (JSON.parse(iv) as [string, unknown, unknown][]) : iv;
@@ -140,6 +132,14 @@ export async function noteProgress(db: Db, id: string, attempts: number, detail:
   await db.updateTable('ai_request').set({ attempts, status_detail: detail, updated_at: new Date(at) }).where('id', '=', id).where('status', '=', 'sending').execute();
 }
 
+// What was prepared (records, report, the key) is written when the request got that far; what
+// waited to be sent (outgoing_enc) is not kept once the request has ended.
+const FINISH = `
+  update ai_request set status = $2, status_detail = $3, attempts = $4, sent_sha256 = $5, sent_bytes = $6, received_bytes = $7,
+    result = $8::text::jsonb, records = coalesce($9, records), report = coalesce($10::text::jsonb, report),
+    reid_key_enc = coalesce($11, reid_key_enc), outgoing_enc = null, updated_at = $12, completed_at = $12
+  where id = $1`;
+
 export async function finishRequest(
   db: Db,
   id: string,
@@ -156,24 +156,11 @@ export async function finishRequest(
     at: number;
   },
 ): Promise<void> {
-  await db
-    .updateTable('ai_request')
-    .set({
-      status: f.status,
-      status_detail: f.detail,
-      attempts: f.attempts,
-      sent_sha256: f.sentSha256 ?? null,
-      sent_bytes: f.sentBytes ?? null,
-      received_bytes: f.receivedBytes ?? null,
-      result: f.result ? jsonb(f.result) : null,
-      ...(f.prepared ? { records: f.prepared.records, report: jsonb(f.prepared.report), reid_key_enc: f.prepared.reidKeyEnc } : {}),
-      // What waited to be sent is not kept once the request has ended.
-      outgoing_enc: null,
-      updated_at: new Date(f.at),
-      completed_at: new Date(f.at),
-    })
-    .where('id', '=', id)
-    .execute();
+  const p = f.prepared;
+  await preparedQuery(db, 'ai-request-finish', FINISH, [
+    id, f.status, f.detail, f.attempts, f.sentSha256 ?? null, f.sentBytes ?? null, f.receivedBytes ?? null,
+    f.result ? JSON.stringify(f.result) : null, p ? p.records : null, p ? JSON.stringify(p.report) : null, p ? p.reidKeyEnc : null, new Date(f.at),
+  ]);
 }
 
 /** Requests still queued (after a restart, their jobs may need queueing again). */
