@@ -5,7 +5,7 @@ import { afterAll, describe, expect, it } from 'vitest';
 import { openDatabase, type DatabaseHandle } from '../store/db.js';
 import { migrateToLatest } from '../store/migrate.js';
 import { migrations } from '../store/migrations/index.js';
-import { blobLocations, blobLocationsInPacks, insertBlobs, insertPack, nextPackRange, presentBlobs } from '../store/backup/backup.repository.js';
+import { blobLocations, blobLocationsInPacks, insertBlobs, insertPack, insertTrees, loadTrees, nextPackRange, presentBlobs } from '../store/backup/backup.repository.js';
 import { pageRows, REPLICATED_TABLES } from '../store/dr/replica.repository.js';
 import { createTestDatabase, type TestDatabase } from './support/postgres.js';
 import { tempDir } from './support/tmp.js';
@@ -39,7 +39,7 @@ async function databaseAt(kind: 'postgres' | 'embedded', last: string) {
   return handle.db;
 }
 
-describe.each(['postgres', 'embedded'] as const)('the blob index (%s)', (kind) => {
+describe.each(['postgres', 'embedded'] as const)('the blob and tree indexes (%s)', (kind) => {
   it('migration 0013 keeps every row of an existing store; the hash stays unique; readers walk it pack by pack', async () => {
     const db = await databaseAt(kind, '0012_record_content_json');
     await sql`insert into compression_dictionary (hash, content, sample_blobs) values ('d1', '\\x00'::bytea, 1)`.execute(db);
@@ -97,5 +97,30 @@ describe.each(['postgres', 'embedded'] as const)('the blob index (%s)', (kind) =
       exported.push(...page.rows.map((r) => r.sha256));
     }
     expect(exported.sort()).toEqual(['a', 'b', 'c', 'd', 'e'].map((s) => h(s).toString('base64')).sort());
+  }, 300_000);
+
+  it('migration 0014 keeps trees unique by hash; replication walks them block range by block range', async () => {
+    const db = await databaseAt(kind, '0013_blob_index_hash');
+    const trees = Array.from({ length: 300 }, (_, i) => ({ hash: h(`t${i}`), content: Buffer.alloc(200 + (i % 50), i) }));
+    for (const t of trees.slice(0, 100)) await sql`insert into tree (hash, content) values (${t.hash}, ${t.content})`.execute(db);
+    await migrateToLatest(db);
+    await insertTrees(db, trees.slice(50)); // 50 already stored: kept as they are
+    await expect(sql`insert into tree (hash, content) values (${h('t1')}, '\\x00'::bytea)`.execute(db)).rejects.toMatchObject({ code: '23P01' });
+    const loaded = await loadTrees(db, [h('t0'), h('t299'), h('nope')]);
+    expect(loaded.map((t) => t.content.length).sort()).toEqual([200, 249]);
+
+    const treeTable = REPLICATED_TABLES.find((t) => t.table === 'tree')!;
+    const exported: string[] = [];
+    let after: unknown;
+    let pages = 0;
+    for (;;) {
+      const page = await pageRows(db, treeTable, after, 64); // one heap block a page
+      if (!page.rows.length) break;
+      after = page.last;
+      pages++;
+      exported.push(...page.rows.map((r) => String(r.hash)));
+    }
+    expect(pages).toBeGreaterThan(1);
+    expect(exported.sort()).toEqual(trees.map((t) => t.hash.toString('base64')).sort());
   }, 300_000);
 });

@@ -502,7 +502,7 @@ export async function insertTrees(db: Db, trees: { hash: Buffer; content: Buffer
   await sql`
     insert into tree (hash, content)
     select * from unnest(${unique.map((t) => t.hash)}::bytea[], ${unique.map((t) => t.content)}::bytea[])
-    on conflict (hash) do nothing`.execute(db);
+    on conflict on constraint tree_hash do nothing`.execute(db);
 }
 
 export async function loadTrees(db: Db, hashes: Buffer[]): Promise<{ hash: Buffer; content: Buffer }[]> {

@@ -17,7 +17,8 @@ export const REPLICATED_TABLES = [
   { table: 'pack', key: 'id', columns: ['id', 'hash', 'object_name', 'size', 'blob_count', 'created_at'] },
   // Blobs page by whole packs (see pageRows): the hash index on their hash has no order.
   { table: 'blob', key: 'pack_id', columns: ['sha256', 'size', 'pack_id', 'offset', 'length', 'codec', 'dictionary_id'] },
-  { table: 'tree', key: 'hash', columns: ['hash', 'content'] },
+  // Trees page by ranges of heap blocks (see pageRows): the hash index on their hash has no order.
+  { table: 'tree', key: 'ctid', columns: ['hash', 'content'] },
   {
     table: 'upload',
     key: 'id',
@@ -52,8 +53,9 @@ function decodeValue(t: ReplicatedTable, c: string, v: unknown): unknown {
 }
 
 /**
- * A page of one table's rows after `after` (in key order). Only committed uploads are exported:
- * open ones hold no snapshot and their staging is not replicated.
+ * A page of one table's rows after `after` (in key order; blobs by pack range, trees by heap
+ * block range), empty after the last. Only committed uploads are exported: open ones hold no
+ * snapshot and their staging is not replicated.
  */
 export async function pageRows(db: Db, t: ReplicatedTable, after: unknown, limit: number): Promise<{ rows: Row[]; last: unknown }> {
   const cols = sql.join(t.columns.map((c) => sql.ref(c)));
@@ -63,6 +65,19 @@ export async function pageRows(db: Db, t: ReplicatedTable, after: unknown, limit
     for (let range = await nextPackRange(db, Number(after ?? 0), limit); range; range = await nextPackRange(db, range.to, limit)) {
       const r = await sql<Row>`select ${cols} from blob where pack_id between ${range.from} and ${range.to} order by pack_id, "offset"`.execute(db);
       if (r.rows.length) return { rows: r.rows.map((x) => encodeRow(t, x)), last: range.to };
+    }
+    return { rows: [], last: after };
+  }
+  if (t.table === 'tree') {
+    // Ranges of heap blocks, read by a TID range scan. The export runs in one repeatable-read
+    // transaction, which sees each block's rows as of one instant and whose lock keeps any
+    // rewrite of the table (which would move rows) out until it ends; trees are never updated.
+    const blocks = Math.max(1, Math.floor(limit / 64));
+    const r = await sql<{ n: number }>`select (pg_relation_size('tree') / current_setting('block_size')::int)::int8 as n`.execute(db);
+    for (let from = Number(after ?? 0); from < r.rows[0]!.n; from += blocks) {
+      const page = await sql<Row>`
+        select ${cols} from tree where ctid >= ${`(${from},0)`}::tid and ctid < ${`(${from + blocks},0)`}::tid`.execute(db);
+      if (page.rows.length) return { rows: page.rows.map((x) => encodeRow(t, x)), last: from + blocks };
     }
     return { rows: [], last: after };
   }

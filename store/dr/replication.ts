@@ -144,7 +144,6 @@ export async function replicate(
           metadataBytes += body.length;
           done += page.rows.length;
           opts.onProgress?.({ stage: 'metadata', done, total: 0, bytes: metadataBytes });
-          if (page.rows.length < ROWS_PER_OBJECT) break;
         }
       }
     });
