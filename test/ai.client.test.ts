@@ -1,4 +1,6 @@
 import { createHash } from 'node:crypto';
+import http from 'node:http';
+import type { AddressInfo } from 'node:net';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { AiCallError, AiClient } from '../viewer-api/ai/ai-client.js';
 import type { AiService } from '../viewer-api/ai/registry.js';
@@ -170,6 +172,37 @@ describe('the AI service client against a real stand-in service', () => {
     expect(e.transient).toBe(true);
     expect(e.attempts).toBe(2);
     expect(Date.now() - started).toBeLessThan(1400);
+  });
+
+  it('a kept-alive connection the service closed is not a failed attempt: the call goes again at once on a new one', async () => {
+    // The service answers the first request of each connection and drops the connection on the
+    // second, as a server does when its idle timeout strikes just as a request is reused.
+    const served = new WeakMap<object, number>();
+    let requests = 0;
+    const server = http.createServer((req, res) => {
+      requests++;
+      const n = (served.get(req.socket) ?? 0) + 1;
+      served.set(req.socket, n);
+      req.resume();
+      req.on('end', () => {
+        if (n > 1) return req.socket.destroy();
+        res.writeHead(200, { 'content-type': 'application/fhir+json' });
+        res.end(JSON.stringify({ resourceType: 'RiskAssessment', status: 'final', subject: { reference: 'Patient/x' } }));
+      });
+    });
+    await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+    try {
+      const { client } = harness();
+      const svc = service(`http://127.0.0.1:${(server.address() as AddressInfo).port}/fhir`);
+      expect((await client.call(svc, BUNDLE)).attempts).toEqual([{ attempt: 1, outcome: 'ok', status: 200, ms: expect.any(Number) }]);
+      const second = await client.call(svc, BUNDLE);
+      expect(second.attempts).toEqual([{ attempt: 1, outcome: 'ok', status: 200, ms: expect.any(Number) }]);
+      expect(requests).toBe(3);
+      expect(client.circuitState(svc.id)).toBe('closed');
+    } finally {
+      server.closeAllConnections();
+      await new Promise((r) => server.close(r));
+    }
   });
 
   it('a hanging service does not block calls to other services (or other calls at all)', async () => {

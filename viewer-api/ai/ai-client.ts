@@ -135,6 +135,8 @@ interface HttpFailure {
   config?: { headers?: { get(name: string): string | null | undefined } };
 }
 
+class StaleConnection extends Error {}
+
 const headerOf = (v: string | string[] | undefined) => (Array.isArray(v) ? v.join(', ') : v);
 
 /** The path of the declared operation under the base: `$name`, `Type/$name`, or a resource type. */
@@ -360,27 +362,40 @@ export class AiClient {
    * a third of the CPU per call of fetch through a FHIR client library, measured). A non-2xx answer, or a
    * 2xx whose body is not JSON, is thrown as `{ response: { status, data }, config: { headers } }`.
    */
-  private send(service: AiService, body: string, headers: Record<string, string>, signal?: AbortSignal): Promise<{ data: unknown; status: number; bytes: number }> {
+  private async send(service: AiService, body: string, headers: Record<string, string>, signal?: AbortSignal): Promise<{ data: unknown; status: number; bytes: number }> {
     const timeout = AbortSignal.timeout(service.timeoutMs);
     const combined = signal ? AbortSignal.any([signal, timeout]) : timeout;
     const url = new URL(operationPath(service.operation), service.baseUrl.endsWith('/') ? service.baseUrl : `${service.baseUrl}/`);
+    try {
+      return await this.post(url, body, headers, combined, true);
+    } catch (e) {
+      // A kept-alive connection the service closed while idle fails before any answer: the same
+      // POST goes once more at once, on a new connection, as the same attempt (RFC 9112 §9.3.1).
+      if (!(e instanceof StaleConnection)) throw e;
+      return this.post(url, body, headers, combined, false);
+    }
+  }
+
+  private post(url: URL, body: string, headers: Record<string, string>, signal: AbortSignal, reuse: boolean): Promise<{ data: unknown; status: number; bytes: number }> {
     const tls = url.protocol === 'https:';
     return new Promise((resolve, reject) => {
-      if (combined.aborted) return reject(combined.reason);
+      if (signal.aborted) return reject(signal.reason);
+      let answered = false;
       const req = (tls ? https : http).request(
         url,
         {
           method: 'POST',
-          agent: tls ? this.httpsAgent : this.httpAgent,
+          agent: reuse ? (tls ? this.httpsAgent : this.httpAgent) : false,
           headers: { accept: 'application/fhir+json', 'content-type': 'application/fhir+json', 'content-length': Buffer.byteLength(body, 'utf8'), ...headers },
         },
         (res) => {
+          answered = true;
           const chunks: Buffer[] = [];
           res.on('data', (c: Buffer) => chunks.push(c));
           res.on('error', fail);
           res.on('aborted', () => fail(new Error('the answer was cut off')));
           res.on('end', () => {
-            combined.removeEventListener('abort', onAbort);
+            signal.removeEventListener('abort', onAbort);
             const raw = Buffer.concat(chunks);
             const status = res.statusCode ?? 0;
             const failure = (data: unknown) =>
@@ -399,14 +414,15 @@ export class AiClient {
         },
       );
       function fail(e: unknown) {
-        combined.removeEventListener('abort', onAbort);
-        reject(e);
+        signal.removeEventListener('abort', onAbort);
+        const code = (e as { code?: string }).code;
+        reject(req.reusedSocket && !answered && !signal.aborted && (code === 'ECONNRESET' || code === 'EPIPE') ? new StaleConnection() : e);
       }
       const onAbort = () => {
         req.destroy();
-        fail(combined.reason);
+        fail(signal.reason);
       };
-      combined.addEventListener('abort', onAbort, { once: true });
+      signal.addEventListener('abort', onAbort, { once: true });
       req.on('error', fail);
       req.end(body);
     });
