@@ -47,6 +47,9 @@ interface Go {
   inflight: number;
 }
 
+/** The clients' PostgreSQL connections name themselves so: their CPU is not the exchange's. */
+const CLIENTS_APP = 'ai-bench-clients';
+
 type ToParent = { type: 'standin'; base: string } | { type: 'mark'; what: 'load-start' | 'load-end' } | { type: 'result'; result: Record<string, unknown> } | { type: 'error'; message: string };
 
 // ---------------------------------------------------------------------------------------------
@@ -187,7 +190,11 @@ async function exchangeMain() {
     const admin = new pg.Client({ connectionString: pgdb.url });
     await admin.connect();
     const backendsCpu = async () => {
-      const { rows } = await admin.query<{ pid: number }>('select pid from pg_stat_activity where datname = $1 and pid <> pg_backend_pid()', [pgdb.name]);
+      // Not the clients' own connections (their completion polls): only the exchange's.
+      const { rows } = await admin.query<{ pid: number }>(
+        `select pid from pg_stat_activity where datname = $1 and pid <> pg_backend_pid() and application_name is distinct from '${CLIENTS_APP}'`,
+        [pgdb.name],
+      );
       const out = new Map<number, number>();
       for (const { pid } of rows) {
         try {
@@ -275,7 +282,7 @@ async function clientsMain() {
   const stand = await startStandIn({ delayMs: 200, countOnly: true });
   send({ type: 'standin', base: stand.base });
   const go = await new Promise<Go>((resolve) => process.on('message', (m: Go) => m.type === 'go' && resolve(m)));
-  const db = new pg.Pool({ connectionString: go.dbUrl, max: 2 });
+  const db = new pg.Pool({ connectionString: go.dbUrl, max: 2, application_name: CLIENTS_APP });
   const auth = { authorization: `Bearer ${go.token}` };
 
   // Completion times come from the exchange's own records, read in one query for all.
