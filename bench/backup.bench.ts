@@ -5,7 +5,8 @@
  *   npx tsx bench/backup.bench.ts --patients 1450 --days 365 --work /tmp/hk-bench-100k
  *   npx tsx bench/backup.bench.ts --patients 14500 --days 365 --work /tmp/hk-bench-1m
  *   options: --database-url postgres://... (default: the embedded PGlite), --skip-restic,
- *            --with-indexing (let the exchange index the snapshots as it does in service)
+ *            --with-indexing (let the exchange index the snapshots as it does in service),
+ *            --skip-restore (stop after the nightly upload and backup: the 1M restores take long)
  *
  * Steps: generate (once; reused when the work folder has it), first upload (the real uploader,
  * `hakobune upload`, as a child process so its peak memory is its own), restic backup, one
@@ -34,6 +35,7 @@ const work = path.resolve(arg('work', `/tmp/hk-bench-${patients}`)!);
 const databaseUrl = arg('database-url');
 const skipRestic = args.includes('--skip-restic');
 const withIndexing = args.includes('--with-indexing');
+const skipRestore = args.includes('--skip-restore');
 const root = path.join(work, 'gen', 'F001');
 const repo = path.join(work, 'restic-repo');
 const HAKOBUNE = path.resolve(import.meta.dirname, '..', 'hakobune.js');
@@ -177,6 +179,10 @@ async function main() {
     const sizesAfterNight = await storeSizes();
     console.log(`the night added ${((sizesAfterNight.total - sizesBeforeNight.total) / 1e6).toFixed(2)} MB to the store (${(((sizesAfterNight.total - sizesBeforeNight.total) / sizesBeforeNight.total) * 100).toFixed(1)}% of it); restic ${((du(repo) - sizeAfterFirst.restic) / 1e6).toFixed(2)} MB`);
 
+    if (skipRestore) {
+      console.log(JSON.stringify({ tree: tree1, rows, load: load() }, null, 2));
+      return;
+    }
     const snaps = await exchange.backup.listSnapshots('F001');
     const latest = snaps.at(-1)!;
     c0 = await exchangeCpu();

@@ -24,6 +24,9 @@ describe('upload progress', () => {
   it('shows entries, blobs, bytes, rate and ETA while sending', () => {
     const d = describeProgress({ ...base, phase: 'blobs', manifestTotal: 30000, manifestSent: 10000, blobsSent: 120, bytesSent: 10 * 1048576 }, 100, 20);
     expect(d.line).toBe('blobs: manifest 10000/30000, 120 blobs sent (10.0 MiB, 512.0 KiB/s) ETA 40s [1m40s]');
+    // A delta manifest's size is not known before it is sent: no total, no ETA.
+    const delta = describeProgress({ ...base, phase: 'manifest', manifestTotal: 0, manifestSent: 900, blobsSent: 3, bytesSent: 4096 }, 10, 5);
+    expect(delta.line).toBe('manifest: manifest 900, 3 blobs sent (4.0 KiB, 819 B/s) [10s]');
   });
 
   it('writes plain lines at most once per interval when there is no terminal', () => {

@@ -37,10 +37,10 @@ export function describeProgress(p: Readonly<UploadProgress>, elapsedS: number, 
   const eta = p.manifestTotal > p.manifestSent && entryRate > 0 ? ` ETA ${formatDuration((p.manifestTotal - p.manifestSent) / entryRate)}` : '';
   return {
     line:
-      `${p.phase}: manifest ${p.manifestSent}/${p.manifestTotal}, ${p.blobsSent} blobs sent ` +
+      `${p.phase}: manifest ${p.manifestSent}${p.manifestTotal > 0 ? `/${p.manifestTotal}` : ''}, ${p.blobsSent} blobs sent ` +
       `(${formatBytes(p.bytesSent)}, ${formatBytes(rate)}/s)${eta} [${formatDuration(elapsedS)}]`,
     done: p.manifestSent,
-    total: p.manifestTotal,
+    total: Math.max(p.manifestTotal, p.manifestSent),
   };
 }
 

@@ -46,6 +46,7 @@ export interface UploadProgress {
   scan: Readonly<ScanStats>;
   /** Files the previous snapshot had: the expected scan total, when known. */
   expectedFiles: number | null;
+  /** Entries of a full manifest; 0 for a delta, whose size is known only once it is sent. */
   manifestTotal: number;
   manifestSent: number;
   blobsSent: number;
@@ -633,6 +634,7 @@ async function sendAndCommit(
   const generate = async function* (): AsyncGenerator<ManifestEntry> {
     const next = await CacheReader.open(files.next);
     if (!next) throw new UploadFailedError(`the scan result ${files.next} disappeared`);
+    if (session.manifest === 'full') p.manifestTotal = next.totals.files;
     const base = session.base ? await CacheReader.open(files.cache) : null;
     if (session.base && base?.header.snapshotId !== session.base) {
       next.close();
@@ -642,14 +644,11 @@ async function sendAndCommit(
     yield* manifestEntries(next, base);
   };
 
-  // Count first (cheap: two sequential reads) for progress and the commit's entry count.
+  // Counted while sending (not in a pass of its own: at 1M files each pass reads both caches).
+  // A full manifest lists every file of the scan, which its trailer counts; a delta's size is
+  // known at the end (0 meanwhile: progress shows no total).
   let total = 0;
   let deleted = 0;
-  for await (const e of generate()) {
-    total++;
-    if ('deleted' in e) deleted++;
-  }
-  p.manifestTotal = total;
   p.manifestSent = serverEntries;
 
   const run = async <T>(step: string, fn: () => Promise<T>, beforeRetry?: () => Promise<{ settled: T } | null>) => {
@@ -775,6 +774,8 @@ async function sendAndCommit(
   await settled(async () => {
     await sendBlobs(pending);
     for await (const e of generate()) {
+      total++;
+      if ('deleted' in e) deleted++;
       if (index++ < serverEntries) continue;
       batch.push(e);
       if (batch.length >= batchSize) await flush();
