@@ -20,8 +20,8 @@
  * Printed: latency percentiles, requests/s, the server's CPU seconds (this process) and CPU ms
  * per request, the CPU of this database's PostgreSQL backends (and of PostgreSQL's shared
  * writer processes, which serve every database of the machine), the load average and the machine.
- * `--endpoints timeline` measures one endpoint only. For a profile of the server, run with
- * `node --cpu-prof --import tsx bench/viewer.bench.ts ...`.
+ * `--endpoints timeline` measures one endpoint only. `--cpu-prof-window DIR` writes a CPU profile
+ * of the server over the measured window (open it in Chrome's DevTools).
  */
 import fs from 'node:fs';
 import path from 'node:path';
@@ -29,6 +29,7 @@ import os from 'node:os';
 import { spawn, execFileSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { createInterface } from 'node:readline';
+import inspector from 'node:inspector/promises';
 import { sql } from 'kysely';
 import pg from 'pg';
 import { createExchange } from '../viewer-api/exchange.js';
@@ -294,6 +295,43 @@ async function runWrk(spec: LoadSpec, onWarm: () => Promise<void>): Promise<Load
   };
 }
 
+/**
+ * `--cpu-prof-window DIR`: a CPU profile of the server over the measured window only (no start-up,
+ * loading or warm-up in it), written as DIR/<endpoint>.cpuprofile.
+ */
+const profArg = process.argv.indexOf('--cpu-prof-window');
+const profiler = profArg < 0 ? undefined : (() => {
+  const dir = process.argv[profArg + 1]!;
+  const session = new inspector.Session();
+  session.connect();
+  return {
+    async start() {
+      await session.post('Profiler.enable');
+      await session.post('Profiler.start');
+    },
+    async stop(name: string) {
+      const { profile } = await session.post('Profiler.stop');
+      fs.mkdirSync(dir, { recursive: true });
+      fs.writeFileSync(path.join(dir, `${name}.cpuprofile`), JSON.stringify(profile));
+    },
+  };
+})();
+
+/** `--statements`: the statements the server sends in the measured window, by name or first words. */
+const statements = new Map<string, number>();
+let countStatements = false;
+if (process.argv.includes('--statements')) {
+  const query = pg.Client.prototype.query as (...a: unknown[]) => unknown;
+  pg.Client.prototype.query = function (this: pg.Client, ...a: unknown[]) {
+    const q = a[0] as string | { text?: string; name?: string };
+    if (countStatements) {
+      const k = (typeof q === 'string' ? q : (q.name ?? q.text ?? '')).replace(/\s+/g, ' ').trim().slice(0, 60);
+      statements.set(k, (statements.get(k) ?? 0) + 1);
+    }
+    return query.apply(this, a);
+  } as typeof pg.Client.prototype.query;
+}
+
 async function main() {
   let setupSeconds: number | 'reused' = 'reused';
   if (!(REUSE && (await alreadyLoaded()))) setupSeconds = await load();
@@ -328,6 +366,9 @@ async function main() {
       const r = await runLoad(
         { port, token, template: PATHS[name], patients: PATIENTS, clients: CLIENTS, warmupSeconds: WARMUP, seconds: SECONDS },
         async () => {
+          await profiler?.start();
+          statements.clear();
+          countStatements = true;
           cpu0 = process.cpuUsage();
           pg0 = await pgCpu(probe);
           load0 = os.loadavg();
@@ -335,6 +376,8 @@ async function main() {
         },
       );
       const cpu = process.cpuUsage(cpu0);
+      await profiler?.stop(name);
+      countStatements = false;
       const pg1 = await pgCpu(probe);
       const load1 = os.loadavg();
       const auditEnd = (await db.selectFrom('audit_head').select('count').executeTakeFirstOrThrow()).count;
@@ -361,6 +404,9 @@ async function main() {
         'client CPU s (child process)': +r.clientCpuSeconds.toFixed(2),
         'client CPU ms/request': +((r.clientCpuSeconds * 1000) / Math.max(1, r.requests)).toFixed(3),
         'audit entries in window (about)': auditEnd - auditAtWarm,
+        ...(statements.size
+          ? { 'statements/request': Object.fromEntries([...statements].sort((a, b) => b[1] - a[1]).map(([k, v]) => [k, +(v / Math.max(1, r.requests)).toFixed(2)])) }
+          : {}),
         'ok responses': ok,
         loadavg: { start: load0.map((x) => +x.toFixed(1)), end: load1.map((x) => +x.toFixed(1)) },
       });

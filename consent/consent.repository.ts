@@ -283,15 +283,13 @@ function dates<T extends Record<string, unknown>>(r: T, keys: string[]): T {
 }
 
 /**
- * Everything decide() needs about one patient and one requester, in ONE statement (the viewer
- * asks on every request, so round trips count): the survivor of a merge, its links, the consent
- * versions of it and of the patients merged into it, the requester's break-glass grants of the
- * last 24 hours, and the disasters declared at `at`. The same rows as linksOfPatient,
- * consentVersionsForDecision, grantsForDecision and disastersAt. Undefined: no such patient.
+ * The text of the decision-context statement, its inputs given as SQL expressions (parameters
+ * such as `$1`, or subqueries of a statement that embeds it: see viewer-api/gate/session-context.ts).
+ * One row: survivor (null: no such patient), links, consents, grants, disasters (json arrays).
  */
-/** The decision context of every viewer request in one statement, prepared (see preparedQuery). */
-const DECISION_ROWS = `
-  with pt as (select coalesce(merged_into, id) as id from regional_patient where id = $1)
+export function decisionRowsSql(p: { regionalId: string; userId: string; since: string; at: string }): string {
+  return `
+  with pt as (select coalesce(merged_into, id) as id from regional_patient where id = ${p.regionalId})
   select
     (select id from pt) as survivor,
     (select coalesce(json_agg(l order by l.facility_id, l.local_id), '[]') from identity_link l
@@ -300,16 +298,14 @@ const DECISION_ROWS = `
       where c.regional_id = any(array(select id from pt union all
                                       select m.id from regional_patient m where m.merged_into = (select id from pt)))) as consents,
     (select coalesce(json_agg(g order by g.granted_at desc), '[]') from (
-      select * from break_glass_grant where regional_id = (select id from pt) and user_id = $2 and expires_at > $3
+      select * from break_glass_grant where regional_id = (select id from pt) and user_id = ${p.userId} and expires_at > ${p.since}
       order by granted_at desc limit 20) g) as grants,
     (select coalesce(json_agg(d order by d.id), '[]') from disaster_declaration d
-      where d.starts_at <= $4 and d.ends_at > $4 and (d.ended_at is null or d.ended_at > $4)) as disasters`;
+      where d.starts_at <= ${p.at} and d.ends_at > ${p.at} and (d.ended_at is null or d.ended_at > ${p.at})) as disasters`;
+}
 
-export async function decisionRows(db: Conn, regionalId: string, userId: string, at: number): Promise<DecisionRows | undefined> {
-  const t = new Date(at);
-  const since = new Date(at - 24 * 3_600_000);
-  const [row] = await preparedQuery<{ survivor: string | null; links: any[]; consents: any[]; grants: any[]; disasters: any[] }>(
-    db, 'consent-decision-rows', DECISION_ROWS, [regionalId, userId, since, t]);
+/** The rows of decisionRowsSql as DecisionRows; undefined when there is no such patient. */
+export function decisionRowsOf(row: { survivor: string | null; links: unknown; consents: unknown; grants: unknown; disasters: unknown } | undefined): DecisionRows | undefined {
   if (!row?.survivor) return undefined;
   const json = (v: unknown) => (typeof v === 'string' ? JSON.parse(v) : v) as any[];
   return {
@@ -319,4 +315,23 @@ export async function decisionRows(db: Conn, regionalId: string, userId: string,
     grants: json(row.grants).map((g) => toGrant(dates(g, ['granted_at', 'expires_at', 'revoked_at']))),
     disasters: json(row.disasters).map((d) => toDisaster(dates(d, ['starts_at', 'ends_at', 'ended_at', 'declared_at']))),
   };
+}
+
+/** Grants of the last 24 hours count: decide() checks their expiry at `at` itself. */
+export const GRANT_WINDOW_MS = 24 * 3_600_000;
+
+const DECISION_ROWS = decisionRowsSql({ regionalId: '$1', userId: '$2', since: '$3', at: '$4' });
+
+/**
+ * Everything decide() needs about one patient and one requester, in ONE statement (the viewer
+ * asks on every request, so round trips count; prepared, see preparedQuery): the survivor of a
+ * merge, its links, the consent versions of it and of the patients merged into it, the
+ * requester's break-glass grants of the last 24 hours, and the disasters declared at `at`. The
+ * same rows as linksOfPatient, consentVersionsForDecision, grantsForDecision and disastersAt.
+ * Undefined: no such patient.
+ */
+export async function decisionRows(db: Conn, regionalId: string, userId: string, at: number): Promise<DecisionRows | undefined> {
+  const [row] = await preparedQuery<{ survivor: string | null; links: unknown; consents: unknown; grants: unknown; disasters: unknown }>(
+    db, 'consent-decision-rows', DECISION_ROWS, [regionalId, userId, new Date(at - GRANT_WINDOW_MS), new Date(at)]);
+  return decisionRowsOf(row);
 }

@@ -58,12 +58,17 @@ export function createDecisionContextLoader(db: Conn, deps: { policy: ConsentPol
       // One statement for the patient (a merged one answers for its survivor), links, consents,
       // the requester's grants and active disasters; participation comes from its cache.
       const [rows, participation] = await Promise.all([consents.decisionRows(db, regionalId, requester.userId, at), deps.participation.get()]);
-      if (!rows) return undefined;
-      return {
-        regionalId: rows.regionalId,
-        context: { consents: rows.consents, links: rows.links, participation, policy: deps.policy, breakGlass: rows.grants, disasters: rows.disasters },
-      };
+      return contextOf(rows, participation, deps.policy);
     },
+  };
+}
+
+/** The context of rows read by decisionRows or by a statement that embeds decisionRowsSql. */
+export function contextOf(rows: consents.DecisionRows | undefined, participation: ReadonlyMap<string, Participation>, policy: ConsentPolicy): LoadedContext | undefined {
+  if (!rows) return undefined;
+  return {
+    regionalId: rows.regionalId,
+    context: { consents: rows.consents, links: rows.links, participation, policy, breakGlass: rows.grants, disasters: rows.disasters },
   };
 }
 

@@ -2,6 +2,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { createHash } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import pgDriver from 'pg';
 import { createExchange, type Exchange } from '../viewer-api/exchange.js';
 import { testConfig } from '../viewer-api/config.js';
 import { verifyAuditChain } from '../viewer-api/audit/audit.service.js';
@@ -130,6 +131,28 @@ describe('changes made through another exchange on the same database', () => {
     expect((await timeline(d.token, p)).status).toBe(200);
     await b.viewer.admin.revokeDevice(cli, d.deviceId);
     expect((await timeline(d.token, p)).status).toBe(401);
+  });
+
+  it('a timeline reads its session and the patient\'s decision context in one statement; an unknown token gets 401', async () => {
+    const { token } = await signIn();
+    const p = await regionalOf('L3');
+    const sent: string[] = [];
+    const query = pgDriver.Client.prototype.query as (...a: unknown[]) => unknown;
+    pgDriver.Client.prototype.query = function (this: pgDriver.Client, ...args: unknown[]) {
+      const q = args[0] as string | { name?: string; text?: string };
+      sent.push(typeof q === 'string' ? q : (q.name ?? q.text ?? ''));
+      return query.apply(this, args);
+    } as typeof pgDriver.Client.prototype.query;
+    try {
+      expect((await timeline(token, p)).status).toBe(200);
+      expect(sent).toContain('viewer-session-and-context');
+      expect(sent).not.toContain('viewer-find-session');
+      expect(sent).not.toContain('consent-decision-rows');
+      expect((await timeline(`hks_${'A'.repeat(43)}`, p)).status).toBe(401);
+      expect((await timeline(token, p)).status).toBe(200);
+    } finally {
+      pgDriver.Client.prototype.query = query as typeof pgDriver.Client.prototype.query;
+    }
   });
 
   it('reads on A while B appends administrative entries leave one chain that verifies', async () => {

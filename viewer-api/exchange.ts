@@ -18,6 +18,7 @@ import { createConsentModule, type ConsentModule } from '../consent/consent.modu
 import { indexRecordReader } from './gate/records.reader.js';
 import { indexRecordLookup } from './gate/record-lookup.js';
 import { cachedFacilityKinds } from './gate/facility-kinds.js';
+import { createSessionContextLoader } from './gate/session-context.js';
 import { findFacility } from '../store/backup/backup.repository.js';
 import { backupSource, createJobs, type Jobs, type JobsOptions } from '../jobs/jobs.js';
 import { findRun } from '../store/records/records.repository.js';
@@ -136,6 +137,7 @@ export async function createExchange(config: Config, opts: ExchangeOptions = {})
         recordById: indexRecordLookup(db),
         blobs: backup.blobs,
         facilityKind: cachedFacilityKinds(async (id) => (await findFacility(db, id))?.kind, { ttlMs: 60_000, now: Date.now }),
+        sessionContexts: createSessionContextLoader(db, { policy: consent.policy, participation: consent.participation }),
       },
     });
   } catch (e) {

@@ -46,10 +46,12 @@ function cleanDeep(v: unknown): unknown {
   return v;
 }
 
-/** Builds the stored entry that follows `prevHash` at position `seq`. */
-export function buildEntry(input: AuditInput, seq: number, at: Date, prevHash: string): AuditRecord {
-  const body: Omit<AuditRecord, 'hash'> = {
-    seq,
+/** An entry's content, cleaned, before it takes its place in the chain (no seq, prev_hash or hash yet). */
+export type EntryBody = Omit<AuditRecord, 'seq' | 'prevHash' | 'hash'>;
+
+/** Cleans what a caller records (once: a batch that must be rechained reuses it). */
+export function entryBody(input: AuditInput, at: Date): EntryBody {
+  return {
     at: at.toISOString(),
     action: clean(input.action)!,
     outcome: input.outcome,
@@ -65,7 +67,16 @@ export function buildEntry(input: AuditInput, seq: number, at: Date, prevHash: s
     purpose: clean(input.purpose),
     breakGlassReason: clean(input.breakGlassReason),
     detail: canonicalJson(cleanDeep(input.detail ?? {})),
-    prevHash,
   };
-  return { ...body, hash: entryHash(body) };
+}
+
+/** The stored entry of `body` at position `seq`, after the entry whose hash is `prevHash`. */
+export function chainEntry(body: EntryBody, seq: number, prevHash: string): AuditRecord {
+  const unhashed: Omit<AuditRecord, 'hash'> = { seq, ...body, prevHash };
+  return { ...unhashed, hash: entryHash(unhashed) };
+}
+
+/** Builds the stored entry that follows `prevHash` at position `seq`. */
+export function buildEntry(input: AuditInput, seq: number, at: Date, prevHash: string): AuditRecord {
+  return chainEntry(entryBody(input, at), seq, prevHash);
 }

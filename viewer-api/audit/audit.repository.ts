@@ -2,7 +2,7 @@ import { sql, type Kysely, type Selectable, type Transaction } from 'kysely';
 import type { Database } from '../../store/database.js';
 import type { AuditEventTable } from '../viewer.tables.js';
 import type { AuditHead, AuditOutcome, AuditRecord } from './audit.chain.js';
-import { buildEntry, type AuditInput } from './audit.entry.js';
+import { buildEntry, chainEntry, type AuditInput, type EntryBody } from './audit.entry.js';
 
 type Q = Kysely<Database> | Transaction<Database>;
 
@@ -89,12 +89,12 @@ export function appendAudit(db: Kysely<Database>, input: AuditInput, at: Date): 
 export async function appendAuditBatch(
   db: Kysely<Database>,
   expected: AuditHead,
-  items: { input: AuditInput; at: Date }[],
+  items: EntryBody[],
 ): Promise<{ entries: AuditRecord[]; head: AuditHead } | undefined> {
   const entries: AuditRecord[] = [];
   let prev = expected.lastHash;
-  for (const [i, it] of items.entries()) {
-    const e = buildEntry(it.input, expected.count + 1 + i, it.at, prev);
+  for (const [i, body] of items.entries()) {
+    const e = chainEntry(body, expected.count + 1 + i, prev);
     entries.push(e);
     prev = e.hash;
   }
@@ -120,7 +120,7 @@ export async function appendAuditBatch(
       where exists (select 1 from h)
       returning 1
     ), upd as (
-      update audit_head set count = ${last.seq}, last_hash = ${last.hash}, updated_at = ${items[items.length - 1]!.at}
+      update audit_head set count = ${last.seq}, last_hash = ${last.hash}, updated_at = ${last.at}::timestamptz
       where id = 1 and exists (select 1 from h)
       returning 1
     )

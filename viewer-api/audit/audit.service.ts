@@ -1,6 +1,6 @@
 import type { Db } from '../../store/db.js';
-import { ChainVerifier, GENESIS_HASH, type AuditHead, type ChainReport } from './audit.chain.js';
-import { buildEntry, type AuditInput } from './audit.entry.js';
+import { ChainVerifier, type AuditHead, type ChainReport } from './audit.chain.js';
+import { entryBody, type AuditInput, type EntryBody } from './audit.entry.js';
 import { appendAuditBatch, readAuditHead, readAuditPage } from './audit.repository.js';
 
 export type Clock = () => number;
@@ -23,7 +23,7 @@ const MAX_ATTEMPTS = 50;
  * its trace is durable; a failed append rejects every entry of its batch.
  */
 export function createAuditLog(db: Db, clock: Clock): AuditLog {
-  type Waiting = { input: AuditInput; at: Date; resolve: () => void; reject: (e: unknown) => void };
+  type Waiting = { body: EntryBody; resolve: () => void; reject: (e: unknown) => void };
   let queue: Waiting[] = [];
   let draining = false;
   // The head as this process last wrote or read it. Another process appending moves the real one;
@@ -31,7 +31,7 @@ export function createAuditLog(db: Db, clock: Clock): AuditLog {
   let head: AuditHead | undefined;
 
   async function appendAll(batch: Waiting[]): Promise<void> {
-    const items = batch.map((w) => ({ input: w.input, at: w.at }));
+    const items = batch.map((w) => w.body);
     for (let attempt = 1; ; attempt++) {
       head ??= await readAuditHead(db);
       const done = await appendAuditBatch(db, head, items);
@@ -68,15 +68,15 @@ export function createAuditLog(db: Db, clock: Clock): AuditLog {
 
   return {
     record(input) {
-      const at = new Date(clock());
+      let body: EntryBody;
       try {
         // An entry that cannot be built (a detail JSON cannot carry) fails alone, not its batch.
-        buildEntry(input, 1, at, GENESIS_HASH);
+        body = entryBody(input, new Date(clock()));
       } catch (e) {
         return Promise.reject(e);
       }
       return new Promise<void>((resolve, reject) => {
-        queue.push({ input, at, resolve, reject });
+        queue.push({ body, resolve, reject });
         if (!draining) void drain();
       });
     },

@@ -217,8 +217,8 @@ export async function insertSession(
     .execute();
 }
 
-/** The session check of every request: a prepared statement (see preparedQuery). */
-const FIND_SESSION = `
+/** The session check of every request, the token hash given as `$1`. */
+export const SESSION_SQL = `
   select s.id, s.token_hash, s.user_id, s.device_id, s.created_at, s.last_seen_at, s.expires_at, s.revoked_at,
          u.username, u.display_name, u.facility_id as user_facility, u.role, u.disabled_at,
          d.facility_id as device_facility, d.revoked_at as device_revoked_at, d.credential_hash
@@ -227,13 +227,15 @@ const FIND_SESSION = `
   join viewer_device d on d.id = s.device_id
   where s.token_hash = $1`;
 
-export async function findSession(db: Q, tokenHash: string): Promise<SessionRecord | undefined> {
-  const [r] = await preparedQuery<{
-    id: string; token_hash: string; user_id: number; device_id: string; created_at: Date; last_seen_at: Date; expires_at: Date;
-    revoked_at: Date | null; username: string; display_name: string; user_facility: string; role: string; disabled_at: Date | null;
-    device_facility: string; device_revoked_at: Date | null; credential_hash: string;
-  }>(db, 'viewer-find-session', FIND_SESSION, [tokenHash]);
-  if (!r) return undefined;
+/** A row of SESSION_SQL (every column null: no session). */
+export interface SessionRow {
+  id: string | null; token_hash: string; user_id: number; device_id: string; created_at: Date; last_seen_at: Date; expires_at: Date;
+  revoked_at: Date | null; username: string; display_name: string; user_facility: string; role: string; disabled_at: Date | null;
+  device_facility: string; device_revoked_at: Date | null; credential_hash: string;
+}
+
+export function sessionOf(r: SessionRow | undefined): SessionRecord | undefined {
+  if (!r?.id) return undefined;
   return {
     id: r.id,
     tokenHash: r.token_hash,
@@ -246,6 +248,11 @@ export async function findSession(db: Q, tokenHash: string): Promise<SessionReco
     user: { username: r.username, displayName: r.display_name, facilityId: r.user_facility, role: r.role, disabledAt: r.disabled_at },
     device: { facilityId: r.device_facility, revokedAt: r.device_revoked_at, credentialHash: r.credential_hash },
   };
+}
+
+/** The session of a token hash (a prepared statement: see preparedQuery). */
+export async function findSession(db: Q, tokenHash: string): Promise<SessionRecord | undefined> {
+  return sessionOf((await preparedQuery<SessionRow>(db, 'viewer-find-session', SESSION_SQL, [tokenHash]))[0]);
 }
 
 /** Marks the session used now, unless it was marked less than `granularityMs` ago (saves a write per request). */

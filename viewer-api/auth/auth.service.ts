@@ -60,8 +60,18 @@ export interface AuthServiceDeps {
 
 export interface AuthService {
   login(req: LoginRequest): Promise<LoginResult>;
-  /** Resolves with the caller of a bearer token, or throws a 401 (and audits why). */
-  authenticate(token: string | undefined, deviceCredential: string | undefined, address: string, endpoint: string): Promise<Principal>;
+  /**
+   * Resolves with the caller of a bearer token, or throws a 401 (and audits why). `lookup` reads
+   * the session of a token hash instead of the plain session query, for a statement that reads
+   * something else with it (gate/session-context.ts); every check is the same.
+   */
+  authenticate(
+    token: string | undefined,
+    deviceCredential: string | undefined,
+    address: string,
+    endpoint: string,
+    lookup?: (tokenHash: string) => Promise<repo.SessionRecord | undefined>,
+  ): Promise<Principal>;
   logout(principal: Principal, token: string): Promise<void>;
 }
 
@@ -171,6 +181,7 @@ export function createAuthService(deps: AuthServiceDeps): AuthService {
     deviceCredential: string | undefined,
     address: string,
     endpoint: string,
+    lookup: (tokenHash: string) => Promise<repo.SessionRecord | undefined> = (h) => repo.findSession(db, h),
   ): Promise<Principal> {
     const now = clock();
     const deny = async (reason: string, s?: repo.SessionRecord): Promise<never> => {
@@ -199,7 +210,7 @@ export function createAuthService(deps: AuthServiceDeps): AuthService {
     if (!token) return deny('no bearer token');
     if (!/^hks_[A-Za-z0-9_-]{43}$/.test(token)) return deny('malformed bearer token');
     const tokenHash = secretDigest(token);
-    const s = await repo.findSession(db, tokenHash);
+    const s = await lookup(tokenHash);
     if (!s) return deny('unknown bearer token');
     if (s.revokedAt) return deny('session revoked', s);
     if (s.expiresAt.getTime() <= now) return deny('session expired', s);

@@ -6,6 +6,7 @@ import type { FacilityKind } from '../../consent/model.js';
 import type { DecisionBasis } from '../../consent/policy.js';
 import type { AuditLog } from '../audit/audit.service.js';
 import type { Principal } from '../auth/auth.service.js';
+import type { PreloadedContext } from './session-context.js';
 import { readableCategories, roleMay, type RolePolicy } from '../roles/roles.js';
 
 /**
@@ -76,6 +77,11 @@ export interface OpenRequest {
   purpose: ViewerPurpose;
   /** `METHOD /path` of the request, for the audit trail. */
   endpoint: string;
+  /**
+   * The decision context read in the same statement as this request's session
+   * (session-context.ts); used only when it was read for this patient and this user.
+   */
+  preloaded?: PreloadedContext;
 }
 
 export interface TimelineFilter {
@@ -206,7 +212,7 @@ type Evaluation =
 export function createGate(deps: GateDeps): Gate {
   const { audit, clock } = deps;
 
-  async function evaluate(p: Principal, regionalId: string, purpose: ViewerPurpose, at: number): Promise<Evaluation> {
+  async function evaluate(p: Principal, regionalId: string, purpose: ViewerPurpose, at: number, pre?: PreloadedContext): Promise<Evaluation> {
     const refuse = (reason: string, publicText = NOT_PERMITTED): Evaluation => ({ ok: false, reason, publicText });
 
     const roleCategories = readableCategories(deps.roles, p.role);
@@ -215,7 +221,8 @@ export function createGate(deps: GateDeps): Gate {
     }
     const kind = await deps.facilityKind(p.facilityId);
     if (!kind) return refuse(`facility ${p.facilityId} is not registered`);
-    const loaded = await deps.contexts.load(regionalId, { userId: String(p.userId) }, at);
+    const loaded =
+      pre && pre.regionalId === regionalId && pre.userId === p.userId ? pre.context : await deps.contexts.load(regionalId, { userId: String(p.userId) }, at);
     if (!loaded) return refuse('unknown regional patient');
     const { context } = loaded;
 
@@ -259,10 +266,11 @@ export function createGate(deps: GateDeps): Gate {
   }
 
   async function open(p: Principal, req: OpenRequest): Promise<PatientView> {
-    const at = clock();
+    const pre = req.preloaded;
+    const at = pre ? pre.at : clock();
     const who = { userId: p.userId, username: p.username, facilityId: p.facilityId, role: p.role };
     const trail = { actor: who, address: p.address, deviceId: p.deviceId, endpoint: req.endpoint, patient: req.regionalId, purpose: req.purpose };
-    const ev = await evaluate(p, req.regionalId, req.purpose, at);
+    const ev = await evaluate(p, req.regionalId, req.purpose, at, pre);
     if (!ev.ok) {
       await audit.record({ ...trail, action: 'record.read', outcome: 'denied', reason: ev.reason });
       throw forbidden(ev.publicText);

@@ -6,7 +6,8 @@ import type { ClinicalRecord } from '../../ingest/records/types.js';
 import type { Category } from '../../consent/categories.js';
 import type { AuthService } from '../auth/auth.service.js';
 import type { Gate, PatientView, VisibleRecord } from '../gate/gate.js';
-import { principalOf, requireSession } from './session.js';
+import { preloadedContext, principalOf, requirePatientSession, requireSession } from './session.js';
+import type { SessionContextLoader } from '../gate/session-context.js';
 import { regionalIdParam } from './params.js';
 import { searchPatientsByName, type NameSearchDeps } from './patient-search.js';
 import { linkDocumentContent } from './records.routes.js';
@@ -181,7 +182,15 @@ export function capabilityStatement(now: Date) {
   };
 }
 
-export function fhirRouter(deps: { auth: AuthService; gate: Gate; hygiene: Middleware; clock: () => number; names: NameSearchDeps }): Router {
+export function fhirRouter(deps: {
+  auth: AuthService;
+  gate: Gate;
+  hygiene: Middleware;
+  clock: () => number;
+  names: NameSearchDeps;
+  /** Reads the session and the patient's decision context in one statement (see session-context.ts). */
+  sessionContexts?: SessionContextLoader;
+}): Router {
   const r = new Router({ prefix: '/fhir' });
   r.use(deps.hygiene);
   r.use(async (ctx, next) => {
@@ -194,9 +203,11 @@ export function fhirRouter(deps: { auth: AuthService; gate: Gate; hygiene: Middl
   });
 
   const session = requireSession(deps.auth);
+  const patientSession = requirePatientSession(deps.auth, deps.sessionContexts, deps.clock);
 
   async function openFor(ctx: Context, id: string) {
-    return deps.gate.open(principalOf(ctx), { regionalId: regionalIdParam(id), purpose: 'treatment', endpoint: `GET ${ctx.path}` });
+    const regionalId = regionalIdParam(id);
+    return deps.gate.open(principalOf(ctx), { regionalId, purpose: 'treatment', endpoint: `GET ${ctx.path}`, preloaded: preloadedContext(ctx) });
   }
 
   r.get('/Patient', session, async (ctx) => {
@@ -232,14 +243,14 @@ export function fhirRouter(deps: { auth: AuthService; gate: Gate; hygiene: Middl
     ctx.body = bundle(ctx, [patientResource(view, demo)], undefined);
   });
 
-  r.get('/Patient/:id', session, async (ctx) => {
+  r.get('/Patient/:id', patientSession, async (ctx) => {
     if (Object.keys(ctx.query).length) throw badRequest('read takes no parameters');
     const view = await openFor(ctx, ctx.params.id!);
     const demo = view.categories.includes('demographics') ? (await view.timeline({ categories: ['demographics'], limit: 1 })).records[0] : undefined;
     ctx.body = patientResource(view, demo);
   });
 
-  r.get('/Patient/:id/:operation', session, async (ctx) => {
+  r.get('/Patient/:id/:operation', patientSession, async (ctx) => {
     if (ctx.params.operation !== '$everything') throw notFound(`no such operation: ${ctx.params.operation}`);
     const q = params(ctx, ['_count', '_cursor', 'start', 'end']);
     const start = single(q.get('start'), 'start');

@@ -48,6 +48,11 @@ export function parseQuery<T>(ctx: Context, schema: z.ZodType<T>): T {
   return parsed.data;
 }
 
+/** The value when it is a well-formed regional patient id, else undefined. */
+export function validRegionalId(value: string | undefined): string | undefined {
+  return value && REGIONAL_ID.test(value) ? value : undefined;
+}
+
 export function regionalIdParam(value: string | undefined): string {
   if (!value || !REGIONAL_ID.test(value)) throw badRequest('a patient id is 1-64 letters, digits, ".", "_" or "-"');
   return value;

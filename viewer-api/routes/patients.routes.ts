@@ -7,7 +7,8 @@ import type { AuthService } from '../auth/auth.service.js';
 import type { AuditLog } from '../audit/audit.service.js';
 import { roleMay, type RolePolicy } from '../roles/roles.js';
 import { NOT_PERMITTED, recordsJson, type Gate } from '../gate/gate.js';
-import { principalOf, requireSession } from './session.js';
+import { preloadedContext, principalOf, requirePatientSession, requireSession } from './session.js';
+import type { SessionContextLoader } from '../gate/session-context.js';
 import { parseQuery, regionalIdParam, TimelineQuery } from './params.js';
 
 /** What the break-glass endpoint needs from the consent service. */
@@ -44,15 +45,19 @@ export function patientsRouter(deps: {
   breakGlass: BreakGlassOpener;
   finder: PatientFinder;
   hygiene: Middleware;
+  /** Reads the session and the patient's decision context in one statement (see session-context.ts). */
+  sessionContexts?: SessionContextLoader;
+  clock: () => number;
 }): Router {
   const r = new Router({ prefix: '/api/patients' });
   r.use(deps.hygiene);
-  r.use(requireSession(deps.auth));
+  const session = requireSession(deps.auth);
+  const patientSession = requirePatientSession(deps.auth, deps.sessionContexts, deps.clock);
 
   // Search by a facility's local patient ID (default: the caller's own facility). The answer
   // lists the patient only when the caller may see something of them; otherwise it is empty,
   // exactly as for an ID that is not known at all.
-  r.get('/', async (ctx) => {
+  r.get('/', session, async (ctx) => {
     const p = principalOf(ctx);
     const q = parseQuery(ctx, SearchQuery);
     const trail = { action: 'patient.search', actor: p, address: p.address, deviceId: p.deviceId, endpoint: `GET ${ctx.path}`, purpose: q.purpose };
@@ -72,10 +77,10 @@ export function patientsRouter(deps: {
     ctx.body = { patients: visible ? [{ id: link!.regionalId }] : [] };
   });
 
-  r.get('/:id/timeline', async (ctx) => {
+  r.get('/:id/timeline', patientSession, async (ctx) => {
     const id = regionalIdParam(ctx.params.id);
     const q = parseQuery(ctx, TimelineQuery);
-    const view = await deps.gate.open(principalOf(ctx), { regionalId: id, purpose: q.purpose, endpoint: `GET ${ctx.path}` });
+    const view = await deps.gate.open(principalOf(ctx), { regionalId: id, purpose: q.purpose, endpoint: `GET ${ctx.path}`, preloaded: preloadedContext(ctx) });
     const page = await view.timeline({
       categories: q.category,
       facilityId: q.facility,
@@ -85,17 +90,19 @@ export function patientsRouter(deps: {
       limit: q.limit,
       cursor: q.cursor,
     });
-    // The records' stored JSON goes out as it is (see recordsJson): no parse and re-serialisation.
+    // The records' stored JSON goes out as it is (see recordsJson): no parse and re-serialisation;
+    // and as bytes, encoded once (a string body is measured, then encoded again on writing).
     ctx.type = 'application/json';
-    ctx.body =
+    ctx.body = Buffer.from(
       `{"patient":${JSON.stringify(view.regionalId)},"purpose":${JSON.stringify(view.purpose)},` +
-      `"records":${recordsJson(page.records)},"nextCursor":${JSON.stringify(page.nextCursor ?? null)}}`;
+        `"records":${recordsJson(page.records)},"nextCursor":${JSON.stringify(page.nextCursor ?? null)}}`,
+    );
   });
 
-  r.get('/:id', async (ctx) => {
+  r.get('/:id', patientSession, async (ctx) => {
     const id = regionalIdParam(ctx.params.id);
     const q = parseQuery(ctx, TimelineQuery.pick({ purpose: true }));
-    const view = await deps.gate.open(principalOf(ctx), { regionalId: id, purpose: q.purpose, endpoint: `GET ${ctx.path}` });
+    const view = await deps.gate.open(principalOf(ctx), { regionalId: id, purpose: q.purpose, endpoint: `GET ${ctx.path}`, preloaded: preloadedContext(ctx) });
     const demographics = view.categories.includes('demographics')
       ? (await view.timeline({ categories: ['demographics'], limit: 1 })).records[0]
       : undefined;
@@ -110,7 +117,7 @@ export function patientsRouter(deps: {
     };
   });
 
-  r.post('/:id/break-glass', async (ctx) => {
+  r.post('/:id/break-glass', session, async (ctx) => {
     const p = principalOf(ctx);
     const id = regionalIdParam(ctx.params.id);
     const body = await readJson(ctx, BreakGlassBody, 8192);

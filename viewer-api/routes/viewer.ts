@@ -21,6 +21,7 @@ import { recordsRouter } from './records.routes.js';
 import { findPatientsByName, type NameQuery } from '../../consent/name-search.js';
 import type { DecisionContextLoader } from '../../consent/decision-context.js';
 import type { FacilityKind } from '../../consent/model.js';
+import type { SessionContextLoader } from '../gate/session-context.js';
 
 /** The viewer API's parts, built once by the composition root. */
 export interface Viewer {
@@ -44,6 +45,8 @@ export interface ClinicalDeps {
   /** The stored bytes of source files (messages and documents). */
   blobs: BlobReader;
   facilityKind(facilityId: string): Promise<FacilityKind | undefined>;
+  /** Reads a request's session and its patient's decision context in one statement. */
+  sessionContexts?: SessionContextLoader;
 }
 
 export interface ViewerDeps {
@@ -80,9 +83,9 @@ export function createViewer(deps: ViewerDeps): Viewer {
   if (deps.clinical) {
     const c = deps.clinical;
     gate = createGate({ contexts: c.contexts, roles, records: c.records, facilityKind: c.facilityKind, audit, clock });
-    routers.push(patientsRouter({ auth, gate, roles, audit, breakGlass: c.breakGlass, finder: c.finder, hygiene }));
+    routers.push(patientsRouter({ auth, gate, roles, audit, breakGlass: c.breakGlass, finder: c.finder, hygiene, sessionContexts: c.sessionContexts, clock }));
     const names = { gate, roles, audit, find: (q: NameQuery, limit: number) => findPatientsByName(db, q, limit) };
-    routers.push(fhirRouter({ auth, gate, hygiene, clock, names }));
+    routers.push(fhirRouter({ auth, gate, hygiene, clock, names, sessionContexts: c.sessionContexts }));
     const records = createRecordGate({ gate, roles, audit, records: c.recordById, blobs: c.blobs, linkOf: (k) => c.finder.linkOf(k) });
     routers.push(recordsRouter({ auth, records, hygiene }));
   }
