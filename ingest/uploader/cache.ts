@@ -1,7 +1,7 @@
 import fs from 'node:fs';
 import fsp from 'node:fs/promises';
 import path from 'node:path';
-import readline from 'node:readline';
+import { StringDecoder } from 'node:string_decoder';
 import { compareDirs, compareNames, escapeField, unescapeField } from './order.js';
 
 /**
@@ -72,24 +72,32 @@ export class CacheCorruptError extends Error {
 
 const SHA256_HEX = /^[0-9a-f]{64}$/;
 
+/** Bytes read from a cache file at a time. */
+const READ_CHUNK = 1 << 20;
+
 /** Reads a cache file block by block, in order. */
 export class CacheReader {
-  private lines: AsyncIterator<string>;
-  private readError: Error | null = null;
   private pendingDir: string | null = null;
   private lastDir: string | null = null;
   private done = false;
   private lineNo: number;
+  /** Lines read ahead of the cursor; the last piece of a chunk is kept until its end arrives. */
+  private lines: string[] = [];
+  private at = 0;
+  private carry = '';
+  private readonly decoder = new StringDecoder('utf8');
+  private readonly chunk = Buffer.allocUnsafe(READ_CHUNK);
+  private fd: number | null;
 
   private constructor(
     readonly file: string,
     readonly header: CacheHeader,
     readonly totals: CacheTotals,
-    private readonly rl: readline.Interface,
+    fd: number,
+    private position: number,
     headerLines: number,
-    private readonly stream: fs.ReadStream,
   ) {
-    this.lines = rl[Symbol.asyncIterator]();
+    this.fd = fd;
     this.lineNo = headerLines;
   }
 
@@ -141,23 +149,41 @@ export class CacheReader {
     } finally {
       await fh.close();
     }
-    const stream = fs.createReadStream(file, { start: bodyStart, encoding: 'utf8', highWaterMark: 256 * 1024 });
-    const rl = readline.createInterface({ input: stream, crlfDelay: Infinity });
-    const reader = new CacheReader(file, header, totals, rl, headerLines, stream);
-    // readline does not pass read errors on to its iterator: keep them and end the lines.
-    stream.on('error', (e) => {
-      reader.readError = e;
-      rl.close();
-    });
-    return reader;
+    // Read in large synchronous chunks and split here: a promise per line (readline's
+    // iterator) cost more than the parsing, and a nightly run reads a 1M-line cache three times.
+    return new CacheReader(file, header, totals, fs.openSync(file, 'r'), bodyStart, headerLines);
   }
 
-  private async nextLine(): Promise<string | null> {
-    const r = await this.lines.next();
-    if (this.readError) throw new CacheCorruptError(this.file, `cannot be read: ${this.readError.message}`);
-    if (r.done) return null;
+  private nextLine(): string | null {
+    while (this.at >= this.lines.length) {
+      if (this.fd === null) return null;
+      let n: number;
+      try {
+        n = fs.readSync(this.fd, this.chunk, 0, READ_CHUNK, this.position);
+      } catch (e) {
+        this.closeFile();
+        throw new CacheCorruptError(this.file, `cannot be read: ${(e as Error).message}`);
+      }
+      this.position += n;
+      const text = this.carry + (n === 0 ? this.decoder.end() : this.decoder.write(this.chunk.subarray(0, n)));
+      this.lines = text.split('\n');
+      this.at = 0;
+      if (n > 0) {
+        this.carry = this.lines.pop()!;
+      } else {
+        this.closeFile();
+        this.carry = '';
+        // The file ends with a newline: the piece after it is empty.
+        if (this.lines[this.lines.length - 1] === '') this.lines.pop();
+      }
+    }
     this.lineNo++;
-    return r.value;
+    return this.lines[this.at++]!;
+  }
+
+  private closeFile(): void {
+    if (this.fd !== null) fs.closeSync(this.fd);
+    this.fd = null;
   }
 
   private corrupt(detail: string): CacheCorruptError {
@@ -171,7 +197,7 @@ export class CacheReader {
     let dirLine = this.pendingDir;
     this.pendingDir = null;
     if (dirLine === null) {
-      const l = await this.nextLine();
+      const l = this.nextLine();
       if (l === null) throw this.corrupt('unexpected end');
       dirLine = l;
     }
@@ -186,7 +212,7 @@ export class CacheReader {
     this.lastDir = dir;
     const files: CachedFile[] = [];
     for (;;) {
-      const l = await this.nextLine();
+      const l = this.nextLine();
       if (l === null) throw this.corrupt('unexpected end');
       if (l.startsWith('/')) {
         this.pendingDir = l;
@@ -208,8 +234,8 @@ export class CacheReader {
 
   close(): void {
     this.done = true;
-    this.rl.close();
-    this.stream.destroy();
+    this.lines = [];
+    this.closeFile();
   }
 }
 

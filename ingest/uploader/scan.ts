@@ -1,9 +1,8 @@
-import path from 'node:path';
 import type { Stats } from 'node:fs';
 import { CacheCursor, type CacheBlock, type CacheReader, type CacheWriter, type CachedFile } from './cache.js';
 import { hashFile } from './hash.js';
 import { compareDirs, isWithin, joinPath } from './order.js';
-import { walkDirs, type ProblemSink, type TreeFs } from './walk.js';
+import { childPath, walkDirs, type ProblemSink, type TreeFs } from './walk.js';
 
 /** A storage root as the exchange knows it: `standard/...` or `extended/...` (PROTOCOL.md step 2). */
 export interface Mount {
@@ -119,7 +118,7 @@ export async function scanTree(opts: ScanOptions): Promise<ScanStats> {
     }
     const files: CachedFile[] = [];
     for (const name of names) {
-      const file = path.join(abs, name);
+      const file = childPath(abs, name);
       const rel = joinPath(dir, name);
       let st: Stats;
       try {

@@ -29,6 +29,11 @@ export const nodeTreeFs: TreeFs = {
   close: (fd) => fs.closeSync(fd),
 };
 
+/** `dir`/`name` for a name just listed in `dir` (path.join's normalizing cost more than the lstat's call). */
+export function childPath(dir: string, name: string): string {
+  return dir.endsWith(path.sep) ? dir + name : dir + path.sep + name;
+}
+
 /** What the walk could not back up, each reported (never skipped silently). */
 export type ProblemKind =
   | 'symlink'
@@ -101,14 +106,14 @@ export function* walkDirs(dir: string, abs: string, fs: TreeFs, onProblem: Probl
       else {
         // Some filesystems do not report the type in readdir (DT_UNKNOWN): ask.
         try {
-          const st = fs.lstat(path.join(cur.abs, d.name));
+          const st = fs.lstat(childPath(cur.abs, d.name));
           kind = st.isFile() ? 'file' : st.isDirectory() ? 'dir' : st.isSymbolicLink() ? 'symlink' : 'special';
         } catch {
           kind = 'gone';
         }
       }
       if (kind === 'file') names.push(d.name);
-      else if (kind === 'dir') subdirs.push({ dir: rel, abs: path.join(cur.abs, d.name) });
+      else if (kind === 'dir') subdirs.push({ dir: rel, abs: childPath(cur.abs, d.name) });
       else if (kind === 'symlink') onProblem({ kind: 'symlink', path: rel, detail: 'symbolic links are not followed or backed up' });
       else if (kind === 'special') onProblem({ kind: 'special', path: rel, detail: 'not a regular file (device, FIFO or socket)' });
     }
