@@ -9,6 +9,10 @@ import { blobLocations, blobLocationsInPacks, insertBlobs, insertPack, insertTre
 import { pageRows, REPLICATED_TABLES } from '../store/dr/replica.repository.js';
 import { createTestDatabase, type TestDatabase } from './support/postgres.js';
 import { tempDir } from './support/tmp.js';
+import { createExchange } from '../viewer-api/exchange.js';
+import { readConfig } from '../viewer-api/config.js';
+import { verifyStore } from '../store/backup/verify.js';
+import { randomFiles, uploadTree } from './retention.support.js';
 
 const work = tempDir('hk-blob-index-');
 const opened: { handle: DatabaseHandle; pg?: TestDatabase }[] = [];
@@ -122,5 +126,24 @@ describe.each(['postgres', 'embedded'] as const)('the blob and tree indexes (%s)
     }
     expect(pages).toBeGreaterThan(1);
     expect(exported.sort()).toEqual(trees.map((t) => t.hash.toString('base64')).sort());
+  }, 300_000);
+});
+
+describe('a snapshot whose root tree is gone', () => {
+  it('is reported by verify (no foreign key keeps it since migration 0014)', async () => {
+    const pg = await createTestDatabase('hkblobv');
+    const ex = await createExchange(readConfig({ DATABASE_URL: pg.url, HAKOBUNE_DATA_DIR: path.join(work.dir, 'verify'), LOG_LEVEL: 'silent' }));
+    try {
+      await ex.backup.addFacility({ id: 'F1', name: 'Kesennuma Clinic', kind: 'clinic' });
+      const snapshotId = await uploadTree(ex.backup, 'F1', randomFiles('v', 3, 2000));
+      expect((await verifyStore(ex.backup)).ok).toBe(true);
+      await sql`delete from tree where hash = (select root_tree from snapshot where id = ${snapshotId})`.execute(ex.db);
+      const report = await verifyStore(ex.backup);
+      expect(report.ok).toBe(false);
+      expect(report.damagedSnapshots).toEqual([expect.objectContaining({ snapshotId, facilityId: 'F1' })]);
+    } finally {
+      await ex.stop();
+      await pg.drop();
+    }
   }, 300_000);
 });
