@@ -357,6 +357,8 @@ describe.each([
       registry: ex.ai.registry,
       client: ex.ai.client,
       contexts: ex.consent.contexts,
+      // The job's decision context is read with its claim, as in the exchange.
+      consent: ex.consent,
       roles: ex.viewer.roles,
       pseudonymKey: pseudonymKeyFrom(ex.config.auth.secretKeyFile),
       queue: () => ({ kind: 'in-process', enqueue: async (id) => void held.push(id), start: async () => {}, idle: async () => {}, close: async () => {} }),

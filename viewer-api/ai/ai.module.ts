@@ -89,7 +89,7 @@ export function createAiModule(deps: AiModuleDeps): AiModule {
   const preparer =
     deps.preparerThreads === 0 ? createInlinePreparer(pseudonymKey) : createWorkerPreparer({ secret: pseudonymKey, threads: deps.preparerThreads ?? defaultPreparerThreads() });
   let queue: AiQueue | undefined;
-  const flow = createAiFlow({ db: flowDb, box, audit: deps.audit, clock: deps.clock, log, registry: flowRegistry, client, contexts: flowContexts, roles: deps.roles, pseudonymKey, preparer, queue: () => queue! });
+  const flow = createAiFlow({ db: flowDb, box, audit: deps.audit, clock: deps.clock, log, registry: flowRegistry, client, contexts: flowContexts, consent: deps.consent, roles: deps.roles, pseudonymKey, preparer, queue: () => queue! });
   queue = createAiQueue({ redisUrl: deps.config.redisUrl, prefix: deps.queuePrefix, concurrency: deps.concurrency, log, process: (id) => flow.process(id) });
   const hygiene = securityHeaders({ tls: !!deps.config.tls });
   let started = false;

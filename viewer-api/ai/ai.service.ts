@@ -3,7 +3,8 @@ import type { Logger } from 'pino';
 import type { Db } from '../../store/db.js';
 import { CATEGORIES } from '../../consent/categories.js';
 import { conflict, ExchangeError, forbidden, notFound } from '../../store/errors.js';
-import type { DecisionContextLoader } from '../../consent/decision-context.js';
+import { contextOf, type DecisionContextLoader, type ParticipationCache } from '../../consent/decision-context.js';
+import type { ConsentPolicy } from '../../consent/policy.js';
 import type { Category as IndexCategory, ClinicalRecord } from '../../ingest/records/types.js';
 import { queryPatientRecords, type RecordCursor } from '../../store/records/records.repository.js';
 import { INDEX_CATEGORIES } from '../gate/records.reader.js';
@@ -64,6 +65,8 @@ export interface AiFlowDeps {
   registry: AiRegistry;
   client: AiClient;
   contexts: DecisionContextLoader;
+  /** With the consent policy and participation cache, the job reads its decision context with its claim (one statement). */
+  consent?: { policy: ConsentPolicy; participation: ParticipationCache };
   roles: RolePolicy;
   /** HMAC key of pseudonyms (32 bytes or more), the exchange's secret. */
   pseudonymKey: Buffer;
@@ -281,9 +284,24 @@ export function createAiFlow(deps: AiFlowDeps): AiFlow {
 
     async process(requestId) {
       const reads = readsSince(performance.now());
-      const claimed = await repo.claimRequest(db, requestId, clock());
+      const at = clock();
+      const claimed = await repo.claimRequest(db, requestId, at);
       if (!claimed) return;
       const { row } = claimed;
+      // The decision is taken on the consent context read with the claim, i.e. after the job
+      // started (without the consent module's cache and policy: read again here).
+      const consent = deps.consent;
+      const gateDeps: Parameters<typeof decideAiRequest>[0] = consent
+        ? {
+            roles: deps.roles,
+            contexts: {
+              load: async (regionalId, requester, when) =>
+                regionalId === row.regionalId && requester.userId === String(row.userId) && when === at
+                  ? contextOf(claimed.decision, await consent.participation.get(), consent.policy)
+                  : reads.gate.contexts.load(regionalId, requester, when),
+            },
+          }
+        : reads.gate;
       const trail = {
         actor: { userId: row.userId, facilityId: row.facilityId, role: row.role },
         address: null,
@@ -312,7 +330,7 @@ export function createAiFlow(deps: AiFlowDeps): AiFlow {
         return end('failed', 'the request could not be read back', 'sealed request data unreadable (key changed or data altered)');
       }
       // A withdrawal, an unlink or a disabled service since submit stops the request here.
-      const gate = await decideAiRequest(reads.gate, { userId: row.userId, facilityId: row.facilityId, role: row.role as Role }, service, row.regionalId, clock());
+      const gate = await decideAiRequest(gateDeps, { userId: row.userId, facilityId: row.facilityId, role: row.role as Role }, service, row.regionalId, at);
       if (!gate.permitted) return end('denied', gate.publicReason, gate.reason);
       const stillPermitted = sealed.sources.every((s) =>
         gate.sources.some((g) => g.facilityId === s.facilityId && g.localId === s.localId && s.categories.every((c) => g.categories.includes(c))),

@@ -1,5 +1,6 @@
 import type { Selectable } from 'kysely';
 import { preparedQuery, type Db } from '../../store/db.js';
+import { decisionRowsOf, decisionRowsSql, GRANT_WINDOW_MS, type DecisionRows } from '../../consent/consent.repository.js';
 import type { AiRequestTable } from './ai.tables.js';
 
 /** SQL of AI analysis requests. Sealed columns stay sealed here; the service opens them. */
@@ -99,24 +100,40 @@ const versionOf = (seq: unknown, snapshot: unknown) => (seq === null || seq === 
  * Claims a queued request for preparing and sending: only one worker wins (the status moves
  * queued -> sending in one statement), so a job delivered twice never calls the service twice.
  * The same statement reads the published index version of every facility the request's patient
- * is linked at (one round trip less per request; null where none is published). Returns the claimed request, or undefined when
+ * is linked at (null where none is published) and the consent decision context of the request's
+ * patient and user as of `at` (decisionRowsSql): two round trips less per request. Returns the claimed request, or undefined when
  * it was not queued.
  */
 const CLAIM = `
-  with c as (
+  with claimed as (
     update ai_request set status = 'sending', status_detail = 'sending to the AI service', updated_at = $2
-    where id = $1 and status = 'queued' returning *)
-  select c.*, (select coalesce(json_agg(json_build_array(l.facility_id, s.published_seq, s.published_snapshot_id)), '[]')
-                 from identity_link l left join record_index_state s on s.facility_id = l.facility_id
-                 where l.regional_id = c.regional_id) as index_versions
-  from c`;
+    where id = $1 and status = 'queued' returning *),
+  ctx as (${decisionRowsSql({ regionalId: '(select regional_id from claimed)', userId: '(select user_id::text from claimed)', since: '$3', at: '$2' })})
+  select claimed.*, ctx.*,
+    (select coalesce(json_agg(json_build_array(l.facility_id, s.published_seq, s.published_snapshot_id)), '[]')
+       from identity_link l left join record_index_state s on s.facility_id = l.facility_id
+       where l.regional_id = claimed.regional_id) as index_versions
+  from claimed, ctx`;
 
-export async function claimRequest(db: Db, id: string, at: number): Promise<{ row: AiRequestRow; versions: IndexVersions } | undefined> {
-  const [got] = await preparedQuery<Selectable<AiRequestTable> & { index_versions: [string, unknown, unknown][] | string }>(db, 'ai-request-claim', CLAIM, [id, new Date(at)]);
+type ClaimedRow = Selectable<AiRequestTable> & {
+  index_versions: [string, unknown, unknown][] | string;
+  survivor: string | null;
+  links: unknown;
+  consents: unknown;
+  grants: unknown;
+  disasters: unknown;
+};
+
+export async function claimRequest(db: Db, id: string, at: number): Promise<{ row: AiRequestRow; versions: IndexVersions; decision: DecisionRows | undefined } | undefined> {
+  const [got] = await preparedQuery<ClaimedRow>(db, 'ai-request-claim', CLAIM, [id, new Date(at), new Date(at - GRANT_WINDOW_MS)]);
   if (!got) return undefined;
-  const { index_versions: iv, ...row } = got;
+  const { index_versions: iv, survivor, links, consents, grants, disasters, ...row } = got;
   const list = typeof iv === 'string' ? (JSON.parse(iv) as [string, unknown, unknown][]) : iv;
-  return { row: toRow(row), versions: new Map(list.map(([f, seq, snap]) => [f, versionOf(seq, snap)])) };
+  return {
+    row: toRow(row),
+    versions: new Map(list.map(([f, seq, snap]) => [f, versionOf(seq, snap)])),
+    decision: decisionRowsOf({ survivor, links, consents, grants, disasters }),
+  };
 }
 
 /** The published index version of these facilities (those without an index have none). */
