@@ -29,6 +29,8 @@ import os from 'node:os';
 import { spawn, execFileSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { createInterface } from 'node:readline';
+// A type only: importing the load generator itself would run it.
+import type { LoadSpec } from './viewer.load.js';
 import inspector from 'node:inspector/promises';
 import { sql } from 'kysely';
 import pg from 'pg';
@@ -216,16 +218,6 @@ interface LoadResult {
   p99: number | null;
   max: number | null;
   clientCpuSeconds: number;
-}
-
-interface LoadSpec {
-  port: number;
-  token: string;
-  template: string;
-  patients: number;
-  clients: number;
-  warmupSeconds: number;
-  seconds: number;
 }
 
 /** Runs the child load generator; `onWarm` runs when its warm-up ends (start of the measured window). */

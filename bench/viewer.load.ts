@@ -10,7 +10,7 @@
  */
 import net from 'node:net';
 
-interface LoadSpec {
+export interface LoadSpec {
   port: number;
   token: string;
   template: string;
