@@ -1,6 +1,5 @@
 import { createHash } from 'node:crypto';
-import http from 'node:http';
-import https from 'node:https';
+import { Client } from 'fhir-kit-client';
 import { loadFhirValidator, type SchemaIssue } from '../../ingest/fhir/schema.js';
 import type { FhirJson } from './deidentify.js';
 import { assertLocation, type AiService } from './registry.js';
@@ -16,10 +15,9 @@ import {
 } from './resilience.js';
 
 /**
- * Calls to AI services over FHIR's RESTful API (POST of the declared operation, node:http(s)
- * with keep-alive connections): a timeout per call
- * (AbortSignal), retries with exponential backoff and jitter on 5xx, 429, timeouts and network
- * failures (never on other 4xx), a circuit breaker and a token-bucket rate limit per service,
+ * Calls to AI services over FHIR (fhir-kit-client, one client per service kept between calls):
+ * the declared operation, a timeout per call (AbortSignal), retries with exponential backoff and
+ * jitter on 5xx, 429, timeouts and network failures (never on other 4xx), a circuit breaker and a token-bucket rate limit per service,
  * bearer or OAuth 2.0 client-credentials authentication (RFC 6749 §4.4) with the token cached
  * until it expires. The answer must be a FHIR R4 resource (validated against the official JSON
  * schema); anything else is a permanent, clearly named error.
@@ -135,16 +133,6 @@ interface HttpFailure {
   config?: { headers?: { get(name: string): string | null | undefined } };
 }
 
-class StaleConnection extends Error {}
-
-const headerOf = (v: string | string[] | undefined) => (Array.isArray(v) ? v.join(', ') : v);
-
-/** The path of the declared operation under the base: `$name`, `Type/$name`, or a resource type. */
-function operationPath(operation: string): string {
-  const m = /^(?:([A-Z][A-Za-z]+)\/)?\$(.+)$/.exec(operation);
-  return m ? `${m[1] ? `${m[1]}/` : ''}$${m[2]!}` : operation.replace(/^\//, '');
-}
-
 const isAbort = (e: unknown) => e instanceof Error && (e.name === 'AbortError' || e.name === 'TimeoutError');
 
 /** Parses Retry-After (RFC 9110 §10.2.3): seconds, or an HTTP date. */
@@ -172,9 +160,9 @@ export class AiClient {
   private readonly circuitSettings: CircuitSettings;
   private readonly random: () => number;
   private readonly sleep: (ms: number, signal?: AbortSignal) => Promise<void>;
-  /** Connections to the services are kept open between calls. */
-  private readonly httpAgent = new http.Agent({ keepAlive: true });
-  private readonly httpsAgent = new https.Agent({ keepAlive: true });
+  private readonly fhirClients = new Map<string, Client>();
+  /** The body each call's request carried, by the call's own signal (see fhirClient). */
+  private readonly sentBodies = new WeakMap<AbortSignal, unknown>();
 
   constructor(opts: AiClientOptions = {}) {
     this.clock = opts.clock ?? Date.now;
@@ -357,75 +345,42 @@ export class AiClient {
     return json.access_token;
   }
 
+  /** One fhir-kit-client per service base URL, kept between calls (its connections with it). */
+  private fhirClient(baseUrl: string): Client {
+    let c = this.fhirClients.get(baseUrl);
+    if (!c) {
+      c = new Client({
+        baseUrl,
+        // Sees the exact request: the body must be the one that was hashed for the audit trail.
+        requestSigner: (_url, init) => {
+          if (init.signal) this.sentBodies.set(init.signal, init.body);
+        },
+      });
+      this.fhirClients.set(baseUrl, c);
+    }
+    return c;
+  }
+
   /**
-   * One POST of exactly `body` (node:http(s) over keep-alive connections, one pool per client;
-   * a third of the CPU per call of fetch through a FHIR client library, measured). A non-2xx answer, or a
-   * 2xx whose body is not JSON, is thrown as `{ response: { status, data }, config: { headers } }`.
+   * One POST of exactly `body` through fhir-kit-client: the declared operation (`$name` or
+   * `Type/$name`) or a plain resource endpoint. A non-2xx answer, or a 2xx whose body is not
+   * JSON, is thrown as `{ response: { status, data }, config: { headers } }`.
    */
   private async send(service: AiService, body: string, headers: Record<string, string>, signal?: AbortSignal): Promise<{ data: unknown; status: number; bytes: number }> {
     const timeout = AbortSignal.timeout(service.timeoutMs);
     const combined = signal ? AbortSignal.any([signal, timeout]) : timeout;
-    const url = new URL(operationPath(service.operation), service.baseUrl.endsWith('/') ? service.baseUrl : `${service.baseUrl}/`);
-    try {
-      return await this.post(url, body, headers, combined, true);
-    } catch (e) {
-      // A kept-alive connection the service closed while idle fails before any answer: the same
-      // POST goes once more at once, on a new connection, as the same attempt (RFC 9112 §9.3.1).
-      if (!(e instanceof StaleConnection)) throw e;
-      return this.post(url, body, headers, combined, false);
-    }
-  }
-
-  private post(url: URL, body: string, headers: Record<string, string>, signal: AbortSignal, reuse: boolean): Promise<{ data: unknown; status: number; bytes: number }> {
-    const tls = url.protocol === 'https:';
-    return new Promise((resolve, reject) => {
-      if (signal.aborted) return reject(signal.reason);
-      let answered = false;
-      const req = (tls ? https : http).request(
-        url,
-        {
-          method: 'POST',
-          agent: reuse ? (tls ? this.httpsAgent : this.httpAgent) : false,
-          headers: { accept: 'application/fhir+json', 'content-type': 'application/fhir+json', 'content-length': Buffer.byteLength(body, 'utf8'), ...headers },
-        },
-        (res) => {
-          answered = true;
-          const chunks: Buffer[] = [];
-          res.on('data', (c: Buffer) => chunks.push(c));
-          res.on('error', fail);
-          res.on('aborted', () => fail(new Error('the answer was cut off')));
-          res.on('end', () => {
-            signal.removeEventListener('abort', onAbort);
-            const raw = Buffer.concat(chunks);
-            const status = res.statusCode ?? 0;
-            const failure = (data: unknown) =>
-              Object.assign(new Error(`HTTP ${status}: POST ${url.href}`), { response: { status, data }, config: { headers: { get: (n: string) => headerOf(res.headers[n]) } } });
-            let data: unknown = {};
-            if (raw.length) {
-              try {
-                data = JSON.parse(raw.toString('utf8'));
-              } catch {
-                return reject(failure(raw.toString('utf8')));
-              }
-            }
-            if (status < 200 || status > 299) return reject(failure(data));
-            resolve({ data, status, bytes: raw.length });
-          });
-        },
-      );
-      function fail(e: unknown) {
-        signal.removeEventListener('abort', onAbort);
-        const code = (e as { code?: string }).code;
-        reject(req.reusedSocket && !answered && !signal.aborted && (code === 'ECONNRESET' || code === 'EPIPE') ? new StaleConnection() : e);
-      }
-      const onAbort = () => {
-        req.destroy();
-        fail(signal.reason);
-      };
-      signal.addEventListener('abort', onAbort, { once: true });
-      req.on('error', fail);
-      req.end(body);
-    });
+    const client = this.fhirClient(service.baseUrl);
+    const options = { signal: combined, headers: { ...headers, 'content-type': 'application/fhir+json' } };
+    const m = /^(?:([A-Z][A-Za-z]+)\/)?\$(.+)$/.exec(service.operation);
+    // fhir-kit-client sends a string body as it is, so what goes out is exactly `body`.
+    const input = body as unknown as FhirJson;
+    const data = m
+      ? await client.operation({ name: m[2]!, ...(m[1] ? { resourceType: m[1] } : {}), method: 'POST', input: input as never, options })
+      : await client.request(service.operation, { method: 'POST', body: input, options });
+    if (this.sentBodies.get(combined) !== body) throw new Error('the request body changed on its way out');
+    const response = (data as Record<string, unknown> & { __response?: Response }).__response;
+    const length = Number(response?.headers.get('content-length'));
+    return { data, status: response?.status ?? 200, bytes: Number.isInteger(length) && length >= 0 ? length : Buffer.byteLength(JSON.stringify(data), 'utf8') };
   }
 
   private async answer(data: unknown, attempts: number): Promise<FhirJson> {
@@ -456,7 +411,8 @@ export class AiClient {
         throw new AiCallError('malformed', `not valid FHIR R4 ${String(res['resourceType'])}: ${issues.slice(0, 3).map((i) => `${i.path} ${i.message}`).join('; ')}`, attempts);
       }
     }
-    return r;
+    // Only the JSON itself: fhir-kit-client hangs the Response on the answer (non-enumerable).
+    return { ...r };
   }
 
   private classify(e: unknown, attempt: number, signal?: AbortSignal): AiCallError {
