@@ -152,29 +152,12 @@ describe.each([
       location: { country: 'JP', region: 'Tokyo' },
       birthDate: 'age',
     });
-    await h.exchange.ai.registry.register(h.cli, {
-      id: 'flaky',
-      name: 'flaky stand-in',
-      baseUrl: flaky.base,
-      operation: 'Bundle',
-      auth: { kind: 'none' },
-      categories: ['labs'],
-      facilities: 'all',
-      timeoutMs: 800,
-      location: { country: 'JP', region: null },
-    });
-    await h.exchange.ai.registry.register(h.cli, {
-      id: 'hanging',
-      name: 'hanging stand-in',
-      baseUrl: hanging.base,
-      operation: 'Bundle',
-      auth: { kind: 'none' },
-      categories: ['labs'],
-      facilities: 'all',
-      // Far longer than the test needs: the call is outstanding until the test ends it.
-      timeoutMs: 60_000,
-      location: { country: 'JP', region: null },
-    });
+    // Two plain services that ask for labs only: one failing now and then, one that never answers.
+    const labsService = (id: string, name: string, baseUrl: string, timeoutMs: number) =>
+      h.exchange.ai.registry.register(h.cli, { id, name, baseUrl, operation: 'Bundle', auth: { kind: 'none' }, categories: ['labs'], facilities: 'all', timeoutMs, location: { country: 'JP', region: null } });
+    await labsService('flaky', 'flaky stand-in', flaky.base, 800);
+    // Far longer than the test needs: the call is outstanding until the test ends it.
+    await labsService('hanging', 'hanging stand-in', hanging.base, 60_000);
     doctor = await enrol(h, 'FB', 'doctor', 'physician');
     nurse = await enrol(h, 'FB', 'nurse', 'nurse');
     for (const u of [doctor, nurse]) tokens[u.username] = await tokenFor(h, u);
