@@ -137,6 +137,22 @@ export function visibleRecord(r: GateRecord, basis: DecisionBasis): VisibleRecor
   };
 }
 
+/** What a record is and where it came from, in the order every answer about records carries them. */
+export function recordHead(r: VisibleRecord) {
+  return {
+    id: r.id,
+    sourceFacilityId: r.sourceFacilityId,
+    localPatientId: r.localPatientId,
+    category: r.category,
+    dataType: r.dataType,
+    careDate: r.careDate,
+    timestamp: r.timestamp,
+    orderNo: r.orderNo,
+    department: r.department,
+    condition: r.condition,
+  };
+}
+
 /**
  * The JSON array of visible records, exactly as JSON.stringify(records) would give it (but for
  * white space and key order inside the content), with each content spliced in as the text the
@@ -145,19 +161,7 @@ export function visibleRecord(r: GateRecord, basis: DecisionBasis): VisibleRecor
 export function recordsJson(records: readonly VisibleRecord[]): string {
   const parts: string[] = [];
   for (const r of records) {
-    const head = JSON.stringify({
-      id: r.id,
-      sourceFacilityId: r.sourceFacilityId,
-      localPatientId: r.localPatientId,
-      category: r.category,
-      dataType: r.dataType,
-      careDate: r.careDate,
-      timestamp: r.timestamp,
-      orderNo: r.orderNo,
-      department: r.department,
-      condition: r.condition,
-      basis: r.basis,
-    });
+    const head = JSON.stringify({ ...recordHead(r), basis: r.basis });
     parts.push(`${head.slice(0, -1)},"content":${r[CONTENT_JSON]}}`);
   }
   return `[${parts.join(',')}]`;

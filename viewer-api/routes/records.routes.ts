@@ -7,7 +7,7 @@ import { decodeIso2022jp } from '../../ingest/hl7/decode.js';
 import { sniffContentType } from '../../ingest/cda/cda.js';
 import type { ClinicalRecord, DocumentRecord } from '../../ingest/records/types.js';
 import type { AuthService } from '../auth/auth.service.js';
-import { VIEWER_PURPOSES } from '../gate/gate.js';
+import { recordHead, VIEWER_PURPOSES } from '../gate/gate.js';
 import type { RecordDetail, RecordGate, RecordHandle } from '../gate/record-gate.js';
 import { principalOf, requireSession } from './session.js';
 import { parseQuery } from './params.js';
@@ -73,18 +73,11 @@ function sendFile(ctx: Context, bytes: Buffer, type: string, name: string): void
 export function detailBody(r: RecordDetail) {
   const doc = documentOf(r);
   const attachment = doc?.attachments[0];
+  const { id, ...head } = recordHead(r);
   return {
-    id: r.id,
+    id,
     patient: r.regionalId,
-    sourceFacilityId: r.sourceFacilityId,
-    localPatientId: r.localPatientId,
-    category: r.category,
-    dataType: r.dataType,
-    careDate: r.careDate,
-    timestamp: r.timestamp,
-    orderNo: r.orderNo,
-    department: r.department,
-    condition: r.condition,
+    ...head,
     status: r.condition === '0' ? 'cancelled' : r.condition === '2' ? 'superseded' : 'current',
     basis: r.basis,
     sha256: r.sha256,
