@@ -17,10 +17,10 @@ import {
 /**
  * Calls to AI services over FHIR (fhir-kit-client, one client per service kept between calls):
  * the declared operation, a timeout per call (AbortSignal), retries with exponential backoff and
- * jitter on 5xx, 429, timeouts and network failures (never on other 4xx), a circuit breaker and a token-bucket rate limit per service,
- * bearer or OAuth 2.0 client-credentials authentication (RFC 6749 §4.4) with the token cached
- * until it expires. The answer must be a FHIR R4 resource (validated against the official JSON
- * schema); anything else is a permanent, clearly named error.
+ * jitter on 5xx, 429, timeouts and network failures (never on other 4xx), a circuit breaker and a
+ * token-bucket rate limit per service, bearer or OAuth 2.0 client-credentials authentication
+ * (RFC 6749 §4.4) with the token cached until it expires. The answer must be a FHIR R4 resource
+ * (validated against the official JSON schema); anything else is a permanent, clearly named error.
  */
 
 export type AiCallErrorKind =
@@ -130,13 +130,13 @@ function defaultSleep(ms: number, signal?: AbortSignal): Promise<void> {
 
 interface HttpFailure {
   response?: { status?: number; data?: unknown };
-  config?: { headers?: { get(name: string): string | null | undefined } };
+  config?: { headers?: Headers };
 }
 
 const isAbort = (e: unknown) => e instanceof Error && (e.name === 'AbortError' || e.name === 'TimeoutError');
 
 /** Parses Retry-After (RFC 9110 §10.2.3): seconds, or an HTTP date. */
-function retryAfterMs(h: { get(name: string): string | null | undefined } | undefined, now: number): number | undefined {
+function retryAfterMs(h: Headers | undefined, now: number): number | undefined {
   const v = h?.get?.('retry-after');
   if (!v) return undefined;
   if (/^\d+$/.test(v.trim())) return Number(v.trim()) * 1000;
@@ -434,7 +434,7 @@ export class AiClient {
       return new AiCallError('rejected', `${where} answered HTTP ${status}`, attempt);
     }
     // fetch failed: connection refused or reset, DNS, TLS.
-    const cause = (e as { cause?: { code?: string } }).cause?.code ?? (e as { code?: string }).code;
+    const cause = (e as { cause?: { code?: string } }).cause?.code;
     return new AiCallError('unavailable', `connection failed${cause ? ` (${cause})` : ''}`, attempt);
   }
 }
