@@ -23,6 +23,7 @@ import type { PatientRecords, Prepared } from './prepare.js';
 import type { AiService } from './registry.js';
 import type { AiRegistry } from './registry.service.js';
 import * as repo from './requests.repository.js';
+import { freshReads, grouped } from './group.js';
 
 /**
  * The AI request flow: a clinician asks for an analysis of a patient by a registered service.
@@ -121,29 +122,6 @@ async function cacheKeyOf(db: Db, claimed: repo.IndexVersions, serviceId: string
   return JSON.stringify([serviceId, regionalId, src, lk, maxRecords, versions]);
 }
 
-/**
- * Shares a read between concurrent callers, but only a read that started after the caller did:
- * whoever joins gets data read no earlier than it asked, exactly as if it had read itself. Under
- * load, the many requests in flight for one patient (or one service) then make one read each
- * instant instead of one each.
- */
-function freshReads<T>() {
-  const running = new Map<string, { started: number; value: Promise<T> }>();
-  return (key: string, since: number, read: () => Promise<T>): Promise<T> => {
-    const r = running.get(key);
-    if (r && r.started >= since) return r.value;
-    const started = performance.now();
-    const value = read();
-    const entry = { started, value };
-    running.set(key, entry);
-    const done = () => {
-      if (running.get(key) === entry) running.delete(key);
-    };
-    value.then(done, done);
-    return value;
-  };
-}
-
 export function createAiFlow(deps: AiFlowDeps): AiFlow {
   const { db, box, audit, clock, client } = deps;
   const services = freshReads<AiService | undefined>();
@@ -156,6 +134,20 @@ export function createAiFlow(deps: AiFlowDeps): AiFlow {
   const maxRecords = deps.maxRecords ?? 5000;
   const shift = deps.shiftDays ?? randomShiftDays;
   const preparer = deps.preparer ?? createInlinePreparer(deps.pseudonymKey);
+  // The statements every request makes, grouped across the requests in flight (group.ts).
+  const insert = grouped<repo.NewAiRequest, void>(async (rs) => {
+    await repo.insertRequests(db, rs);
+    return rs.map(() => undefined);
+  });
+  const claim = grouped<string, (repo.ClaimedRequest & { at: number }) | undefined>(async (ids) => {
+    // One clock for the group: the decision is taken as of the claim.
+    const at = clock();
+    return (await repo.claimRequests(db, ids, at)).map((c) => c && { ...c, at });
+  });
+  const finish = grouped<repo.RequestOutcome, void>(async (fs) => {
+    await repo.finishRequests(db, fs);
+    return fs.map(() => undefined);
+  });
 
   async function fetchRecords(patients: { facilityId: string; patientId: string }[], categories: IndexCategory[], limit: number): Promise<ClinicalRecord[]> {
     const out: ClinicalRecord[] = [];
@@ -243,7 +235,7 @@ export function createAiFlow(deps: AiFlowDeps): AiFlow {
         updatedAt: at,
         completedAt: null,
       };
-      await repo.insertRequest(db, { ...row, reidKeyEnc: row.reidKeyEnc!, at });
+      await insert({ ...row, reidKeyEnc: row.reidKeyEnc!, at });
       await audit.record({
         ...trail,
         patient: gate.regionalId,
@@ -284,10 +276,9 @@ export function createAiFlow(deps: AiFlowDeps): AiFlow {
 
     async process(requestId) {
       const reads = readsSince(performance.now());
-      const at = clock();
-      const claimed = await repo.claimRequest(db, requestId, at);
+      const claimed = await claim(requestId);
       if (!claimed) return;
-      const { row } = claimed;
+      const { row, at } = claimed;
       // The decision is taken on the consent context read with the claim, i.e. after the job
       // started (without the consent module's cache and policy: read again here).
       const consent = deps.consent;
@@ -318,7 +309,7 @@ export function createAiFlow(deps: AiFlowDeps): AiFlow {
           reason,
           detail: { request: requestId, service: row.serviceId, ...(sent ? { sentSha256: sent.sha256, sentBytes: sent.bytes } : { sent: false }), ...extra },
         });
-        await repo.finishRequest(db, requestId, { status, detail, attempts, sentSha256: sent?.sha256, sentBytes: sent?.bytes, prepared: preparedFields, at: clock() });
+        await finish({ id: requestId, status, detail, attempts, sentSha256: sent?.sha256, sentBytes: sent?.bytes, prepared: preparedFields, at: clock() });
       };
       let preparedFields: { records: number; report: Record<string, unknown>; reidKeyEnc: Buffer } | undefined;
       const service = await reads.service(row.serviceId);
@@ -388,7 +379,8 @@ export function createAiFlow(deps: AiFlowDeps): AiFlow {
             deidentification,
           },
         });
-        await repo.finishRequest(db, requestId, {
+        await finish({
+          id: requestId,
           status: 'done',
           detail: `${String(back.resource['resourceType'])} received`,
           attempts: r.attempts.length,

@@ -75,15 +75,32 @@ export interface NewAiRequest {
 // The statements every request makes are prepared (preparedQuery): parsed once per connection,
 // without query building on the way.
 
+// Insert, claim and finish take many requests per statement (group commit: see group.ts); the
+// values go as arrays (unnest), timestamps as epoch milliseconds, bytea as base64 text.
+
+const ts = (col: string) => `to_timestamp(${col} / 1000.0)`;
+const b64 = (b: Buffer | null | undefined) => (b ? b.toString('base64') : null);
+
 const INSERT = `
   insert into ai_request (id, service_id, regional_id, user_id, facility_id, role, status, categories, records, report, outgoing_enc, reid_key_enc, created_at, updated_at)
-  values ($1, $2, $3, $4, $5, $6, 'queued', $7::text::jsonb, $8, $9::text::jsonb, $10, $11, $12, $12)`;
+  select id, service_id, regional_id, user_id, facility_id, role, 'queued', categories::jsonb, records, report::jsonb,
+    decode(outgoing, 'base64'), decode(reid, 'base64'), ${ts('at')}, ${ts('at')}
+  from unnest($1::text[], $2::text[], $3::text[], $4::bigint[], $5::text[], $6::text[], $7::text[], $8::int[], $9::text[], $10::text[], $11::text[], $12::float8[])
+    as v(id, service_id, regional_id, user_id, facility_id, role, categories, records, report, outgoing, reid, at)`;
+
+/** Inserts queued requests, many in one statement. */
+export async function insertRequests(db: Db, rs: readonly NewAiRequest[]): Promise<void> {
+  if (!rs.length) return;
+  const col = <T>(f: (r: NewAiRequest) => T) => rs.map(f);
+  await preparedQuery(db, 'ai-request-insert-many', INSERT, [
+    col((r) => r.id), col((r) => r.serviceId), col((r) => r.regionalId), col((r) => r.userId), col((r) => r.facilityId), col((r) => r.role),
+    col((r) => JSON.stringify(r.categories)), col((r) => r.records), col((r) => (r.report ? JSON.stringify(r.report) : null)),
+    col((r) => b64(r.outgoingEnc)), col((r) => b64(r.reidKeyEnc)), col((r) => r.at),
+  ]);
+}
 
 export async function insertRequest(db: Db, r: NewAiRequest): Promise<void> {
-  await preparedQuery(db, 'ai-request-insert', INSERT, [
-    r.id, r.serviceId, r.regionalId, r.userId, r.facilityId, r.role, JSON.stringify(r.categories), r.records,
-    r.report ? JSON.stringify(r.report) : null, r.outgoingEnc, r.reidKeyEnc, new Date(r.at),
-  ]);
+  await insertRequests(db, [r]);
 }
 
 export async function findRequest(db: Db, id: string): Promise<AiRequestRow | undefined> {
@@ -97,25 +114,30 @@ export type IndexVersions = ReadonlyMap<string, string | null>;
 const versionOf = (seq: unknown, snapshot: unknown) => (seq === null || seq === undefined ? null : `${String(seq)}:${String(snapshot)}`);
 
 /**
- * Claims a queued request for preparing and sending: only one worker wins (the status moves
- * queued -> sending in one statement), so a job delivered twice never calls the service twice.
- * The same statement reads the published index version of every facility the request's patient
- * is linked at (null where none is published) and the consent decision context of the request's
- * patient and user as of `at` (decisionRowsSql): two round trips less per request. Returns the claimed request, or undefined when
- * it was not queued.
+ * Claims queued requests for preparing and sending, many in one statement: only one worker wins
+ * each (the status moves queued -> sending in one statement), so a job delivered twice never
+ * calls the service twice. The same statement reads, once per (patient, user) among them, the
+ * published index version of every facility the patient is linked at (null where none is
+ * published) and the consent decision context of the patient and user as of `at`
+ * (decisionRowsSql): two round trips less per request. Answers, per id in order, the claimed
+ * request, or undefined when it was not queued (or its id came twice: the first wins).
  */
 const CLAIM = `
   with claimed as (
     update ai_request set status = 'sending', status_detail = 'sending to the AI service', updated_at = $2
-    where id = $1 and status = 'queued' returning *),
-  ctx as (${decisionRowsSql({ regionalId: '(select regional_id from claimed)', userId: '(select user_id::text from claimed)', since: '$3', at: '$2' })})
-  select claimed.*, ctx.*,
-    (select coalesce(json_agg(json_build_array(l.facility_id, s.published_seq, s.published_snapshot_id)), '[]')
-       from identity_link l left join record_index_state s on s.facility_id = l.facility_id
-       where l.regional_id = claimed.regional_id) as index_versions
-  from claimed, ctx`;
+    where id = any($1::text[]) and status = 'queued' returning *),
+  who as (select distinct regional_id, user_id from claimed),
+  ctx as (
+    select who.regional_id as ctx_regional_id, who.user_id as ctx_user_id, d.*,
+      (select coalesce(json_agg(json_build_array(l.facility_id, s.published_seq, s.published_snapshot_id)), '[]')
+         from identity_link l left join record_index_state s on s.facility_id = l.facility_id
+         where l.regional_id = who.regional_id) as index_versions
+    from who, lateral (${decisionRowsSql({ regionalId: 'who.regional_id', userId: 'who.user_id::text', since: '$3', at: '$2' })}) d)
+  select claimed.*, ctx.* from claimed join ctx on ctx.ctx_regional_id = claimed.regional_id and ctx.ctx_user_id = claimed.user_id`;
 
 type ClaimedRow = Selectable<AiRequestTable> & {
+  ctx_regional_id: string;
+  ctx_user_id: unknown;
   index_versions: [string, unknown, unknown][] | string;
   survivor: string | null;
   links: unknown;
@@ -124,16 +146,33 @@ type ClaimedRow = Selectable<AiRequestTable> & {
   disasters: unknown;
 };
 
-export async function claimRequest(db: Db, id: string, at: number): Promise<{ row: AiRequestRow; versions: IndexVersions; decision: DecisionRows | undefined } | undefined> {
-  const [got] = await preparedQuery<ClaimedRow>(db, 'ai-request-claim', CLAIM, [id, new Date(at), new Date(at - GRANT_WINDOW_MS)]);
-  if (!got) return undefined;
-  const { index_versions: iv, survivor, links, consents, grants, disasters, ...row } = got;
-  const list = typeof iv === 'string' ? (JSON.parse(iv) as [string, unknown, unknown][]) : iv;
-  return {
-    row: toRow(row),
-    versions: new Map(list.map(([f, seq, snap]) => [f, versionOf(seq, snap)])),
-    decision: decisionRowsOf({ survivor, links, consents, grants, disasters }),
-  };
+export interface ClaimedRequest {
+  row: AiRequestRow;
+  versions: IndexVersions;
+  decision: DecisionRows | undefined;
+}
+
+export async function claimRequests(db: Db, ids: readonly string[], at: number): Promise<(ClaimedRequest | undefined)[]> {
+  const rows = await preparedQuery<ClaimedRow>(db, 'ai-request-claim-many', CLAIM, [ids, new Date(at), new Date(at - GRANT_WINDOW_MS)]);
+  const by = new Map<string, ClaimedRequest>();
+  for (const got of rows) {
+    const { ctx_regional_id: _r, ctx_user_id: _u, index_versions: iv, survivor, links, consents, grants, disasters, ...row } = got;
+    const list = typeof iv === 'string' ? (JSON.parse(iv) as [string, unknown, unknown][]) : iv;
+    by.set(row.id, {
+      row: toRow(row),
+      versions: new Map(list.map(([f, seq, snap]) => [f, versionOf(seq, snap)])),
+      decision: decisionRowsOf({ survivor, links, consents, grants, disasters }),
+    });
+  }
+  return ids.map((id) => {
+    const c = by.get(id);
+    by.delete(id);
+    return c;
+  });
+}
+
+export async function claimRequest(db: Db, id: string, at: number): Promise<ClaimedRequest | undefined> {
+  return (await claimRequests(db, [id], at))[0];
 }
 
 /** The published index version of these facilities (those without an index have none). */
@@ -152,32 +191,41 @@ export async function noteProgress(db: Db, id: string, attempts: number, detail:
 // What was prepared (records, report, the key) is written when the request got that far; what
 // waited to be sent (outgoing_enc) is not kept once the request has ended.
 const FINISH = `
-  update ai_request set status = $2, status_detail = $3, attempts = $4, sent_sha256 = $5, sent_bytes = $6, received_bytes = $7,
-    result = $8::text::jsonb, records = coalesce($9, records), report = coalesce($10::text::jsonb, report),
-    reid_key_enc = coalesce($11, reid_key_enc), outgoing_enc = null, updated_at = $12, completed_at = $12
-  where id = $1`;
+  update ai_request r set status = v.status, status_detail = v.detail, attempts = v.attempts, sent_sha256 = v.sha, sent_bytes = v.sent_bytes,
+    received_bytes = v.received_bytes, result = v.result::jsonb, records = coalesce(v.records, r.records), report = coalesce(v.report::jsonb, r.report),
+    reid_key_enc = coalesce(decode(v.reid, 'base64'), r.reid_key_enc), outgoing_enc = null, updated_at = ${ts('v.at')}, completed_at = ${ts('v.at')}
+  from unnest($1::text[], $2::text[], $3::text[], $4::int[], $5::text[], $6::int[], $7::int[], $8::text[], $9::int[], $10::text[], $11::text[], $12::float8[])
+    as v(id, status, detail, attempts, sha, sent_bytes, received_bytes, result, records, report, reid, at)
+  where r.id = v.id`;
 
-export async function finishRequest(
-  db: Db,
-  id: string,
-  f: {
-    status: 'done' | 'failed' | 'denied';
-    detail: string;
-    attempts: number;
-    sentSha256?: string | null;
-    sentBytes?: number | null;
-    receivedBytes?: number | null;
-    result?: Record<string, unknown> | null;
-    /** What was prepared for sending, when the request got that far. */
-    prepared?: { records: number; report: Record<string, unknown>; reidKeyEnc: Buffer };
-    at: number;
-  },
-): Promise<void> {
-  const p = f.prepared;
-  await preparedQuery(db, 'ai-request-finish', FINISH, [
-    id, f.status, f.detail, f.attempts, f.sentSha256 ?? null, f.sentBytes ?? null, f.receivedBytes ?? null,
-    f.result ? JSON.stringify(f.result) : null, p ? p.records : null, p ? JSON.stringify(p.report) : null, p ? p.reidKeyEnc : null, new Date(f.at),
+export interface RequestOutcome {
+  id: string;
+  status: 'done' | 'failed' | 'denied';
+  detail: string;
+  attempts: number;
+  sentSha256?: string | null;
+  sentBytes?: number | null;
+  receivedBytes?: number | null;
+  result?: Record<string, unknown> | null;
+  /** What was prepared for sending, when the request got that far. */
+  prepared?: { records: number; report: Record<string, unknown>; reidKeyEnc: Buffer };
+  at: number;
+}
+
+/** Ends requests with their outcome, many in one statement. */
+export async function finishRequests(db: Db, fs: readonly RequestOutcome[]): Promise<void> {
+  if (!fs.length) return;
+  const col = <T>(f: (r: RequestOutcome) => T) => fs.map(f);
+  await preparedQuery(db, 'ai-request-finish-many', FINISH, [
+    col((f) => f.id), col((f) => f.status), col((f) => f.detail), col((f) => f.attempts), col((f) => f.sentSha256 ?? null),
+    col((f) => f.sentBytes ?? null), col((f) => f.receivedBytes ?? null), col((f) => (f.result ? JSON.stringify(f.result) : null)),
+    col((f) => f.prepared?.records ?? null), col((f) => (f.prepared ? JSON.stringify(f.prepared.report) : null)), col((f) => b64(f.prepared?.reidKeyEnc)),
+    col((f) => f.at),
   ]);
+}
+
+export async function finishRequest(db: Db, id: string, f: Omit<RequestOutcome, 'id'>): Promise<void> {
+  await finishRequests(db, [{ id, ...f }]);
 }
 
 /** Requests still queued (after a restart, their jobs may need queueing again). */

@@ -1,0 +1,83 @@
+/**
+ * Group commit for the statements every AI request makes (its insert, claim and finish): calls
+ * made while a statement is in flight wait and go together in the next one, as the audit log
+ * does (audit/audit.service.ts). With many analyses in flight, one statement and one commit then
+ * serve many requests instead of one each; alone, a call goes at once. Each call resolves only
+ * when its own statement has completed (a submit answers only once its row is committed); a
+ * failed statement rejects every call of its group. `run` answers one output per input, in order.
+ */
+export function grouped<I, O>(run: (items: I[]) => Promise<O[]>, maxGroup = 256): (item: I) => Promise<O> {
+  type Waiting = { item: I; resolve: (o: O) => void; reject: (e: unknown) => void };
+  let queue: Waiting[] = [];
+  let draining = false;
+
+  async function drain(): Promise<void> {
+    draining = true;
+    try {
+      while (queue.length) {
+        const group = queue.length <= maxGroup ? queue : queue.slice(0, maxGroup);
+        queue = queue.length <= maxGroup ? [] : queue.slice(maxGroup);
+        try {
+          const out = await run(group.map((w) => w.item));
+          if (out.length !== group.length) throw new Error(`a grouped statement answered ${out.length} results for ${group.length} calls`);
+          group.forEach((w, i) => w.resolve(out[i]!));
+        } catch (e) {
+          for (const w of group) w.reject(e);
+        }
+      }
+    } finally {
+      draining = false;
+    }
+  }
+
+  return (item) =>
+    new Promise<O>((resolve, reject) => {
+      queue.push({ item, resolve, reject });
+      if (!draining) void drain();
+    });
+}
+
+/**
+ * Shares a read between concurrent callers, but only a read that started after the caller did:
+ * whoever joins gets data read no earlier than it asked, exactly as if it had read itself. A
+ * caller that finds a read of its key running that started before it asked waits for that read
+ * to end and joins the next one, which everyone who asked meanwhile shares (it starts after all
+ * of them asked). Under load, the many requests in flight for one patient (or one service) then
+ * make one read of it at a time, instead of one each.
+ */
+export function freshReads<T>() {
+  interface Read {
+    started: number;
+    value: Promise<T>;
+  }
+  const running = new Map<string, Read>();
+  const next = new Map<string, { value: Promise<T>; read: () => Promise<T> }>();
+  const start = (key: string, read: () => Promise<T>): Promise<T> => {
+    const entry: Read = { started: performance.now(), value: read() };
+    running.set(key, entry);
+    const done = () => {
+      if (running.get(key) === entry) running.delete(key);
+    };
+    entry.value.then(done, done);
+    return entry.value;
+  };
+  return (key: string, since: number, read: () => Promise<T>): Promise<T> => {
+    const r = running.get(key);
+    if (!r) return start(key, read);
+    if (r.started >= since) return r.value;
+    const waiting = next.get(key);
+    if (waiting) {
+      // The latest caller's read (its clock) is the one made: it started after every joiner asked.
+      waiting.read = read;
+      return waiting.value;
+    }
+    const n = { read, value: undefined as unknown as Promise<T> };
+    const settled = () => undefined;
+    n.value = r.value.then(settled, settled).then(() => {
+      next.delete(key);
+      return start(key, n.read);
+    });
+    next.set(key, n);
+    return n.value;
+  };
+}
