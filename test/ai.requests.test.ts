@@ -1,0 +1,100 @@
+import path from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { openDatabase, type DatabaseHandle } from '../store/db.js';
+import { migrateToLatest } from '../store/migrate.js';
+import { createTestDatabase, type TestDatabase } from './support/postgres.js';
+import { tempDir } from './support/tmp.js';
+import { SecretBox } from '../viewer-api/auth/secret-box.js';
+import { createAuditLog } from '../viewer-api/audit/audit.service.js';
+import type { AdminContext } from '../viewer-api/auth/admin.service.js';
+import { createAiRegistry } from '../viewer-api/ai/registry.service.js';
+import { claimRequests, findRequest, finishRequests, insertRequests, type NewAiRequest } from '../viewer-api/ai/requests.repository.js';
+
+/**
+ * The AI request's statements that take many requests at once (group commit, group.ts): insert,
+ * claim (each request claimed once, even when its id comes twice in one statement) and finish,
+ * on the embedded database and on PostgreSQL.
+ */
+
+const admin: AdminContext = { actor: { userId: 1, username: 'netadmin', facilityId: 'F000', role: 'network_admin' }, address: '127.0.0.1', endpoint: 'test' };
+
+for (const kind of ['embedded', 'postgres'] as const) {
+  describe(`AI request statements (${kind})`, () => {
+    let tmp: ReturnType<typeof tempDir>;
+    let pg: TestDatabase | undefined;
+    let handle: DatabaseHandle;
+    const t0 = Date.UTC(2026, 10, 21, 9, 30, 0, 123);
+
+    const request = (id: string, over: Partial<NewAiRequest> = {}): NewAiRequest => ({
+      id,
+      serviceId: 'svc',
+      regionalId: `R-${id}`,
+      userId: 7,
+      facilityId: 'F001',
+      role: 'physician',
+      categories: ['labs', 'prescriptions'],
+      records: 0,
+      report: null,
+      outgoingEnc: null,
+      reidKeyEnc: Buffer.from(`sealed key of ${id} \u0000\u00ff`, 'latin1'),
+      at: t0,
+      ...over,
+    });
+
+    beforeAll(async () => {
+      tmp = tempDir('hakobune-ai-req-');
+      if (kind === 'postgres') pg = await createTestDatabase('ai');
+      handle = await openDatabase({ dataDir: tmp.dir, databaseUrl: pg?.url });
+      await migrateToLatest(handle.db);
+      const box = SecretBox.fromKeyFile(path.join(tmp.dir, 'secret.key'));
+      const registry = createAiRegistry({ db: handle.db, box, audit: createAuditLog(handle.db, () => t0), clock: () => t0 });
+      await registry.register(admin, {
+        id: 'svc',
+        name: 'service',
+        baseUrl: 'https://ai.example.jp/fhir',
+        operation: '$analyze',
+        auth: { kind: 'none' },
+        categories: ['labs', 'prescriptions'],
+        facilities: 'all',
+        location: { country: 'JP', region: 'Tokyo' },
+      });
+    });
+    afterAll(async () => {
+      await handle?.close();
+      await pg?.drop();
+      tmp?.remove();
+    });
+
+    it('inserts many requests in one statement, each as given', async () => {
+      await insertRequests(handle.db, [request('a'), request('b', { userId: 8, report: { x: 1 }, outgoingEnc: Buffer.from([1, 2, 3]), at: t0 + 5 }), request('c')]);
+      const b = (await findRequest(handle.db, 'b'))!;
+      expect(b).toMatchObject({ id: 'b', serviceId: 'svc', regionalId: 'R-b', userId: 8, status: 'queued', categories: ['labs', 'prescriptions'], report: { x: 1 }, createdAt: t0 + 5, updatedAt: t0 + 5, completedAt: null });
+      expect(b.outgoingEnc).toEqual(Buffer.from([1, 2, 3]));
+      expect(b.reidKeyEnc).toEqual(Buffer.from('sealed key of b \u0000\u00ff', 'latin1'));
+      expect((await findRequest(handle.db, 'a'))!.createdAt).toBe(t0);
+    });
+
+    it('claims each queued request once: a repeated id, an unknown one and one already claimed get nothing', async () => {
+      const got = await claimRequests(handle.db, ['a', 'a', 'nope', 'b'], t0 + 1000);
+      expect(got.map((c) => c?.row.id)).toEqual(['a', undefined, undefined, 'b']);
+      expect(got[0]!.row.status).toBe('sending');
+      // No such regional patient: no decision context (the gate then refuses).
+      expect(got[0]!.decision).toBeUndefined();
+      expect(got[0]!.versions.size).toBe(0);
+      expect((await claimRequests(handle.db, ['a', 'c'], t0 + 2000)).map((c) => c?.row.id)).toEqual([undefined, 'c']);
+    });
+
+    it('finishes many requests in one statement, keeping what was not given', async () => {
+      await finishRequests(handle.db, [
+        { id: 'a', status: 'done', detail: 'RiskAssessment received', attempts: 2, sentSha256: 'ab'.repeat(32), sentBytes: 1234, receivedBytes: 99, result: { resourceType: 'RiskAssessment', status: 'final' }, prepared: { records: 5, report: { names: 3 }, reidKeyEnc: Buffer.from('new key') }, at: t0 + 3000 },
+        { id: 'b', status: 'failed', detail: 'the AI service is unavailable', attempts: 4, at: t0 + 4000 },
+      ]);
+      const a = (await findRequest(handle.db, 'a'))!;
+      expect(a).toMatchObject({ status: 'done', statusDetail: 'RiskAssessment received', attempts: 2, sentSha256: 'ab'.repeat(32), sentBytes: 1234, receivedBytes: 99, records: 5, report: { names: 3 }, result: { resourceType: 'RiskAssessment', status: 'final' }, completedAt: t0 + 3000 });
+      expect(a.reidKeyEnc).toEqual(Buffer.from('new key'));
+      const b = (await findRequest(handle.db, 'b'))!;
+      expect(b).toMatchObject({ status: 'failed', attempts: 4, sentSha256: null, result: null, report: { x: 1 }, records: 0, outgoingEnc: null, completedAt: t0 + 4000 });
+      expect(b.reidKeyEnc).toEqual(Buffer.from('sealed key of b \u0000\u00ff', 'latin1'));
+    });
+  });
+}
