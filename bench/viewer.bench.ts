@@ -11,17 +11,21 @@
  * is used as it is (loading 1M records takes minutes) and kept afterwards; without it the
  * database is loaded afresh and dropped at the end.
  *
- * One physician signs in once (logins are excluded from the figures). The server runs in this
- * process; the clients run in a child process, `--clients` keep-alive connections on loopback,
+ * One physician signs in once (logins are excluded from the figures). The server runs as
+ * `hakobune serve` would with this database and Redis (REDIS_URL, default the local one):
+ * `--workers N|auto` HTTP processes (default auto: one per core) started by the same startCluster,
+ * with this process as their primary; with `--workers 1` the exchange runs in this process.
+ * The clients run in a child process, `--clients` keep-alive connections on loopback,
  * each asking for a random patient's timeline (limit 50) or `Patient/{id}/$everything`
  * (_count 50), for `--warmup` then `--seconds` measured seconds. The client is wrk (one thread,
  * bench/viewer.wrk.lua) when /usr/bin/wrk or WRK names it, else (or with `--client node`)
  * bench/viewer.load.ts, a Node client that costs several times more CPU per request.
- * Printed: latency percentiles, requests/s, the server's CPU seconds (this process) and CPU ms
+ * Printed: latency percentiles, requests/s, the server's CPU seconds (this process and the workers) and CPU ms
  * per request, the CPU of this database's PostgreSQL backends (and of PostgreSQL's shared
  * writer processes, which serve every database of the machine), the load average and the machine.
  * `--endpoints timeline` measures one endpoint only. `--cpu-prof-window DIR` writes a CPU profile
- * of the server over the measured window (open it in Chrome's DevTools).
+ * of the server over the measured window (open it in Chrome's DevTools), one per worker.
+ * `--statements` (with `--workers 1`) counts the statements the server sends per request.
  */
 import fs from 'node:fs';
 import path from 'node:path';
@@ -42,6 +46,7 @@ import { insertFacility } from '../store/backup/backup.repository.js';
 import { migrateToLatest } from '../store/migrate.js';
 import { openDatabase } from '../store/db.js';
 import { SAMPLES_ROOT, tempDir } from '../test/support/tmp.js';
+import { resolveWorkers, startCluster, type RunningCluster } from '../viewer-api/cluster.js';
 
 function arg(name: string, dflt: number): number {
   const i = process.argv.indexOf(`--${name}`);
@@ -59,6 +64,9 @@ const SECONDS = arg('seconds', 20);
 const WARMUP = arg('warmup', 3);
 const CLIENTS = arg('clients', 50);
 const REUSE = process.argv.includes('--reuse');
+const workersArg = process.argv.indexOf('--workers');
+const WORKERS_OPTION = workersArg >= 0 ? process.argv[workersArg + 1] : undefined;
+const REDIS_URL = process.env.REDIS_URL ?? 'redis://127.0.0.1:6379';
 const clientArg = process.argv.indexOf('--client');
 const WRK = process.env.WRK ?? '/usr/bin/wrk';
 const CLIENT: 'wrk' | 'node' = clientArg >= 0 ? (process.argv[clientArg + 1] as 'wrk' | 'node') : fs.existsSync(WRK) ? 'wrk' : 'node';
@@ -328,17 +336,41 @@ async function main() {
   let setupSeconds: number | 'reused' = 'reused';
   if (!(REUSE && (await alreadyLoaded()))) setupSeconds = await load();
   const tmp = tempDir('hakobune-viewer-bench-');
-  const exchange = await createExchange(testConfig(tmp.dir, { databaseUrl: dbUrl, auth: { ...testConfig(tmp.dir).auth, loginAttemptsPerMinute: 100_000 } }));
+  // The server as `hakobune serve [--workers N]` runs it: N > 1 processes (PostgreSQL and Redis,
+  // as here) through the same startCluster; one process is the exchange in this process.
+  const queuePrefix = `hkvbench-${process.pid}`;
+  const config = testConfig(tmp.dir, { databaseUrl: dbUrl, redisUrl: REDIS_URL, auth: { ...testConfig(tmp.dir).auth, loginAttemptsPerMinute: 100_000 } });
+  const workers = resolveWorkers(WORKERS_OPTION, config);
+  const exchange = await createExchange(config, { jobs: { queuePrefix } });
+  let running: RunningCluster | undefined;
   const probe = new pg.Client({ connectionString: ADMIN_URL });
   await probe.connect();
+  const benchDb = new pg.Client({ connectionString: dbUrl });
+  await benchDb.connect();
+  const auditCount = async () => Number((await benchDb.query('select count from audit_head')).rows[0].count);
   try {
-    const db = exchange.db;
     const username = `doc${Date.now().toString(36)}`;
     const doc = await exchange.viewer.admin.addUser({ actor: { username: 'bench' }, address: null, endpoint: 'bench' }, {
       facilityId: 'F01', username, displayName: 'doc', role: 'physician', password: 'a long bench password',
     });
     const device = await exchange.viewer.admin.registerDevice({ actor: { username: 'bench' }, address: null, endpoint: 'bench' }, 'F01', 'bench');
-    const url = await exchange.listen();
+    let url: string;
+    if (workers > 1) {
+      await exchange.stop();
+      running = await startCluster({
+        workers,
+        env: { DATABASE_URL: dbUrl, REDIS_URL, HAKOBUNE_DATA_DIR: tmp.dir, HOST: '127.0.0.1', PORT: '0', LOG_LEVEL: 'silent', LOGIN_RATE_PER_MINUTE: '100000' },
+        exchange: { jobs: { queuePrefix } },
+      });
+      url = running.url;
+    } else {
+      url = await exchange.listen();
+    }
+    /** CPU seconds of the server: this process, and the workers when there are several. */
+    const serverCpu = () => {
+      const c = process.cpuUsage();
+      return (c.user + c.system) / 1e6 + (running ? running.pids().reduce((a, pid) => a + procCpu(pid), 0) : 0);
+    };
     const login = await fetch(`${url}/api/auth/login`, {
       method: 'POST',
       headers: { 'content-type': 'application/json', 'x-device-credential': device.credential },
@@ -350,30 +382,30 @@ async function main() {
 
     const results: Record<string, unknown>[] = [];
     for (const name of ENDPOINTS) {
-      let cpu0 = process.cpuUsage();
+      let cpu0 = serverCpu();
       let pg0 = await pgCpu(probe);
       let load0 = os.loadavg();
-      const audit0 = (await db.selectFrom('audit_head').select('count').executeTakeFirstOrThrow()).count;
-      let auditAtWarm = audit0;
+      let auditAtWarm = await auditCount();
       const r = await runLoad(
         { port, token, template: PATHS[name], patients: PATIENTS, clients: CLIENTS, warmupSeconds: WARMUP, seconds: SECONDS },
         async () => {
-          await profiler?.start();
+          if (running && profArg >= 0) running.startProfiles();
+          else await profiler?.start();
           statements.clear();
           countStatements = true;
-          cpu0 = process.cpuUsage();
+          cpu0 = serverCpu();
           pg0 = await pgCpu(probe);
           load0 = os.loadavg();
-          auditAtWarm = (await db.selectFrom('audit_head').select('count').executeTakeFirstOrThrow()).count;
+          auditAtWarm = await auditCount();
         },
       );
-      const cpu = process.cpuUsage(cpu0);
-      await profiler?.stop(name);
+      const cpuSeconds = serverCpu() - cpu0;
+      if (running && profArg >= 0) await running.stopProfiles(process.argv[profArg + 1]!, name);
+      else await profiler?.stop(name);
       countStatements = false;
       const pg1 = await pgCpu(probe);
       const load1 = os.loadavg();
-      const auditEnd = (await db.selectFrom('audit_head').select('count').executeTakeFirstOrThrow()).count;
-      const serverCpu = (cpu.user + cpu.system) / 1e6;
+      const auditEnd = await auditCount();
       const pgBackends = delta(pg0.backends, pg1.backends);
       const ok = r.statuses['200'] ?? r.statuses['2xx/3xx'] ?? 0;
       results.push({
@@ -387,8 +419,9 @@ async function main() {
         'p99 ms': ms(r.p99),
         'max ms': ms(r.max),
         'KB/response': +(r.bytes / Math.max(1, r.requests) / 1024).toFixed(1),
-        'server CPU s': +serverCpu.toFixed(2),
-        'server CPU ms/request': +((serverCpu * 1000) / Math.max(1, r.requests)).toFixed(3),
+        'server processes': workers,
+        'server CPU s': +cpuSeconds.toFixed(2),
+        'server CPU ms/request': +((cpuSeconds * 1000) / Math.max(1, r.requests)).toFixed(3),
         'PostgreSQL backends CPU s': +pgBackends.toFixed(2),
         'PostgreSQL backends CPU ms/request': +((pgBackends * 1000) / Math.max(1, r.requests)).toFixed(3),
         'PostgreSQL shared writers CPU s (all databases)': +delta(pg0.shared, pg1.shared).toFixed(2),
@@ -421,6 +454,8 @@ async function main() {
     );
   } finally {
     await probe.end();
+    await benchDb.end();
+    await running?.stop();
     await exchange.stop();
     tmp.remove();
     if (!REUSE) await admin((c) => c.query(`drop database if exists "${DB_NAME}" with (force)`));

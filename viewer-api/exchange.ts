@@ -30,6 +30,8 @@ import { createDeleteGuard } from '../store/retention/delete-authorization.js';
 import { securityHeaders } from './routes/hygiene.js';
 import { facilitiesRouter } from './routes/facilities.routes.js';
 import { consentAdminRouter } from './routes/consent-admin.routes.js';
+import { Redis } from 'ioredis';
+import { SharedRateLimiter } from './auth/rate-limit.js';
 
 /**
  * The composition root: the one place that builds the exchange's parts from the configuration
@@ -63,6 +65,13 @@ export interface ExchangeOptions {
   clock?: () => number;
   /** Job queue options (tests give a unique BullMQ prefix). */
   jobs?: JobsOptions;
+  /**
+   * Whether listen() also starts this process's background work: the in-process job runner
+   * (embedded mode) and the AI queue's worker (default true). With several HTTP processes
+   * (`hakobune serve --workers N`) exactly one of them does; the others only serve requests and
+   * queue work through Redis.
+   */
+  background?: boolean;
 }
 
 export async function createExchange(config: Config, opts: ExchangeOptions = {}): Promise<Exchange> {
@@ -122,6 +131,11 @@ export async function createExchange(config: Config, opts: ExchangeOptions = {})
       },
     },
   });
+  // With Redis the per-address rate limits of logins and bad tokens are counted there, shared by
+  // every process of the exchange (several `serve` workers, several machines).
+  const limitStore = config.redisUrl ? new Redis(config.redisUrl, { maxRetriesPerRequest: 1, lazyConnect: true }) : undefined;
+  limitStore?.on('error', (err) => log.warn({ err }, 'rate limit store: redis connection error'));
+  const ratePrefix = `${opts.jobs?.queuePrefix ?? 'hakobune'}:rate`;
   let viewer: Viewer;
   try {
     viewer = createViewer({
@@ -129,6 +143,9 @@ export async function createExchange(config: Config, opts: ExchangeOptions = {})
       config,
       log,
       clock,
+      rateLimit: limitStore
+        ? (name, limit, windowMs) => new SharedRateLimiter(limitStore, `${ratePrefix}:${name}`, limit, windowMs, clock, log)
+        : undefined,
       clinical: {
         contexts: consent.contexts,
         breakGlass: consent.consent,
@@ -142,6 +159,7 @@ export async function createExchange(config: Config, opts: ExchangeOptions = {})
     });
   } catch (e) {
     await jobs.close();
+    limitStore?.disconnect();
     await database.close();
     throw e;
   }
@@ -227,9 +245,11 @@ export async function createExchange(config: Config, opts: ExchangeOptions = {})
       const { port } = s.address() as AddressInfo;
       const url = `${config.tls ? 'https' : 'http'}://${config.host.includes(':') ? `[${config.host}]` : config.host}:${port}`;
       if (database.kind === 'embedded') advertiseServerUrl(config.dataDir, url);
-      // Embedded mode: this process is the worker (with Redis, `hakobune worker` processes are).
-      if (jobs.runner.kind === 'in-process') await jobs.start();
-      await ai.start();
+      if (opts.background !== false) {
+        // Embedded mode: this process is the worker (with Redis, `hakobune worker` processes are).
+        if (jobs.runner.kind === 'in-process') await jobs.start();
+        await ai.start();
+      }
       log.info({ url }, 'exchange listening');
       return url;
     },
@@ -244,6 +264,7 @@ export async function createExchange(config: Config, opts: ExchangeOptions = {})
         }
         await jobs.close();
         await ai.close();
+        limitStore?.disconnect();
         await packStore.close();
         await database.close();
       })());

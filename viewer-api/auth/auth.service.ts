@@ -5,7 +5,7 @@ import type { AuditLog } from '../audit/audit.service.js';
 import { isRole, type Role } from '../roles/roles.js';
 import { dummyPasswordHash, verifyPassword } from './passwords.js';
 import { checkTotp } from './totp.js';
-import { RateLimiter } from './rate-limit.js';
+import { RateLimiter, type RateLimit } from './rate-limit.js';
 import type { SecretBox } from './secret-box.js';
 import { randomId, randomToken, secretDigest } from './tokens.js';
 import * as repo from './auth.repository.js';
@@ -56,6 +56,11 @@ export interface AuthServiceDeps {
   settings: AuthSettings;
   clock: () => number;
   audit: AuditLog;
+  /**
+   * Makes the per-address limiters (logins; requests with bad bearer tokens); default: counts in
+   * this process's memory. Several processes of one exchange share counts in Redis instead.
+   */
+  rateLimit?: (name: 'login' | 'token', limit: number, windowMs: number) => RateLimit;
 }
 
 export interface AuthService {
@@ -77,9 +82,10 @@ export interface AuthService {
 
 export function createAuthService(deps: AuthServiceDeps): AuthService {
   const { db, box, settings, clock, audit } = deps;
-  const loginLimiter = new RateLimiter(settings.loginAttemptsPerMinute, 60_000, clock);
+  const limiter = deps.rateLimit ?? ((_name, limit, windowMs) => new RateLimiter(limit, windowMs, clock));
+  const loginLimiter = limiter('login', settings.loginAttemptsPerMinute, 60_000);
   // Bad bearer tokens from one address are limited too: guessing tokens is guessing.
-  const tokenLimiter = new RateLimiter(settings.loginAttemptsPerMinute, 60_000, clock);
+  const tokenLimiter = limiter('token', settings.loginAttemptsPerMinute, 60_000);
   const idleMs = settings.sessionIdleMinutes * 60_000;
 
   async function login(req: LoginRequest): Promise<LoginResult> {
@@ -90,7 +96,7 @@ export function createAuthService(deps: AuthServiceDeps): AuthService {
       address: req.address,
       endpoint: 'POST /api/auth/login',
     };
-    const limit = loginLimiter.take(req.address);
+    const limit = await loginLimiter.take(req.address);
     if (!limit.allowed) {
       if (limit.firstRefusal) await audit.record({ ...base, outcome: 'denied', reason: 'rate-limited' });
       throw new ExchangeError('too-many-requests', 'too many login attempts from this address; try again later', {
@@ -185,7 +191,7 @@ export function createAuthService(deps: AuthServiceDeps): AuthService {
   ): Promise<Principal> {
     const now = clock();
     const deny = async (reason: string, s?: repo.SessionRecord): Promise<never> => {
-      const limit = tokenLimiter.take(address);
+      const limit = await tokenLimiter.take(address);
       // Beyond the limit only the first refusal is audited, so a flood cannot flood the trail.
       if (limit.allowed || limit.firstRefusal) {
         await audit.record({

@@ -4,6 +4,7 @@ import { createExchange, type Exchange } from '../exchange.js';
 import { openDatabase } from '../../store/db.js';
 import { migrateToLatest } from '../../store/migrate.js';
 import { report, type OutputOptions } from './output.js';
+import { isClusterWorker, resolveWorkers, runClusterWorker, startCluster } from '../cluster.js';
 
 /** Runs until SIGINT/SIGTERM, then stops the exchange cleanly. */
 export async function serveUntilSignal(exchange: Exchange): Promise<void> {
@@ -26,8 +27,27 @@ export function registerServerCommands(program: Command): void {
   program
     .command('serve')
     .description('run the exchange (HTTP API, upload protocol and, in the embedded mode, jobs)')
-    .action(async () => {
-      const exchange = await createExchange(readConfig());
+    .option('--workers <n>', 'HTTP processes sharing the port: a number or auto (default: one per core with PostgreSQL and Redis, else 1)')
+    .action(async (opts: { workers?: string }) => {
+      const config = readConfig();
+      if (isClusterWorker()) return runClusterWorker(config);
+      const workers = resolveWorkers(opts.workers, config);
+      if (workers > 1) {
+        const running = await startCluster({ workers });
+        process.stdout.write(`Hakobune exchange listening on ${running.url} (database: postgres, ${workers} processes)\n`);
+        await new Promise<void>((resolve) => {
+          const onSignal = () => {
+            process.off('SIGINT', onSignal);
+            process.off('SIGTERM', onSignal);
+            resolve();
+          };
+          process.on('SIGINT', onSignal);
+          process.on('SIGTERM', onSignal);
+        });
+        await running.stop();
+        return;
+      }
+      const exchange = await createExchange(config);
       try {
         const url = await exchange.listen();
         process.stdout.write(`Hakobune exchange listening on ${url} (database: ${exchange.databaseKind})\n`);

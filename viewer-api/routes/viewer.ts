@@ -3,7 +3,7 @@ import type { Logger } from 'pino';
 import type { Config } from '../config.js';
 import type { Db } from '../../store/db.js';
 import { createAuditLog, type AuditLog } from '../audit/audit.service.js';
-import { createAuthService, type AuthService } from '../auth/auth.service.js';
+import { createAuthService, type AuthService, type AuthServiceDeps } from '../auth/auth.service.js';
 import { createAdminService, type AdminService } from '../auth/admin.service.js';
 import { SecretBox } from '../auth/secret-box.js';
 import { findFacility } from '../../store/backup/backup.repository.js';
@@ -57,6 +57,8 @@ export interface ViewerDeps {
   clock: () => number;
   /** When given, the gated clinical endpoints (JSON and FHIR) are mounted. */
   clinical?: ClinicalDeps;
+  /** The per-address rate limiters of logins and bad tokens (default: in this process's memory). */
+  rateLimit?: AuthServiceDeps['rateLimit'];
 }
 
 export function createViewer(deps: ViewerDeps): Viewer {
@@ -64,7 +66,7 @@ export function createViewer(deps: ViewerDeps): Viewer {
   const box = SecretBox.fromKeyFile(config.auth.secretKeyFile);
   const roles = loadRolePolicy(config.auth.rolePolicyFile);
   const audit = createAuditLog(db, clock);
-  const auth = createAuthService({ db, box, settings: config.auth, clock, audit });
+  const auth = createAuthService({ db, box, settings: config.auth, clock, audit, rateLimit: deps.rateLimit });
   const admin = createAdminService({
     db,
     box,
