@@ -208,6 +208,35 @@ describe('the AI service client against a real stand-in service', () => {
     }
   });
 
+  it('a redirect is never followed: nothing goes to the other address, a permanent, clear error', async () => {
+    let elsewhere = 0;
+    const other = http.createServer((req, res) => {
+      elsewhere++;
+      req.resume();
+      res.end('{}');
+    });
+    await new Promise<void>((r) => other.listen(0, '127.0.0.1', r));
+    const server = http.createServer((req, res) => {
+      req.resume();
+      res.writeHead(307, { location: `http://127.0.0.1:${(other.address() as AddressInfo).port}/fhir/$analyze` });
+      res.end();
+    });
+    await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+    try {
+      const { client } = harness();
+      const e = await failure(client.call(service(`http://127.0.0.1:${(server.address() as AddressInfo).port}/fhir`), BUNDLE));
+      expect(e.kind).toBe('rejected');
+      expect(e.detail).toMatch(/redirect/);
+      expect(e.attempts).toBe(1);
+      expect(elsewhere).toBe(0);
+    } finally {
+      for (const s of [server, other]) {
+        s.closeAllConnections();
+        await new Promise((r) => s.close(r));
+      }
+    }
+  });
+
   it('a hanging service does not block calls to other services (or other calls at all)', async () => {
     const other = await startStandIn();
     try {

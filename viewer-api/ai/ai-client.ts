@@ -370,7 +370,9 @@ export class AiClient {
     const timeout = AbortSignal.timeout(service.timeoutMs);
     const combined = signal ? AbortSignal.any([signal, timeout]) : timeout;
     const client = this.fhirClient(service.baseUrl);
-    const options = { signal: combined, headers: { ...headers, 'content-type': 'application/fhir+json' } };
+    // A redirect is never followed: the Bundle goes to the registered base URL or nowhere (and
+    // fetch then keeps no copy of the request body for a second trip: less work per call).
+    const options = { signal: combined, headers: { ...headers, 'content-type': 'application/fhir+json' }, redirect: 'error' as const };
     const m = /^(?:([A-Z][A-Za-z]+)\/)?\$(.+)$/.exec(service.operation);
     // fhir-kit-client sends a string body as it is, so what goes out is exactly `body`.
     const input = body as unknown as FhirJson;
@@ -433,7 +435,10 @@ export class AiClient {
       if (status === 401 || status === 403) return new AiCallError('unauthorized', `${where} answered HTTP ${status}`, attempt);
       return new AiCallError('rejected', `${where} answered HTTP ${status}`, attempt);
     }
-    // fetch failed: connection refused or reset, DNS, TLS.
+    // fetch failed: a redirect (refused, see send), or connection refused or reset, DNS, TLS.
+    if ((e as { cause?: { message?: string } }).cause?.message === 'unexpected redirect') {
+      return new AiCallError('rejected', 'the service answered with a redirect, which the exchange does not follow', attempt);
+    }
     const cause = (e as { cause?: { code?: string } }).cause?.code;
     return new AiCallError('unavailable', `connection failed${cause ? ` (${cause})` : ''}`, attempt);
   }
