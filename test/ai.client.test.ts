@@ -9,6 +9,7 @@ import { startStandIn, type StandIn } from '../viewer-api/ai/standin.js';
 import { createAnswerValidator } from '../viewer-api/ai/answer-validator.js';
 
 const validator = createAnswerValidator();
+validator.warm(['RiskAssessment']);
 const validate = (r: unknown) => validator.validate(r);
 
 /** A de-identified-looking bundle: what the client sends does not matter to it. */
@@ -195,6 +196,8 @@ describe('the AI service client against a real stand-in service', () => {
       const { client } = harness();
       const svc = service(`http://127.0.0.1:${(server.address() as AddressInfo).port}/fhir`);
       expect((await client.call(svc, BUNDLE)).attempts).toEqual([{ attempt: 1, outcome: 'ok', status: 200, ms: expect.any(Number) }]);
+      // The connection goes back to the client's pool once the answer is read: idle, as between calls.
+      await new Promise((r) => setTimeout(r, 50));
       const second = await client.call(svc, BUNDLE);
       expect(second.attempts).toEqual([
         { attempt: 1, outcome: 'unavailable', ms: expect.any(Number) },
@@ -363,6 +366,32 @@ describe('authentication', () => {
       expect(e.detail).toMatch(/token endpoint/);
     } finally {
       await o.close();
+    }
+  });
+});
+
+describe('answer validation', () => {
+  it('a warmed type is checked in the caller’s thread, with the same verdict and issues as the worker gives', async () => {
+    const here = createAnswerValidator();
+    const there = createAnswerValidator();
+    try {
+      here.warm(['RiskAssessment', 'NoSuchType']);
+      await here.warmed();
+      const good = { resourceType: 'RiskAssessment', status: 'final', subject: { reference: 'Patient/x' }, prediction: [{ outcome: { text: 'risk' }, probabilityDecimal: 0.2 }] };
+      const bad = { resourceType: 'RiskAssessment', status: 5, prediction: [{ probabilityDecimal: 'high' }], unknownMember: true };
+      // Synchronous: no round trip to the worker.
+      expect(here.validate(good)).toEqual([]);
+      const inline = here.validate(bad);
+      expect(Array.isArray(inline)).toBe(true);
+      const viaWorker = await there.validate(bad);
+      expect(viaWorker.length).toBeGreaterThan(2);
+      expect(inline).toEqual(viaWorker);
+      // Other types still go to the worker, and a non-type is refused as before.
+      expect(here.validate({ resourceType: 'Observation', status: 'final', code: { text: 'x' } })).toBeInstanceOf(Promise);
+      expect(await here.validate({ resourceType: 'NoSuchType' })).toEqual([{ path: '/resourceType', message: '"NoSuchType" is not a FHIR R4 resource type' }]);
+    } finally {
+      await here.close();
+      await there.close();
     }
   });
 });
