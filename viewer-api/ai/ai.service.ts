@@ -4,6 +4,7 @@ import type { Db } from '../../store/db.js';
 import { CATEGORIES } from '../../consent/categories.js';
 import { conflict, ExchangeError, forbidden, notFound } from '../../store/errors.js';
 import { contextOf, type DecisionContextLoader, type ParticipationCache } from '../../consent/decision-context.js';
+import type { DecisionRows } from '../../consent/consent.repository.js';
 import type { ConsentPolicy } from '../../consent/policy.js';
 import type { Category as IndexCategory, ClinicalRecord } from '../../ingest/records/types.js';
 import { queryPatientRecords, type RecordCursor } from '../../store/records/records.repository.js';
@@ -126,10 +127,24 @@ export function createAiFlow(deps: AiFlowDeps): AiFlow {
   const { db, box, audit, clock, client } = deps;
   const services = freshReads<AiService | undefined>();
   const contextReads = freshReads<Awaited<ReturnType<DecisionContextLoader['load']>>>();
+  // With the consent policy and participation cache, the consent contexts of the requests in
+  // flight are read together, one statement for many patients (group.ts): each read starts after
+  // its request asked.
+  const consent = deps.consent;
+  const decisionRows = grouped<{ regionalId: string; userId: string; at: number }, DecisionRows | undefined>((asks) => repo.decisionRowsMany(db, asks));
+  const loadContext: DecisionContextLoader['load'] = consent
+    ? async (regionalId, requester, at) => {
+        const [rows, participation] = await Promise.all([decisionRows({ regionalId, userId: requester.userId, at }), consent.participation.get()]);
+        return contextOf(rows, participation, consent.policy);
+      }
+    : (regionalId, requester, at) => deps.contexts.load(regionalId, requester, at);
   /** The registry and the consent context as of `since` (performance.now()) or later. */
   const readsSince = (since: number) => ({
     service: (id: string) => services(id, since, () => deps.registry.load(id)),
-    gate: { roles: deps.roles, contexts: { load: (regionalId, requester, at) => contextReads(`${regionalId}\u0000${requester.userId}`, since, () => deps.contexts.load(regionalId, requester, at)) } satisfies DecisionContextLoader },
+    gate: {
+      roles: deps.roles,
+      contexts: { load: (regionalId, requester, at) => (consent ? loadContext(regionalId, requester, at) : contextReads(`${regionalId}\u0000${requester.userId}`, since, () => loadContext(regionalId, requester, at))) } satisfies DecisionContextLoader,
+    },
   });
   const maxRecords = deps.maxRecords ?? 5000;
   const shift = deps.shiftDays ?? randomShiftDays;
@@ -281,7 +296,6 @@ export function createAiFlow(deps: AiFlowDeps): AiFlow {
       const { row, at } = claimed;
       // The decision is taken on the consent context read with the claim, i.e. after the job
       // started (without the consent module's cache and policy: read again here).
-      const consent = deps.consent;
       const gateDeps: Parameters<typeof decideAiRequest>[0] = consent
         ? {
             roles: deps.roles,

@@ -175,6 +175,29 @@ export async function claimRequest(db: Db, id: string, at: number): Promise<Clai
   return (await claimRequests(db, [id], at))[0];
 }
 
+/**
+ * The consent decision context (decisionRowsSql) of many (patient, user) pairs in one statement,
+ * each as of its own `at` (a pair asked twice is read once, as of the later). Answers, per input
+ * in order, the rows, or undefined for an unknown patient.
+ */
+const DECISION_MANY = `
+  select v.regional_id as ctx_regional_id, v.user_id as ctx_user_id, d.*
+  from (select regional_id, user_id, max(at_ms) as at_ms from unnest($1::text[], $2::text[], $3::float8[]) as u(regional_id, user_id, at_ms)
+        group by regional_id, user_id) v,
+    lateral (select ${ts('v.at_ms')} as at, ${ts(`(v.at_ms - ${GRANT_WINDOW_MS})`)} as since) t,
+    lateral (${decisionRowsSql({ regionalId: 'v.regional_id', userId: 'v.user_id', since: 't.since', at: 't.at' })}) d`;
+
+export async function decisionRowsMany(db: Db, asks: readonly { regionalId: string; userId: string; at: number }[]): Promise<(DecisionRows | undefined)[]> {
+  const rows = await preparedQuery<{ ctx_regional_id: string; ctx_user_id: string; survivor: string | null; links: unknown; consents: unknown; grants: unknown; disasters: unknown }>(
+    db,
+    'ai-decision-rows-many',
+    DECISION_MANY,
+    [asks.map((a) => a.regionalId), asks.map((a) => a.userId), asks.map((a) => a.at)],
+  );
+  const by = new Map(rows.map((r) => [`${r.ctx_regional_id}\u0000${r.ctx_user_id}`, decisionRowsOf(r)]));
+  return asks.map((a) => by.get(`${a.regionalId}\u0000${a.userId}`));
+}
+
 /** The published index version of these facilities (those without an index have none). */
 export async function indexVersions(db: Db, facilities: string[]): Promise<IndexVersions> {
   const states = facilities.length
