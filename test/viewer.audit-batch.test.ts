@@ -3,6 +3,8 @@ import { sql } from 'kysely';
 import { createExchange, type Exchange } from '../viewer-api/exchange.js';
 import { testConfig } from '../viewer-api/config.js';
 import { verifyAuditChain } from '../viewer-api/audit/audit.service.js';
+import { appendAuditBatch, readAuditHead } from '../viewer-api/audit/audit.repository.js';
+import { entryBody } from '../viewer-api/audit/audit.entry.js';
 import { createTestDatabase, type TestDatabase } from './support/postgres.js';
 import { tempDir } from './support/tmp.js';
 
@@ -41,6 +43,19 @@ describe('audit entries appended in batches on PostgreSQL', () => {
     await expect(ex.viewer.audit.record({ action: 'test.nohead', outcome: 'success' })).rejects.toThrow(/audit head/);
     await ex.db.insertInto('audit_head').values(head).execute();
     await ex.viewer.audit.record({ action: 'test.headback', outcome: 'success' });
+    expect((await verifyAuditChain(ex.db)).ok).toBe(true);
+  });
+
+  it('answers the head it found under its lock when another writer moved it, and writes nothing', async () => {
+    const real = await readAuditHead(ex.db);
+    const stale = { count: real.count - 1, lastHash: 'f'.repeat(64) };
+    const body = entryBody({ action: 'test.stale', outcome: 'success' }, new Date());
+    const r = await appendAuditBatch(ex.db, stale, [body]);
+    expect(r).toEqual({ moved: real });
+    expect(await readAuditHead(ex.db)).toEqual(real);
+    // Chained after the head it was told, the same batch goes in.
+    const ok = await appendAuditBatch(ex.db, real, [body]);
+    expect('entries' in ok && ok.head.count).toBe(real.count + 1);
     expect((await verifyAuditChain(ex.db)).ok).toBe(true);
   });
 });

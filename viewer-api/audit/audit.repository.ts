@@ -82,15 +82,16 @@ export function appendAudit(db: Kysely<Database>, input: AuditInput, at: Date): 
  * Appends several entries in ONE statement (one round trip, one commit), chained in the order
  * given after `expected`, the head the caller believes current. The statement locks the head row
  * and writes only while it still is `expected`; when another writer moved the head meanwhile
- * (another exchange process on the same database) nothing is written and the result is
- * undefined: read the head again and rebuild the entries. Resolves with the entries and the new
- * head once they are committed.
+ * (another exchange process on the same database) nothing is written and the result carries the
+ * head as the statement found it under its lock (`moved`; undefined when there is no head row):
+ * rebuild the entries after it. Resolves with the entries and the new head once they are
+ * committed.
  */
 export async function appendAuditBatch(
   db: Kysely<Database>,
   expected: AuditHead,
   items: EntryBody[],
-): Promise<{ entries: AuditRecord[]; head: AuditHead } | undefined> {
+): Promise<{ entries: AuditRecord[]; head: AuditHead } | { moved: AuditHead | undefined }> {
   const entries: AuditRecord[] = [];
   let prev = expected.lastHash;
   for (const [i, body] of items.entries()) {
@@ -102,9 +103,14 @@ export async function appendAuditBatch(
   if (!last) return { entries, head: expected };
   const col = <T>(f: (e: AuditRecord) => T) => entries.map(f);
   // unnest of parallel arrays keeps the entries' order; text arrays carry every string exactly.
-  const r = await sql<{ inserted: number; updated: number }>`
-    with h as (
-      select 1 from audit_head where id = 1 and count = ${expected.count} and last_hash = ${expected.lastHash} for update
+  // `cur` locks the head row; under READ COMMITTED a locking read that waited for another writer
+  // returns the row as that writer committed it, so a failed append learns the real head here
+  // instead of reading it again in another round trip.
+  const r = await sql<{ inserted: number; updated: number; head_count: number | null; head_hash: string | null }>`
+    with cur as (
+      select count, last_hash from audit_head where id = 1 for update
+    ), h as (
+      select 1 from cur where count = ${expected.count} and last_hash = ${expected.lastHash}
     ), ins as (
       insert into audit_event (seq, at, action, outcome, reason, user_id, username, facility_id, role, address, device_id,
                                endpoint, patient, purpose, break_glass_reason, detail, prev_hash, hash)
@@ -124,10 +130,11 @@ export async function appendAuditBatch(
       where id = 1 and exists (select 1 from h)
       returning 1
     )
-    select (select count(*) from ins)::int as inserted, (select count(*) from upd)::int as updated
+    select (select count(*) from ins)::int as inserted, (select count(*) from upd)::int as updated,
+           (select count from cur) as head_count, (select last_hash from cur) as head_hash
   `.execute(db);
   const row = r.rows[0]!;
-  if (row.updated !== 1) return undefined;
+  if (row.updated !== 1) return { moved: row.head_count === null || row.head_hash === null ? undefined : { count: Number(row.head_count), lastHash: row.head_hash } };
   if (row.inserted !== entries.length) throw new Error(`audit batch stored ${row.inserted} of ${entries.length} entries`);
   return { entries, head: { count: last.seq, lastHash: last.hash } };
 }

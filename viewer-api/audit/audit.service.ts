@@ -27,7 +27,7 @@ export function createAuditLog(db: Db, clock: Clock): AuditLog {
   let queue: Waiting[] = [];
   let draining = false;
   // The head as this process last wrote or read it. Another process appending moves the real one;
-  // the append then writes nothing, and the head is read again.
+  // the append then writes nothing and answers the head it found, after which the batch goes again.
   let head: AuditHead | undefined;
 
   async function appendAll(batch: Waiting[]): Promise<void> {
@@ -35,11 +35,12 @@ export function createAuditLog(db: Db, clock: Clock): AuditLog {
     for (let attempt = 1; ; attempt++) {
       head ??= await readAuditHead(db);
       const done = await appendAuditBatch(db, head, items);
-      if (done) {
+      if ('entries' in done) {
         head = done.head;
         return;
       }
-      head = undefined;
+      // Another process moved the head: chain after the head the append found (read again if none).
+      head = done.moved;
       // Other writers move the head now and then; a head that never matches (its row removed or
       // rewritten under the exchange) is an error, not a reason to retry for ever.
       if (attempt >= MAX_ATTEMPTS) throw new Error(`the audit head moved under each of ${MAX_ATTEMPTS} appends; the trail needs checking`);
