@@ -13,8 +13,8 @@
  *
  * One physician signs in once (logins are excluded from the figures). The server runs as
  * `hakobune serve` would with this database and Redis (REDIS_URL, default the local one):
- * `--workers N|auto` HTTP processes (default auto: one per core) started by the same startCluster,
- * with this process as their primary; with `--workers 1` the exchange runs in this process.
+ * `--workers N|auto` HTTP processes (default 1, as `serve`) started by the same startCluster, with
+ * this process as their primary; with one process the exchange runs in this process.
  * The clients run in a child process, `--clients` keep-alive connections on loopback,
  * each asking for a random patient's timeline (limit 50) or `Patient/{id}/$everything`
  * (_count 50), for `--warmup` then `--seconds` measured seconds. The client is wrk (one thread,

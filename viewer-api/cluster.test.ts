@@ -3,8 +3,9 @@ import { resolveWorkers } from './cluster.js';
 
 describe('serve --workers', () => {
   const shared = { databaseUrl: 'postgres://x/y', redisUrl: 'redis://x' };
-  it('defaults to one process per core with PostgreSQL and Redis, else one', () => {
-    expect(resolveWorkers(undefined, shared, 4)).toBe(4);
+  it('defaults to one process; auto is one per core with PostgreSQL and Redis, else one', () => {
+    expect(resolveWorkers(undefined, shared, 4)).toBe(1);
+    expect(resolveWorkers('auto', shared, 4)).toBe(4);
     expect(resolveWorkers('auto', shared, 2)).toBe(2);
     expect(resolveWorkers(undefined, { databaseUrl: undefined, redisUrl: undefined }, 4)).toBe(1);
     expect(resolveWorkers(undefined, { databaseUrl: 'postgres://x/y', redisUrl: undefined }, 4)).toBe(1);

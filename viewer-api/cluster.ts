@@ -28,12 +28,15 @@ const SLOT_ENV = 'HAKOBUNE_WORKER_SLOT';
 const OPTIONS_ENV = 'HAKOBUNE_WORKER_OPTIONS';
 
 /**
- * The number of HTTP processes: `--workers N`, or by default (or `auto`) one per core where the
- * deployment allows several (PostgreSQL and Redis), else 1.
+ * The number of HTTP processes: `--workers N`; `auto`: one per core where the deployment allows
+ * several (PostgreSQL and Redis), else 1; by default 1. (On the 2-core development machine, with
+ * PostgreSQL on the same cores, two processes cost more CPU per request than they free: see
+ * bench/README.md, Viewer API. They pay where the API has cores of its own.)
  */
 export function resolveWorkers(value: string | undefined, config: Pick<Config, 'databaseUrl' | 'redisUrl'>, cores = os.availableParallelism()): number {
   const shared = !!config.databaseUrl && !!config.redisUrl;
-  if (value === undefined || value === 'auto') return shared ? Math.max(1, cores) : 1;
+  if (value === undefined) return 1;
+  if (value === 'auto') return shared ? Math.max(1, cores) : 1;
   if (!/^[0-9]+$/.test(value) || Number(value) < 1 || Number(value) > 256) {
     throw new UsageError(`--workers must be a number of processes from 1 to 256, or auto (got ${JSON.stringify(value)})`);
   }

@@ -27,7 +27,7 @@ export function registerServerCommands(program: Command): void {
   program
     .command('serve')
     .description('run the exchange (HTTP API, upload protocol and, in the embedded mode, jobs)')
-    .option('--workers <n>', 'HTTP processes sharing the port: a number or auto (default: one per core with PostgreSQL and Redis, else 1)')
+    .option('--workers <n>', 'HTTP processes sharing the port: a number, or auto (one per core with PostgreSQL and Redis); default 1')
     .action(async (opts: { workers?: string }) => {
       const config = readConfig();
       if (isClusterWorker()) return runClusterWorker(config);
