@@ -159,12 +159,35 @@ export function recordHead(r: VisibleRecord) {
  * index stored: a timeline page is not parsed and serialised again record by record.
  */
 export function recordsJson(records: readonly VisibleRecord[]): string {
-  const parts: string[] = [];
-  for (const r of records) {
+  return recordsJsonParts(records, []).join('');
+}
+
+/**
+ * recordsJson as pieces appended to `out` (returned): each content text is a piece of its own, so
+ * that a response can encode the pieces straight into its bytes (utf8Bytes) without first joining
+ * them into one large string.
+ */
+export function recordsJsonParts(records: readonly VisibleRecord[], out: string[]): string[] {
+  out.push('[');
+  for (let i = 0; i < records.length; i++) {
+    const r = records[i]!;
     const head = JSON.stringify({ ...recordHead(r), basis: r.basis });
-    parts.push(`${head.slice(0, -1)},"content":${r[CONTENT_JSON]}}`);
+    out.push(`${i ? ',' : ''}${head.slice(0, -1)},"content":`, r[CONTENT_JSON], '}');
   }
-  return `[${parts.join(',')}]`;
+  out.push(']');
+  return out;
+}
+
+/** The UTF-8 bytes of text pieces, written into one Buffer (no joined string in between). */
+export function utf8Bytes(parts: readonly string[]): Buffer {
+  let size = 0;
+  for (const p of parts) size += Buffer.byteLength(p, 'utf8');
+  const out = Buffer.allocUnsafe(size);
+  let at = 0;
+  for (const p of parts) at += out.write(p, at, 'utf8');
+  // Every byte of the uninitialised buffer must have been written.
+  if (at !== size) throw new Error(`encoded ${at} of ${size} bytes`);
+  return out;
 }
 
 /** The limited handle: everything in it has passed the gate. */

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { CONTENT_JSON, recordsJson, type VisibleRecord } from './gate.js';
+import { CONTENT_JSON, recordsJson, recordsJsonParts, utf8Bytes, type VisibleRecord } from './gate.js';
 
 function visible(id: number, content: unknown, storedText: string): VisibleRecord {
   return {
@@ -29,5 +29,16 @@ describe('recordsJson', () => {
     const rs = [visible(1, a, stored), visible(2, null, 'null')];
     expect(JSON.parse(recordsJson(rs))).toEqual(JSON.parse(JSON.stringify(rs)));
     expect(recordsJson([])).toBe('[]');
+  });
+
+  it('gives the same bytes piece by piece as the joined text encoded at once', () => {
+    const stored = '{"note": "日本語 \\u0000 \ud83d\ude00 😀 é"}';
+    const rs = [visible(1, null, stored), visible(2, null, 'null'), visible(3, null, stored)];
+    const parts = recordsJsonParts(rs, ['{"records":']);
+    parts.push('}');
+    expect(utf8Bytes(parts).equals(Buffer.from(`{"records":${recordsJson(rs)}}`, 'utf8'))).toBe(true);
+    // A lone surrogate is encoded the same way (U+FFFD) by both.
+    expect(utf8Bytes(['a\ud800b', 'c']).equals(Buffer.from('a\ud800bc', 'utf8'))).toBe(true);
+    expect(utf8Bytes([]).length).toBe(0);
   });
 });

@@ -6,7 +6,7 @@ import { readJson } from '../http/body.js';
 import type { AuthService } from '../auth/auth.service.js';
 import type { AuditLog } from '../audit/audit.service.js';
 import { roleMay, type RolePolicy } from '../roles/roles.js';
-import { NOT_PERMITTED, recordsJson, type Gate } from '../gate/gate.js';
+import { NOT_PERMITTED, recordsJsonParts, utf8Bytes, type Gate } from '../gate/gate.js';
 import { preloadedContext, principalOf, requirePatientSession, requireSession } from './session.js';
 import type { SessionContextLoader } from '../gate/session-context.js';
 import { parseQuery, regionalIdParam, TimelineQuery } from './params.js';
@@ -91,12 +91,12 @@ export function patientsRouter(deps: {
       cursor: q.cursor,
     });
     // The records' stored JSON goes out as it is (see recordsJson): no parse and re-serialisation;
-    // and as bytes, encoded once (a string body is measured, then encoded again on writing).
+    // and as bytes, encoded once (a string body is measured, then encoded again on writing),
+    // piece by piece (not first joined into one 80 KB string).
+    const parts = [`{"patient":${JSON.stringify(view.regionalId)},"purpose":${JSON.stringify(view.purpose)},"records":`];
+    recordsJsonParts(page.records, parts).push(`,"nextCursor":${JSON.stringify(page.nextCursor ?? null)}}`);
     ctx.type = 'application/json';
-    ctx.body = Buffer.from(
-      `{"patient":${JSON.stringify(view.regionalId)},"purpose":${JSON.stringify(view.purpose)},` +
-        `"records":${recordsJson(page.records)},"nextCursor":${JSON.stringify(page.nextCursor ?? null)}}`,
-    );
+    ctx.body = utf8Bytes(parts);
   });
 
   r.get('/:id', patientSession, async (ctx) => {
