@@ -127,6 +127,57 @@ describe('cache file', () => {
     fs.writeFileSync(file, good.replace(/\ny\t1\t/, '\ny\t'));
     await expect(readAll(file)).rejects.toThrow(/expected 5 fields/);
   });
+  it('reads blocks across read chunks: multi-byte names split at a chunk edge, and a line longer than a chunk', async () => {
+    const file = path.join(t.dir, 'c');
+    const w = await CacheWriter.create(file, { facilityId: 'F', server: '', feedPosition: null });
+    const blocks: CacheBlock[] = [];
+    // ~3 MiB of lines of varying length, so chunk edges fall inside names, numbers and hashes.
+    for (let i = 0; i < 12_000; i++) {
+      const b = block(`standard/${String(i).padStart(5, '0')}/日本語-${'x'.repeat(i % 97)}`, [`z${i}%\t`, `名前-${i}-${'y'.repeat(i % 131)}`]);
+      blocks.push(b);
+    }
+    // A directory path longer than one read chunk (1 MiB).
+    blocks.push(block(`standard/99999/${'l'.repeat(1_200_000)}`, ['after-long']));
+    blocks.push(block('standard/99999z', ['last']));
+    for (const b of blocks) await w.writeBlock(b);
+    await w.finish();
+    expect(fs.statSync(file).size).toBeGreaterThan(4 << 20);
+    expect(await readAll(file)).toEqual(blocks);
+  });
+
+  it('hands out strings that do not keep its read buffer alive', async () => {
+    // A delta manifest keeps entries from all over both caches until its batch is sent: if each
+    // kept a 1 MiB read chunk alive, a 10,000-entry batch could hold the whole cache.
+    const v8 = await import('node:v8');
+    const vm = await import('node:vm');
+    v8.setFlagsFromString('--expose-gc');
+    const gc = vm.runInNewContext('gc') as () => void;
+    const file = path.join(t.dir, 'c');
+    const w = await CacheWriter.create(file, { facilityId: 'F', server: '', feedPosition: null });
+    const name = (i: number) => `${String(i).padStart(7, '0')}_${'n'.repeat(200)}`;
+    for (let i = 0; i < 60_000; i++) await w.writeBlock(block(`standard/${String(i).padStart(6, '0')}`, [name(i)]));
+    await w.finish();
+    expect(fs.statSync(file).size).toBeGreaterThan(16 << 20);
+    const used = () => {
+      gc();
+      gc();
+      const m = process.memoryUsage();
+      return m.heapUsed + m.external;
+    };
+    const kept: { dir: string; name: string; sha256: string }[] = [];
+    const before = used();
+    const r = await CacheReader.open(file);
+    let i = 0;
+    for (let b = await r!.next(); b; b = await r!.next()) {
+      // One entry in every 2,000 blocks: one from each ~0.5 MiB of the file.
+      if (i++ % 2_000 === 0) kept.push({ dir: b.dir, name: b.files[0]!.name, sha256: b.files[0]!.sha256 });
+    }
+    const retained = used() - before;
+    expect(kept).toHaveLength(30);
+    expect(kept[29]!.name).toBe(name(58_000));
+    // 30 small entries (a few KiB); a view of each chunk they came from would be ~16 MiB.
+    expect(retained).toBeLessThan(4 << 20);
+  });
 });
 
 describe('scanTree beside the cache', () => {

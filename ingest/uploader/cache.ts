@@ -1,7 +1,6 @@
 import fs from 'node:fs';
 import fsp from 'node:fs/promises';
 import path from 'node:path';
-import { StringDecoder } from 'node:string_decoder';
 import { compareDirs, compareNames, escapeField, unescapeField } from './order.js';
 
 /**
@@ -70,23 +69,34 @@ export class CacheCorruptError extends Error {
   }
 }
 
-const SHA256_HEX = /^[0-9a-f]{64}$/;
-
-/** Bytes read from a cache file at a time. */
+/** Bytes read from a cache file at a time (the read buffer grows only for a longer line). */
 const READ_CHUNK = 1 << 20;
 
-/** Reads a cache file block by block, in order. */
+const NL = 10;
+const TAB = 9;
+const SLASH = 47;
+const END_MARKER = Buffer.from('//end\t');
+
+/** Buffer's decoders without toString's argument checks (every Node Buffer has them; the typings leave them out). */
+type DecodingBuffer = Buffer & { latin1Slice(start: number, end: number): string; utf8Slice(start: number, end: number): string };
+
+/**
+ * Reads a cache file block by block, in order.
+ *
+ * Lines are parsed from the bytes of the read buffer, and every string handed out (names,
+ * directories, hashes) is decoded from its own bytes. Strings cut from a decoded chunk (split,
+ * slice) would be views that keep the whole chunk alive: a delta manifest batch holding 10,000
+ * entries from all over a 1M-file cache then held every 1 MiB chunk of both caches.
+ */
 export class CacheReader {
-  private pendingDir: string | null = null;
   private lastDir: string | null = null;
   private done = false;
   private lineNo: number;
-  /** Lines read ahead of the cursor; the last piece of a chunk is kept until its end arrives. */
-  private lines: string[] = [];
+  private buf = Buffer.allocUnsafe(READ_CHUNK) as DecodingBuffer;
+  /** The unparsed bytes are buf[at, end). */
   private at = 0;
-  private carry = '';
-  private readonly decoder = new StringDecoder('utf8');
-  private readonly chunk = Buffer.allocUnsafe(READ_CHUNK);
+  private end = 0;
+  private readonly tabs = new Int32Array(4);
   private fd: number | null;
 
   private constructor(
@@ -149,36 +159,48 @@ export class CacheReader {
     } finally {
       await fh.close();
     }
-    // Read in large synchronous chunks and split here: a promise per line (readline's
+    // Read in large synchronous chunks and parsed here: a promise per line (readline's
     // iterator) cost more than the parsing, and a nightly run reads a 1M-line cache three times.
     return new CacheReader(file, header, totals, fs.openSync(file, 'r'), bodyStart, headerLines);
   }
 
-  private nextLine(): string | null {
-    while (this.at >= this.lines.length) {
-      if (this.fd === null) return null;
+  /**
+   * Makes sure a whole line starts at `at`; returns the index of its newline, or -1 at the end
+   * of the file.
+   */
+  private lineEnd(): number {
+    for (let from = this.at; ; ) {
+      const nl = this.buf.indexOf(NL, from);
+      // Bytes past `end` are left over from an earlier read.
+      if (nl >= 0 && nl < this.end) return nl;
+      from = this.end;
+      if (this.fd === null) {
+        if (this.at < this.end) throw this.corrupt('unexpected end');
+        return -1;
+      }
+      // Keep the unparsed piece at the front, then read after it (a line longer than the
+      // buffer grows it).
+      const left = this.end - this.at;
+      if (this.at > 0) this.buf.copy(this.buf, 0, this.at, this.end);
+      if (left === this.buf.length) {
+        const bigger = Buffer.allocUnsafe(this.buf.length * 2) as DecodingBuffer;
+        this.buf.copy(bigger, 0, 0, left);
+        this.buf = bigger;
+      }
+      from -= this.at;
+      this.at = 0;
+      this.end = left;
       let n: number;
       try {
-        n = fs.readSync(this.fd, this.chunk, 0, READ_CHUNK, this.position);
+        n = fs.readSync(this.fd, this.buf, left, this.buf.length - left, this.position);
       } catch (e) {
         this.closeFile();
         throw new CacheCorruptError(this.file, `cannot be read: ${(e as Error).message}`);
       }
       this.position += n;
-      const text = this.carry + (n === 0 ? this.decoder.end() : this.decoder.write(this.chunk.subarray(0, n)));
-      this.lines = text.split('\n');
-      this.at = 0;
-      if (n > 0) {
-        this.carry = this.lines.pop()!;
-      } else {
-        this.closeFile();
-        this.carry = '';
-        // The file ends with a newline: the piece after it is empty.
-        if (this.lines[this.lines.length - 1] === '') this.lines.pop();
-      }
+      this.end += n;
+      if (n === 0) this.closeFile();
     }
-    this.lineNo++;
-    return this.lines[this.at++]!;
   }
 
   private closeFile(): void {
@@ -191,50 +213,100 @@ export class CacheReader {
     return new CacheCorruptError(this.file, `line ${this.lineNo}: ${detail}`);
   }
 
+  /** A field's text, decoded into a string of its own (never a view of a larger one). */
+  private text(from: number, to: number): string {
+    const b = this.buf;
+    let i = from;
+    while (i < to && b[i]! < 0x80) i++;
+    return i === to ? b.latin1Slice(from, to) : b.utf8Slice(from, to);
+  }
+
+  /** A decimal field; integers are read here, anything else (fractions, exponents) by Number. */
+  private number(from: number, to: number): number {
+    const b = this.buf;
+    let v = 0;
+    if (to - from > 0 && to - from <= 15) {
+      let i = from;
+      for (; i < to; i++) {
+        const d = b[i]! - 48;
+        if (d < 0 || d > 9) break;
+        v = v * 10 + d;
+      }
+      if (i === to) return v;
+    }
+    return to > from ? Number(b.latin1Slice(from, to)) : NaN;
+  }
+
+  private isSha256(from: number, to: number): boolean {
+    if (to - from !== 64) return false;
+    const b = this.buf;
+    for (let i = from; i < to; i++) {
+      const c = b[i]!;
+      if (!((c >= 48 && c <= 57) || (c >= 97 && c <= 102))) return false;
+    }
+    return true;
+  }
+
+  /** Parses the file line buf[at, nl). */
+  private fileLine(nl: number): CachedFile {
+    const b = this.buf;
+    const tabs = this.tabs;
+    let n = 0;
+    for (let i = this.at; i < nl; i++) {
+      if (b[i] === TAB) {
+        if (n === 4) throw this.corrupt('expected 5 fields');
+        tabs[n++] = i;
+      }
+    }
+    if (n !== 4) throw this.corrupt('expected 5 fields');
+    const t1 = tabs[0]!;
+    const t2 = tabs[1]!;
+    const t3 = tabs[2]!;
+    const t4 = tabs[3]!;
+    const size = this.number(t1 + 1, t2);
+    const mtimeMs = this.number(t2 + 1, t3);
+    if (!Number.isSafeInteger(size) || size < 0 || !Number.isFinite(mtimeMs) || !this.isSha256(t4 + 1, nl)) throw this.corrupt('bad field');
+    return { name: unescapeField(this.text(this.at, t1)), size, mtimeMs, ino: this.number(t3 + 1, t4), sha256: b.latin1Slice(t4 + 1, nl) };
+  }
+
   /** The next directory block, or null at the end. */
   async next(): Promise<CacheBlock | null> {
     if (this.done) return null;
-    let dirLine = this.pendingDir;
-    this.pendingDir = null;
-    if (dirLine === null) {
-      const l = this.nextLine();
-      if (l === null) throw this.corrupt('unexpected end');
-      dirLine = l;
-    }
-    if (dirLine.startsWith('//end\t')) {
+    let nl = this.lineEnd();
+    this.lineNo++;
+    if (nl < 0) throw this.corrupt('unexpected end');
+    const b0 = this.buf;
+    if (nl - this.at >= END_MARKER.length && b0.compare(END_MARKER, 0, END_MARKER.length, this.at, this.at + END_MARKER.length) === 0) {
       this.done = true;
       this.close();
       return null;
     }
-    if (!dirLine.startsWith('/')) throw this.corrupt('expected a directory line');
-    const dir = unescapeField(dirLine.slice(1));
+    if (b0[this.at] !== SLASH) throw this.corrupt('expected a directory line');
+    const dir = unescapeField(this.text(this.at + 1, nl));
     if (this.lastDir !== null && compareDirs(this.lastDir, dir) >= 0) throw this.corrupt(`directories out of order at ${dir}`);
     this.lastDir = dir;
+    this.at = nl + 1;
     const files: CachedFile[] = [];
     for (;;) {
-      const l = this.nextLine();
-      if (l === null) throw this.corrupt('unexpected end');
-      if (l.startsWith('/')) {
-        this.pendingDir = l;
-        break;
+      nl = this.lineEnd();
+      if (nl < 0) {
+        this.lineNo++;
+        throw this.corrupt('unexpected end');
       }
-      const f = l.split('\t');
-      if (f.length !== 5) throw this.corrupt('expected 5 fields');
-      const [name, size, mtime, ino, sha] = f as [string, string, string, string, string];
-      const file: CachedFile = { name: unescapeField(name), size: Number(size), mtimeMs: Number(mtime), ino: Number(ino), sha256: sha };
-      if (!Number.isSafeInteger(file.size) || file.size < 0 || !Number.isFinite(file.mtimeMs) || !SHA256_HEX.test(sha)) {
-        throw this.corrupt('bad field');
-      }
+      // The next directory line (or the end marker) starts the next block.
+      if (this.buf[this.at] === SLASH) break;
+      this.lineNo++;
+      const file = this.fileLine(nl);
       const prev = files[files.length - 1];
       if (prev && compareNames(prev.name, file.name) >= 0) throw this.corrupt(`names out of order at ${file.name}`);
       files.push(file);
+      this.at = nl + 1;
     }
     return { dir, files };
   }
 
   close(): void {
     this.done = true;
-    this.lines = [];
     this.closeFile();
   }
 }
