@@ -7,7 +7,10 @@
  * the exchange (its process with its worker threads, and its PostgreSQL backends) spent per
  * request.
  *
- *   npx tsx bench/ai.bench.ts [--requests 1500] [--inflight 100] [--patients 10] [--profile out.cpuprofile] [--statements]
+ *   npx tsx bench/ai.bench.ts [--requests 1500] [--inflight 100] [--patients 10] [--profile out.cpuprofile] [--statements] [--redis redis://127.0.0.1:6379]
+ *
+ * --redis: the AI queue (and the exchange's other jobs) through BullMQ on that Redis, under a key
+ * prefix of its own removed at the end; without it, the in-process queue.
  *
  * Two processes: this one runs the exchange (PostgreSQL backend, in-process AI queue, the
  * de-identification worker threads); a child process runs the load clients, the timeline client
@@ -110,7 +113,9 @@ async function exchangeMain() {
   const tmp = tempDir('hakobune-ai-bench-');
   const pgdb = await createTestDatabase('aibench');
   const base = testConfig(tmp.dir, { databaseUrl: pgdb.url });
-  const exchange = await createExchange({ ...base, auth: { ...base.auth, loginAttemptsPerMinute: 10_000 } });
+  const REDIS = arg('redis', '');
+  const queuePrefix = `ai-bench-${Date.now().toString(36)}`;
+  const exchange = await createExchange({ ...base, redisUrl: REDIS || undefined, auth: { ...base.auth, loginAttemptsPerMinute: 10_000 } }, REDIS ? { jobs: { queuePrefix } } : {});
   const url = await exchange.listen();
   const cli = { actor: { username: 'cli:bench' }, address: null, endpoint: 'bench' };
   const child = fork(fileURLToPath(import.meta.url), ['--role', 'clients'], { execArgv: ['--import', 'tsx'], stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
@@ -272,6 +277,18 @@ async function exchangeMain() {
     await exchange.stop();
     await pgdb.drop();
     tmp.remove();
+    if (REDIS) {
+      // The bench's queues and counters only (its own prefix).
+      const { Redis } = await import('ioredis');
+      const r = new Redis(REDIS);
+      let cursor = '0';
+      do {
+        const [next, keys] = await r.scan(cursor, 'MATCH', `${queuePrefix}:*`, 'COUNT', 1000);
+        if (keys.length) await r.del(...keys);
+        cursor = next;
+      } while (cursor !== '0');
+      await r.quit();
+    }
   }
 }
 
