@@ -3,13 +3,21 @@
  * made while a statement is in flight wait and go together in the next one, as the audit log
  * does (audit/audit.service.ts). With many analyses in flight, one statement and one commit then
  * serve many requests instead of one each; alone, a call goes at once. Each call resolves only
- * when its own statement has completed (a submit answers only once its row is committed); a
- * failed statement rejects every call of its group. `run` answers one output per input, in order.
+ * when its own statement has completed (a submit answers only once its row is committed). A
+ * group whose statement fails is run again one call at a time, so that one bad call (a row the
+ * database refuses) fails alone: `run` must therefore be all-or-nothing (one statement) and
+ * answer one output per input, in order.
  */
 export function grouped<I, O>(run: (items: I[]) => Promise<O[]>, maxGroup = 256): (item: I) => Promise<O> {
   type Waiting = { item: I; resolve: (o: O) => void; reject: (e: unknown) => void };
   let queue: Waiting[] = [];
   let draining = false;
+
+  const runChecked = async (items: I[]): Promise<O[]> => {
+    const out = await run(items);
+    if (out.length !== items.length) throw new Error(`a grouped statement answered ${out.length} results for ${items.length} calls`);
+    return out;
+  };
 
   async function drain(): Promise<void> {
     draining = true;
@@ -18,11 +26,11 @@ export function grouped<I, O>(run: (items: I[]) => Promise<O[]>, maxGroup = 256)
         const group = queue.length <= maxGroup ? queue : queue.slice(0, maxGroup);
         queue = queue.length <= maxGroup ? [] : queue.slice(maxGroup);
         try {
-          const out = await run(group.map((w) => w.item));
-          if (out.length !== group.length) throw new Error(`a grouped statement answered ${out.length} results for ${group.length} calls`);
+          const out = await runChecked(group.map((w) => w.item));
           group.forEach((w, i) => w.resolve(out[i]!));
         } catch (e) {
-          for (const w of group) w.reject(e);
+          if (group.length === 1) group[0]!.reject(e);
+          else await Promise.all(group.map((w) => runChecked([w.item]).then((out) => w.resolve(out[0]!), w.reject)));
         }
       }
     } finally {
