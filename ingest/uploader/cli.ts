@@ -1,5 +1,5 @@
 import { Command, CommanderError } from 'commander';
-import { exitCodeFor } from '../../viewer-api/cli/output.js';
+import { usageExitCode } from '../../viewer-api/cli/usage.js';
 import { configureUploadCommand } from './upload.command.js';
 
 /**
@@ -14,6 +14,6 @@ export async function uploadMain(argv: string[]): Promise<number> {
     return 0;
   } catch (err) {
     if (err instanceof CommanderError) return err.exitCode === 0 ? 0 : 2;
-    return exitCodeFor(err);
+    return usageExitCode(err);
   }
 }

@@ -1,7 +1,7 @@
 import os from 'node:os';
 import path from 'node:path';
 import type { Command } from 'commander';
-import { report, UsageError, type OutputOptions } from '../../viewer-api/cli/output.js';
+import { report, UsageError, type OutputOptions } from '../../viewer-api/cli/usage.js';
 import { formatBytes, progressView } from './progress.js';
 import { httpTransport } from './transport.js';
 import { uploadTree, UploadFailedError, UploadInputError, type UploadSummary } from './upload.js';

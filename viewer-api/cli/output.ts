@@ -1,21 +1,8 @@
 import { ExchangeError } from '../../store/errors.js';
 import { ConfigError } from '../config.js';
+import { UsageError } from './usage.js';
 
-/** Options every reporting command accepts. */
-export interface OutputOptions {
-  json?: boolean;
-}
-
-/** Prints a command's result: as JSON for scripts with --json, else as the given human text. */
-export function report(opts: OutputOptions, value: unknown, human: () => string): void {
-  if (opts.json) process.stdout.write(JSON.stringify(value, null, 2) + '\n');
-  else process.stdout.write(human() + '\n');
-}
-
-/** A usage or input error of a CLI command: printed without a stack, exit code 2. */
-export class UsageError extends Error {
-  override name = 'UsageError';
-}
+export { report, UsageError, type OutputOptions } from './usage.js';
 
 /**
  * Turns what a command threw into a message on stderr and an exit code:
