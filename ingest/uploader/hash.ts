@@ -77,8 +77,12 @@ export function hashFile(fs: TreeFs, abs: string, maxBytes: number): HashOutcome
   return { ok: false, reason: 'unstable', detail: `${lastDetail}, ${ATTEMPTS} times` };
 }
 
-/** Reads a file whole and checks it still has the expected SHA-256 (for sending its bytes). */
-export function readVerified(fs: TreeFs, abs: string, sha256: string, size: number): { ok: true; bytes: Buffer } | { ok: false; detail: string } {
+/**
+ * Reads a file whole into `buf` at `offset` and checks it still has the expected SHA-256 (for
+ * sending its bytes). `buf` must have room for `size + 1` bytes there: the byte past the size
+ * shows a file that grew (it may overwrite whatever follows; the caller writes that later).
+ */
+export function readVerifiedInto(fs: TreeFs, abs: string, sha256: string, size: number, buf: Buffer, offset: number): { ok: true } | { ok: false; detail: string } {
   let fd: number;
   try {
     fd = fs.open(abs);
@@ -87,22 +91,23 @@ export function readVerified(fs: TreeFs, abs: string, sha256: string, size: numb
     return { ok: false, detail: err.code === 'ENOENT' ? 'the file was deleted or renamed' : `${err.code ?? 'error'}: ${err.message}` };
   }
   try {
-    const buf = Buffer.allocUnsafe(size + 1);
+    const room = size + 1;
+    if (buf.length - offset < room) throw new RangeError(`no room for ${room} bytes at ${offset} of ${buf.length}`);
     let total = 0;
-    while (total < buf.length) {
-      const want = buf.length - total;
-      const bytesRead = fs.read(fd, buf, total, want, total);
+    while (total < room) {
+      const want = room - total;
+      const bytesRead = fs.read(fd, buf, offset + total, want, total);
       if (bytesRead === 0) break;
       total += bytesRead;
       // A short read that ends at the size is the end (as in hashFile): one read call per file.
       if (total === size && bytesRead < want) break;
     }
     if (total !== size) return { ok: false, detail: `the file is now ${total > size ? 'larger' : `${total} bytes`}, it was ${size}` };
-    const bytes = buf.subarray(0, size);
-    const actual = createHash('sha256').update(bytes).digest('hex');
+    const actual = createHash('sha256').update(buf.subarray(offset, offset + size)).digest('hex');
     if (actual !== sha256) return { ok: false, detail: 'the file changed since it was scanned' };
-    return { ok: true, bytes };
+    return { ok: true };
   } catch (e) {
+    if (e instanceof RangeError) throw e;
     const err = e as NodeJS.ErrnoException;
     return { ok: false, detail: `${err.code ?? 'error'}: ${err.message}` };
   } finally {

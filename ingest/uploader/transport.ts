@@ -200,12 +200,17 @@ export function httpTransport(opts: HttpTransportOptions): UploadTransport {
 export function frameBlobs(blobs: { sha256: string; bytes: Buffer }[]): Buffer {
   const parts: Buffer[] = [];
   for (const b of blobs) {
-    const head = Buffer.alloc(36);
-    head.write(b.sha256, 0, 32, 'hex');
-    head.writeUInt32BE(b.bytes.length, 32);
+    const head = Buffer.alloc(FRAME_OVERHEAD);
+    writeFrameHead(head, 0, b.sha256, b.bytes.length);
     parts.push(head, b.bytes);
   }
   return Buffer.concat(parts);
+}
+
+/** Writes one blob's frame head (its bytes follow it) at `offset`. */
+export function writeFrameHead(buf: Buffer, offset: number, sha256: string, length: number): void {
+  buf.write(sha256, offset, 32, 'hex');
+  buf.writeUInt32BE(length, offset + 32);
 }
 
 export const FRAME_OVERHEAD = 36;

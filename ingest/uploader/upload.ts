@@ -5,12 +5,12 @@ import path from 'node:path';
 import readline from 'node:readline';
 import { CacheCorruptError, CacheReader, CacheWriter, replaceFile, setCacheSnapshotId } from './cache.js';
 import { FeedError, listFeedFiles, readFeedChanges } from './feed.js';
-import { readVerified } from './hash.js';
+import { readVerifiedInto } from './hash.js';
 import { manifestEntries, type FileEntry, type ManifestEntry } from './manifest.js';
 import { escapeField, unescapeField } from './order.js';
 import { DEFAULT_RETRY, RetriesExhaustedError, withRetry, type RetryDeps, type RetryPolicy } from './retry.js';
 import { scanTree, type Mount, type ScanStats, type WalkRoot } from './scan.js';
-import { FRAME_OVERHEAD, UploadHttpError, frameBlobs, type CommitAnswer, type UploadTransport } from './transport.js';
+import { FRAME_OVERHEAD, UploadHttpError, writeFrameHead, type CommitAnswer, type UploadTransport } from './transport.js';
 import { nodeTreeFs, type Problem, type ProblemKind, type TreeFs } from './walk.js';
 
 /** PROTOCOL.md step 2 and 3 limits. */
@@ -665,16 +665,26 @@ async function sendAndCommit(
     return path.join(mount.root, ...p.slice(slash + 1).split('/'));
   };
 
-  /** Reads a batch's files (synchronous reads, in slices between turns of the event loop) and frames them. */
+  /**
+   * Reads a batch's files straight into one framed request body (synchronous reads, in slices
+   * between turns of the event loop): no buffer per file and no copy to frame them.
+   */
   const readBatch = async (group: { sha256: string; path: string; size: number }[]): Promise<Buffer> => {
-    const read: { sha256: string; bytes: Buffer }[] = [];
-    for (const it of group) {
-      if (read.length > 0 && read.length % READ_SLICE === 0) await new Promise<void>((r) => setImmediate(r));
-      const r = readVerified(ctx.fs, absOf(it.path), it.sha256, it.size);
+    let total = 0;
+    for (const it of group) total += FRAME_OVERHEAD + it.size;
+    // One spare byte: each read asks for one byte past the size, to notice a file that grew.
+    const body = Buffer.allocUnsafeSlow(total + 1);
+    let at = 0;
+    for (let n = 0; n < group.length; n++) {
+      if (n > 0 && n % READ_SLICE === 0) await new Promise<void>((r) => setImmediate(r));
+      const it = group[n]!;
+      const r = readVerifiedInto(ctx.fs, absOf(it.path), it.sha256, it.size, body, at + FRAME_OVERHEAD);
       if (!r.ok) throw new FileChangedError(`${it.path}: ${r.detail}`);
-      read.push({ sha256: it.sha256, bytes: r.bytes });
+      // Written after the read, which may have put its extra byte over this place.
+      writeFrameHead(body, at, it.sha256, it.size);
+      at += FRAME_OVERHEAD + it.size;
     }
-    return frameBlobs(read);
+    return body.subarray(0, total);
   };
 
   // One blob request in flight while this process reads the next batch or sends the next
