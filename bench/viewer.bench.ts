@@ -38,6 +38,7 @@ import type { LoadSpec } from './viewer.load.js';
 import inspector from 'node:inspector/promises';
 import { sql } from 'kysely';
 import pg from 'pg';
+import { Redis } from 'ioredis';
 import { createExchange } from '../viewer-api/exchange.js';
 import { testConfig } from '../viewer-api/config.js';
 import { readStoredFile } from '../ingest/records/read.js';
@@ -457,6 +458,11 @@ async function main() {
     await benchDb.end();
     await running?.stop();
     await exchange.stop();
+    // The queues and rate-limit counters of this run's prefix.
+    const redis = new Redis(REDIS_URL);
+    const keys = await redis.keys(`${queuePrefix}:*`);
+    if (keys.length) await redis.del(...keys);
+    redis.disconnect();
     tmp.remove();
     if (!REUSE) await admin((c) => c.query(`drop database if exists "${DB_NAME}" with (force)`));
   }
