@@ -72,6 +72,41 @@ export interface NewBlob {
   dictionaryId: number | null;
 }
 
+/**
+ * Array parameters written as PostgreSQL array literals here, once, instead of by the driver.
+ * PGlite's serializer turns a bytea into hex one byte at a time (a string per byte: for a
+ * 10,000-entry manifest, 320,000 of them) and quotes and escapes every element of an int
+ * array with two regular expressions; node-postgres accepts the same literal text. A hash
+ * becomes `"\\x<hex>"` (Buffer.toString('hex') is native), a number its decimal text, null NULL.
+ */
+export function byteaArray(xs: readonly (Buffer | null)[]): string {
+  let out = '{';
+  for (let i = 0; i < xs.length; i++) {
+    const x = xs[i];
+    if (i > 0) out += ',';
+    out += x === null || x === undefined ? 'NULL' : `"\\\\x${x.toString('hex')}"`;
+  }
+  return out + '}';
+}
+
+/** An array literal of integers (each a safe integer) or nulls; see byteaArray. */
+export function intArray(xs: readonly (number | null)[]): string {
+  let out = '{';
+  for (let i = 0; i < xs.length; i++) {
+    const x = xs[i];
+    if (i > 0) out += ',';
+    if (x === null || x === undefined) out += 'NULL';
+    else if (Number.isSafeInteger(x)) out += String(x);
+    else throw new Error(`not an integer: ${x}`);
+  }
+  return out + '}';
+}
+
+/** A boolean array literal; see byteaArray. */
+export function boolArray(xs: readonly boolean[]): string {
+  return `{${xs.map((x) => (x ? 't' : 'f')).join(',')}}`;
+}
+
 export function isUniqueViolation(e: unknown): boolean {
   return (e as { code?: string })?.code === '23505';
 }
@@ -285,9 +320,9 @@ export async function stageEntries(db: Db, uploadId: string, entries: StagedEntr
   const inserted = await sql<{ path: string }>`
     insert into upload_entry (upload_id, path, size, mtime, sha256, deleted)
     select ${uploadId}, u.path, u.size, u.mtime, u.sha256, u.deleted
-    from unnest(${entries.map((e) => e.path)}::text[], ${entries.map((e) => e.size)}::int8[],
-                ${entries.map((e) => e.mtime)}::int8[], ${entries.map((e) => e.sha256)}::bytea[],
-                ${entries.map((e) => e.deleted)}::boolean[]) as u(path, size, mtime, sha256, deleted)
+    from unnest(${entries.map((e) => e.path)}::text[], ${intArray(entries.map((e) => e.size))}::int8[],
+                ${intArray(entries.map((e) => e.mtime))}::int8[], ${byteaArray(entries.map((e) => e.sha256))}::bytea[],
+                ${boolArray(entries.map((e) => e.deleted))}::boolean[]) as u(path, size, mtime, sha256, deleted)
     on conflict (upload_id, path) do nothing
     returning path`.execute(db);
   const count = inserted.rows.length;
@@ -319,7 +354,7 @@ export async function touchUpload(db: Db, id: string, add: { entries?: number; b
 /** Of these hashes, the ones the blob index holds. */
 export async function presentBlobs(db: Db, hashes: Buffer[]): Promise<Buffer[]> {
   if (hashes.length === 0) return [];
-  const r = await sql<{ sha256: Buffer }>`select sha256 from blob where sha256 = any(${hashes}::bytea[])`.execute(db);
+  const r = await sql<{ sha256: Buffer }>`select sha256 from blob where sha256 = any(${byteaArray(hashes)}::bytea[])`.execute(db);
   return r.rows.map((x) => x.sha256);
 }
 
@@ -376,9 +411,9 @@ export async function insertBlobs(db: Db, packId: number, blobs: NewBlob[]): Pro
   const r = await sql<{ sha256: Buffer }>`
     insert into blob (sha256, size, pack_id, "offset", length, codec, dictionary_id)
     select u.sha256, u.size, ${packId}, u.off, u.len, u.codec, u.dict
-    from unnest(${blobs.map((b) => b.sha256)}::bytea[], ${blobs.map((b) => b.size)}::int4[],
-                ${blobs.map((b) => b.offset)}::int4[], ${blobs.map((b) => b.length)}::int4[],
-                ${blobs.map((b) => b.codec)}::int2[], ${blobs.map((b) => b.dictionaryId)}::int4[])
+    from unnest(${byteaArray(blobs.map((b) => b.sha256))}::bytea[], ${intArray(blobs.map((b) => b.size))}::int4[],
+                ${intArray(blobs.map((b) => b.offset))}::int4[], ${intArray(blobs.map((b) => b.length))}::int4[],
+                ${intArray(blobs.map((b) => b.codec))}::int2[], ${intArray(blobs.map((b) => b.dictionaryId))}::int4[])
          as u(sha256, size, off, len, codec, dict)
     on conflict on constraint blob_sha256 do nothing
     returning sha256`.execute(db);
@@ -412,7 +447,7 @@ export async function blobLocations(db: Db, hashes: Buffer[]): Promise<BlobLocat
   const r = await sql<BlobLocationRow>`
     select b.sha256, b.size, b.pack_id, p.object_name, b."offset", b.length, b.codec, b.dictionary_id
     from blob b join pack p on p.id = b.pack_id
-    where b.sha256 = any(${hashes}::bytea[])`.execute(db);
+    where b.sha256 = any(${byteaArray(hashes)}::bytea[])`.execute(db);
   return r.rows.map(toBlobLocation);
 }
 
@@ -501,13 +536,13 @@ export async function insertTrees(db: Db, trees: { hash: Buffer; content: Buffer
   });
   await sql`
     insert into tree (hash, content)
-    select * from unnest(${unique.map((t) => t.hash)}::bytea[], ${unique.map((t) => t.content)}::bytea[])
+    select * from unnest(${byteaArray(unique.map((t) => t.hash))}::bytea[], ${byteaArray(unique.map((t) => t.content))}::bytea[])
     on conflict on constraint tree_hash do nothing`.execute(db);
 }
 
 export async function loadTrees(db: Db, hashes: Buffer[]): Promise<{ hash: Buffer; content: Buffer }[]> {
   if (hashes.length === 0) return [];
-  const r = await sql<{ hash: Buffer; content: Buffer }>`select hash, content from tree where hash = any(${hashes}::bytea[])`.execute(db);
+  const r = await sql<{ hash: Buffer; content: Buffer }>`select hash, content from tree where hash = any(${byteaArray(hashes)}::bytea[])`.execute(db);
   return r.rows;
 }
 
