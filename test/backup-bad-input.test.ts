@@ -312,6 +312,58 @@ describe('the upload protocol refuses bad input (PGlite)', () => {
     const rep = await verifyStore(ex.backup);
     expect(rep.orphanPacks).toContain('data/ff/ff00orphan');
   });
+
+  it('builds the same trees while the manifest arrives as from the staging table, in any batch order and with retries', async () => {
+    // Byte order puts "p/b-c/" before "p/b/", and "p/b/z" after the folder "p/b/y/": not the
+    // order of a directory walk, so some of these uploads give up building as they receive.
+    const names = ['p/b/x', 'p/b/y/1', 'p/b/y/2', 'p/b/z', 'p/b-c/x', 'p/a', 'q/1', 'q/2/3', 'r'];
+    const files = names.map((n, i) => ({ e: entry(`standard/${n}`, Buffer.from(`content ${i} of ${n}`)), data: Buffer.from(`content ${i} of ${n}`) }));
+    const sorted = [...files].sort((x, y) => (Buffer.compare(Buffer.from(x.e.path), Buffer.from(y.e.path))));
+    const commitWith = async (batches: (typeof files)[], retry = false) => {
+      const id = await fresh();
+      for (const batch of batches) {
+        const body = { entries: batch.map((f) => f.e) };
+        expect((await a.call('POST', `/uploads/${id}/manifest`, body)).status).toBe(200);
+        if (retry) expect((await a.call('POST', `/uploads/${id}/manifest`, body)).status).toBe(200);
+      }
+      expect((await a.call('POST', `/uploads/${id}/blobs`, undefined, frames(files.map((f) => ({ data: f.data }))))).status).toBe(200);
+      const c = await a.call('POST', `/uploads/${id}/commit`, { entries: files.length });
+      expect(c.status).toBe(200);
+      expect(c.body.files).toBe(files.length);
+      return (await ex.backup.getSnapshot(c.body.snapshotId)).rootTree.toString('hex');
+    };
+    const streamed0 = ex.backup.treesBuiltWhileReceiving;
+    const inOrder = await commitWith([sorted.slice(0, 4), sorted.slice(4)], true);
+    expect(ex.backup.treesBuiltWhileReceiving).toBe(streamed0 + 1);
+    const walkOrder = await commitWith([files.slice(0, 5), files.slice(5)]);
+    const reversed = await commitWith([sorted.slice(5), sorted.slice(0, 5)]);
+    // A batch partly sent before: the build cannot tell what it holds.
+    const id = await fresh();
+    expect((await a.call('POST', `/uploads/${id}/manifest`, { entries: sorted.slice(0, 3).map((f) => f.e) })).status).toBe(200);
+    expect((await a.call('POST', `/uploads/${id}/manifest`, { entries: sorted.slice(0, 6).map((f) => f.e) })).status).toBe(200);
+    expect((await a.call('POST', `/uploads/${id}/manifest`, { entries: sorted.slice(6).map((f) => f.e) })).status).toBe(200);
+    const c = await a.call('POST', `/uploads/${id}/commit`, { entries: files.length });
+    expect(c.status).toBe(200);
+    const partly = (await ex.backup.getSnapshot(c.body.snapshotId)).rootTree.toString('hex');
+    expect(ex.backup.treesBuiltWhileReceiving).toBe(streamed0 + 1);
+    expect(new Set([inOrder, walkOrder, reversed, partly]).size).toBe(1);
+    // What a restore gives back is the files sent.
+    const out = path.join(tmp.dir, 'restore-streamed');
+    const res = await restoreSnapshot(ex.backup, await ex.backup.getSnapshot(c.body.snapshotId), { to: out });
+    expect(res.failed).toEqual([]);
+    for (const f of files) expect(fs.readFileSync(path.join(out, ...f.e.path.split('/')))).toEqual(f.data);
+  });
+
+  it('refuses a path that is both a file and a folder at commit, also when the trees are built as the manifest arrives', async () => {
+    const id = await fresh();
+    const fs1 = [entry('standard/k/l'), entry('standard/k/l/m')];
+    expect((await a.call('POST', `/uploads/${id}/manifest`, { entries: fs1 })).status).toBe(200);
+    expect((await a.call('POST', `/uploads/${id}/blobs`, undefined, frames([{ data: Buffer.from('standard/k/l') }, { data: Buffer.from('standard/k/l/m') }]))).status).toBe(200);
+    const c = await a.call('POST', `/uploads/${id}/commit`, { entries: 2 });
+    expect(c.status).toBe(422);
+    expect(c.body.detail).toMatch(/both a file and a folder/);
+    await abort(a, id);
+  });
 });
 
 describe('the upload protocol on PostgreSQL', () => {

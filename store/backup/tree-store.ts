@@ -104,6 +104,84 @@ export async function buildFromStaging(db: Db, uploadId: string, page = 20_000):
 }
 
 /**
+ * Builds a full upload's trees while its manifest arrives, so that the commit does not have to
+ * read the whole manifest back and build them then (at 1M files, about a minute in which the
+ * uploader waits). It takes the batches in the order the exchange stored them; the first batch
+ * that does not continue the byte order of paths, or any error, gives up for good, and the
+ * commit then builds from the staging table as before (`result` answers undefined). The trees
+ * are stored as they finish, as buildFromStaging does: content-addressed, and named by nothing
+ * until the snapshot's transaction commits.
+ */
+export class StreamingBuild {
+  private readonly sink: TreeSink;
+  private readonly builder: TreeBuilder;
+  private queue: Promise<void> = Promise.resolve();
+  private lastPath: string | undefined;
+  private entries = 0;
+  private finished = false;
+  /** Why it gave up (for tests and logs); undefined while usable. */
+  brokenBy: string | undefined;
+
+  constructor(db: Db) {
+    this.sink = new TreeSink(db);
+    this.builder = new TreeBuilder(this.sink.add);
+  }
+
+  /** Adds one stored manifest batch (all of it newly staged). Never throws: a failure only ends the build. */
+  feed(batch: readonly { path: string; size: number | null; mtime: number | null; sha256: Buffer | null; deleted: boolean }[]): Promise<void> {
+    this.queue = this.queue.then(async () => {
+      if (this.brokenBy !== undefined) return;
+      try {
+        if (this.finished) throw new Error('manifest entries after the build finished');
+        for (const e of batch) {
+          if (e.deleted || e.sha256 === null || e.size === null || e.mtime === null) throw new Error('a deleted entry in a full manifest');
+          if (this.lastPath !== undefined && compareUtf8(this.lastPath, e.path) >= 0) throw new Error('manifest not in path order');
+          this.builder.add(e.path, { size: e.size, mtime: e.mtime, sha256: e.sha256 });
+          this.lastPath = e.path;
+          this.entries++;
+        }
+        if (this.sink.full) await this.sink.flush();
+      } catch (e) {
+        this.brokenBy = (e as Error).message;
+      }
+    });
+    return this.queue;
+  }
+
+  /** Marks the build unusable (e.g. a batch only partly new). */
+  giveUp(reason: string): void {
+    this.queue = this.queue.then(() => {
+      this.brokenBy ??= reason;
+    });
+  }
+
+  /**
+   * The built tree when the build saw exactly `entries` entries and nothing went wrong; else
+   * undefined (the caller builds from the staging table).
+   */
+  async result(entries: number): Promise<BuiltTree | undefined> {
+    let out: BuiltTree | undefined;
+    this.queue = this.queue.then(async () => {
+      if (this.brokenBy !== undefined || this.finished) return;
+      if (this.entries !== entries) {
+        this.brokenBy = `saw ${this.entries} entries of ${entries}`;
+        return;
+      }
+      this.finished = true;
+      try {
+        const done = this.builder.finish();
+        await this.sink.flush();
+        out = { ...done, trees: this.sink.count };
+      } catch (e) {
+        this.brokenBy = (e as Error).message;
+      }
+    });
+    await this.queue;
+    return out;
+  }
+}
+
+/**
  * Builds the trees of a delta manifest on top of a base snapshot: the touched folders' base
  * trees are loaded level by level (one query per level and thousand folders), rebuilt in
  * memory, and every untouched folder keeps its hash. Memory grows with the size of the delta,
