@@ -2,7 +2,7 @@ import { createHash, randomBytes, timingSafeEqual } from 'node:crypto';
 import type { Db } from '../db.js';
 import { ExchangeError, badRequest, conflict, notFound, unauthorized } from '../errors.js';
 import type { PackStore } from './pack-store.js';
-import { BlobStore, parseBlobFrames } from './blob-store.js';
+import { BlobStore } from './blob-store.js';
 import * as repo from './backup.repository.js';
 import { StreamingBuild, TreeLoader, buildFromDelta, buildFromStaging, diffTrees, walkFiles, type SnapshotFile } from './tree-store.js';
 import { TreeConflict, pathProblem } from './tree.js';
@@ -299,8 +299,7 @@ export class BackupService {
   async addBlobs(facilityId: string, uploadId: string, body: Buffer): Promise<{ stored: number; alreadyPresent: number }> {
     const upload = await this.ownUpload(this.db, facilityId, uploadId);
     this.requireOpen(upload);
-    const frames = parseBlobFrames(body, this.maxBlobBytes);
-    const r = await this.blobs.store(frames, async (trx, stored) => {
+    const r = await this.blobs.storeBatch(body, this.maxBlobBytes, async (trx, stored) => {
       const u = await this.ownUpload(trx, facilityId, uploadId, { forUpdate: true });
       this.requireOpen(u);
       await repo.touchUpload(trx, uploadId, { blobs: stored.blobs, bytes: stored.bytes });

@@ -4,6 +4,7 @@ import { ExchangeError } from '../errors.js';
 import type { PackStore } from './pack-store.js';
 import { compressBlobAsync, decompressBlob, dictionaryHash, trainDictionary, type Dictionary } from './compression.js';
 import * as repo from './backup.repository.js';
+import { ingestPool } from './ingest-pool.js';
 
 /** One frame of a blob batch: the hash the client claims and the bytes it sent. */
 export interface BlobFrame {
@@ -11,12 +12,21 @@ export interface BlobFrame {
   data: Buffer;
 }
 
+/** A frame of a blob batch located in its body, its hash not yet checked. */
+export interface FrameRef {
+  sha256: Buffer;
+  /** Offset of the frame (its 32 bytes of hash) in the body. */
+  start: number;
+  length: number;
+}
+
 /**
- * Splits a blob batch (PROTOCOL.md §3: 32 bytes SHA-256, 4-byte big-endian length, bytes) and
- * re-hashes every frame. Any bad frame rejects the whole batch before anything is stored.
+ * Splits a blob batch (PROTOCOL.md §3: 32 bytes SHA-256, 4-byte big-endian length, bytes)
+ * without hashing: a truncated frame or a blob over the limit is an error here; the hashes are
+ * checked by BlobStore.storeBatch (on the ingest workers) before anything is stored.
  */
-export function parseBlobFrames(body: Buffer, maxBlob: number): BlobFrame[] {
-  const frames: BlobFrame[] = [];
+export function frameHeaders(body: Buffer, maxBlob: number): FrameRef[] {
+  const frames: FrameRef[] = [];
   let pos = 0;
   while (pos < body.length) {
     if (body.length - pos < 36) {
@@ -24,21 +34,35 @@ export function parseBlobFrames(body: Buffer, maxBlob: number): BlobFrame[] {
     }
     const sha256 = body.subarray(pos, pos + 32);
     const length = body.readUInt32BE(pos + 32);
-    const hex = sha256.toString('hex');
     if (length > maxBlob) {
+      const hex = sha256.toString('hex');
       throw new ExchangeError('unprocessable', `blob ${hex} is ${length} bytes, over the limit of ${maxBlob}`, { sha256: hex, limit: maxBlob });
     }
     if (pos + 36 + length > body.length) {
+      const hex = sha256.toString('hex');
       throw new ExchangeError('unprocessable', `blob ${hex} is truncated: ${length} bytes announced, ${body.length - pos - 36} sent`, { sha256: hex });
     }
-    const data = body.subarray(pos + 36, pos + 36 + length);
-    if (!createHash('sha256').update(data).digest().equals(sha256)) {
-      throw new ExchangeError('unprocessable', `blob ${hex} does not match its hash`, { sha256: hex });
-    }
-    frames.push({ sha256, data });
+    frames.push({ sha256, start: pos, length });
     pos += 36 + length;
   }
   return frames;
+}
+
+const mismatch = (sha256: Buffer) => {
+  const hex = sha256.toString('hex');
+  return new ExchangeError('unprocessable', `blob ${hex} does not match its hash`, { sha256: hex });
+};
+
+/**
+ * Splits a blob batch and re-hashes every frame, on this thread. Any bad frame rejects the
+ * whole batch before anything is stored.
+ */
+export function parseBlobFrames(body: Buffer, maxBlob: number): BlobFrame[] {
+  return frameHeaders(body, maxBlob).map((f) => {
+    const data = body.subarray(f.start + 36, f.start + 36 + f.length);
+    if (!createHash('sha256').update(data).digest().equals(f.sha256)) throw mismatch(f.sha256);
+    return { sha256: f.sha256, data };
+  });
 }
 
 export interface BlobStoreOptions {
@@ -52,6 +76,15 @@ export interface BlobStoreOptions {
 const SPAN_GAP = 256 * 1024;
 /** ...and the span stays under this size. */
 const SPAN_MAX = 16 * 1024 * 1024;
+
+/** A blob ready for a pack: its hash and size, and its stored (compressed) form. */
+interface Compressed {
+  sha256: Buffer;
+  size: number;
+  codec: number;
+  dictionaryId: number | null;
+  data: Buffer;
+}
 
 export type BlobRead = { sha256: Buffer; data: Buffer } | { sha256: Buffer; error: string };
 
@@ -116,22 +149,7 @@ export class BlobStore {
     for (const f of frames) unique.set(f.sha256.toString('hex'), f);
     const present = new Set((await repo.presentBlobs(this.db, [...unique.values()].map((f) => f.sha256))).map((h) => h.toString('hex')));
     const todo = [...unique.entries()].filter(([h]) => !present.has(h)).map(([, f]) => f);
-
-    let dict = await this.currentDictionary();
-    if (!dict) {
-      const small = todo.filter((f) => f.data.length <= 64 * 1024 && f.data.length >= 64);
-      if (small.length >= this.trainAfter) dict = await this.installDictionary(small.slice(0, 1000).map((f) => f.data));
-    }
-
-    // Compress and cut into packs of about packTarget bytes; a blob bigger than that gets a
-    // pack of its own (the pack layout needs no special case for large files).
-    interface Pending {
-      parts: Buffer[];
-      size: number;
-      blobs: repo.NewBlob[];
-    }
-    const packs: Pending[] = [];
-    let cur: Pending = { parts: [], size: 0, blobs: [] };
+    const dict = await this.dictionaryFor(todo.map((f) => f.data));
     const compressed = new Array<Awaited<ReturnType<typeof compressBlobAsync>>>(todo.length);
     let next = 0;
     const worker = async () => {
@@ -141,14 +159,83 @@ export class BlobStore {
       }
     };
     await Promise.all(Array.from({ length: Math.min(16, todo.length) }, worker));
-    for (let i = 0; i < todo.length; i++) {
-      const f = todo[i]!;
-      const c = compressed[i]!;
+    const r = await this.writeAndIndex(todo.map((f, i) => ({ sha256: f.sha256, size: f.data.length, ...compressed[i]! })), inTransaction);
+    return { ...r, alreadyPresent: frames.length - r.stored };
+  }
+
+  /**
+   * Stores a framed blob batch as received (PROTOCOL.md §3): every frame is checked against its
+   * hash and the new ones compressed on the ingest workers; any frame that does not match
+   * rejects the whole batch before anything is written.
+   */
+  async storeBatch(
+    body: Buffer,
+    maxBlob: number,
+    inTransaction?: (trx: Db, stored: { blobs: number; bytes: number }) => Promise<void>,
+  ): Promise<{ stored: number; alreadyPresent: number; storedBytes: number }> {
+    const frames = frameHeaders(body, maxBlob);
+    const first = new Map<string, number>();
+    frames.forEach((f, i) => {
+      const h = f.sha256.toString('hex');
+      if (!first.has(h)) first.set(h, i);
+    });
+    const present = new Set((await repo.presentBlobs(this.db, [...first.values()].map((i) => frames[i]!.sha256))).map((h) => h.toString('hex')));
+    const todo = new Set<number>();
+    for (const [h, i] of first) if (!present.has(h)) todo.add(i);
+    const pool = ingestPool();
+    const data = (f: FrameRef) => body.subarray(f.start + 36, f.start + 36 + f.length);
+    let dict = await this.currentDictionary();
+    if (!dict && this.wouldTrain([...todo].map((i) => data(frames[i]!)))) {
+      // The dictionary is trained from checked bytes only: check the batch first.
+      const checked = await pool.run(body, frames.map((f) => ({ ...f, compress: false })), undefined);
+      if ('bad' in checked) throw mismatch(frames[checked.bad]!.sha256);
+      dict = await this.dictionaryFor([...todo].map((i) => data(frames[i]!)));
+    }
+    const checked = await pool.run(body, frames.map((f, i) => ({ start: f.start, length: f.length, compress: todo.has(i) })), dict);
+    if ('bad' in checked) throw mismatch(frames[checked.bad]!.sha256);
+    const blobs: Compressed[] = [];
+    frames.forEach((f, i) => {
+      const c = checked.blobs[i];
+      if (c) blobs.push({ sha256: f.sha256, size: f.length, ...c });
+    });
+    const r = await this.writeAndIndex(blobs, inTransaction);
+    return { ...r, alreadyPresent: frames.length - r.stored };
+  }
+
+  private wouldTrain(blobs: Buffer[]): boolean {
+    let small = 0;
+    for (const b of blobs) if (b.length <= 64 * 1024 && b.length >= 64) small++;
+    return small >= this.trainAfter;
+  }
+
+  /** The current dictionary; without one, trains one from these blobs when enough are small. */
+  private async dictionaryFor(blobs: Buffer[]): Promise<Dictionary | undefined> {
+    const dict = await this.currentDictionary();
+    if (dict) return dict;
+    const small = blobs.filter((b) => b.length <= 64 * 1024 && b.length >= 64);
+    return small.length >= this.trainAfter ? this.installDictionary(small.slice(0, 1000)) : undefined;
+  }
+
+  /** Cuts compressed blobs into packs, writes each durably, then indexes them in one transaction. */
+  private async writeAndIndex(
+    blobs: Compressed[],
+    inTransaction?: (trx: Db, stored: { blobs: number; bytes: number }) => Promise<void>,
+  ): Promise<{ stored: number; storedBytes: number }> {
+    // Cut into packs of about packTarget bytes; a blob bigger than that gets a pack of its own
+    // (the pack layout needs no special case for large files).
+    interface Pending {
+      parts: Buffer[];
+      size: number;
+      blobs: repo.NewBlob[];
+    }
+    const packs: Pending[] = [];
+    let cur: Pending = { parts: [], size: 0, blobs: [] };
+    for (const c of blobs) {
       if (cur.size > 0 && cur.size + c.data.length > this.packTarget) {
         packs.push(cur);
         cur = { parts: [], size: 0, blobs: [] };
       }
-      cur.blobs.push({ sha256: f.sha256, size: f.data.length, offset: cur.size, length: c.data.length, codec: c.codec, dictionaryId: c.dictionaryId });
+      cur.blobs.push({ sha256: c.sha256, size: c.size, offset: cur.size, length: c.data.length, codec: c.codec, dictionaryId: c.dictionaryId });
       cur.parts.push(c.data);
       cur.size += c.data.length;
     }
@@ -178,7 +265,7 @@ export class BlobStore {
       }
       if (inTransaction) await inTransaction(trx, { blobs: storedBlobs, bytes: storedBytes });
     });
-    return { stored: storedBlobs, alreadyPresent: frames.length - storedBlobs, storedBytes };
+    return { stored: storedBlobs, storedBytes };
   }
 
   private async dictionaryContent(id: number): Promise<Buffer> {

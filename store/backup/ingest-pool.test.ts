@@ -1,0 +1,39 @@
+import { createHash, randomBytes } from 'node:crypto';
+import { describe, expect, it } from 'vitest';
+import { ingestPool } from './ingest-pool.js';
+import { frameHeaders } from './blob-store.js';
+import { decompressBlob } from './compression.js';
+
+const frame = (data: Buffer, sha256 = createHash('sha256').update(data).digest()) => {
+  const head = Buffer.alloc(36);
+  sha256.copy(head);
+  head.writeUInt32BE(data.length, 32);
+  return Buffer.concat([head, data]);
+};
+
+describe('the blob ingest workers', () => {
+  // ~1 MB in 40 frames: cut into one slice per worker.
+  const blobs = Array.from({ length: 40 }, (_, i) => Buffer.concat([Buffer.from(`MSH|^~\\&|blob ${i}|`.repeat(500)), randomBytes(i * 50)]));
+
+  it('check every frame and give back each marked one compressed, in frame order', async () => {
+    const body = Buffer.concat(blobs.map((b) => frame(b)));
+    const frames = frameHeaders(body, 1 << 20);
+    const r = await ingestPool().run(body, frames.map((f, i) => ({ start: f.start, length: f.length, compress: i % 3 !== 1 })), undefined);
+    if (!('blobs' in r)) throw new Error('a frame was refused');
+    expect(r.blobs).toHaveLength(40);
+    r.blobs.forEach((c, i) => {
+      if (i % 3 === 1) return expect(c).toBeUndefined();
+      expect(c!.data.length).toBeLessThan(blobs[i]!.length);
+      expect(decompressBlob(c!.data, c!.codec, undefined, blobs[i]!.length)).toEqual(blobs[i]);
+    });
+  });
+
+  it('name the first frame that does not match its hash, in whichever slice it is', async () => {
+    for (const badAt of [3, 33]) {
+      const body = Buffer.concat(blobs.map((b, i) => frame(b, i === badAt ? createHash('sha256').update('other').digest() : undefined)));
+      const frames = frameHeaders(body, 1 << 20);
+      const r = await ingestPool().run(body, frames.map((f) => ({ start: f.start, length: f.length, compress: true })), undefined);
+      expect(r).toEqual({ bad: badAt });
+    }
+  });
+});

@@ -1,0 +1,135 @@
+import { Worker } from 'node:worker_threads';
+import os from 'node:os';
+import type { Dictionary } from './compression.js';
+
+/**
+ * Checking and compressing blob batches on worker threads (ingest-worker.ts). The exchange's
+ * own thread then keeps only the database work of a batch; before, it hashed every frame and
+ * made a zlib call, a promise and a callback per blob, and was the upload's slowest stage.
+ * A batch is cut into one slice per worker; each slice travels as one copied buffer and comes
+ * back as one buffer of compressed blobs. The workers are shared by the process, started on
+ * first use and do not keep it alive.
+ */
+export interface SliceRequest {
+  id: number;
+  /** The frames of the slice, as sent (32 bytes of SHA-256, 4 of length, data). */
+  bytes: ArrayBuffer;
+  /** Offset of each frame in `bytes`, and its data's length. */
+  starts: Int32Array;
+  lengths: Int32Array;
+  /** 1: compress this frame (the others are only checked). */
+  compress: Uint8Array;
+  dictionary: { id: number; content: Uint8Array } | undefined;
+}
+
+export type SliceReply =
+  | { id: number; out: Uint8Array; ends: Int32Array; codecs: Int8Array; dictIds: Int32Array }
+  | { id: number; bad: number }
+  | { id: number; error: string };
+
+/** What came of a batch: the first frame that does not match its hash, or each compressed frame. */
+export type CheckedBatch =
+  | { bad: number }
+  | { blobs: ({ codec: 0 | 1; dictionaryId: number | null; data: Buffer } | undefined)[] };
+
+export interface IngestFrame {
+  /** Offset of the frame (its hash) in the batch body. */
+  start: number;
+  length: number;
+  compress: boolean;
+}
+
+class IngestPool {
+  private readonly workers: Worker[];
+  private readonly pending = new Map<number, { resolve: (r: SliceReply) => void; reject: (e: Error) => void }>();
+  private next = 0;
+
+  constructor(size: number) {
+    this.workers = Array.from({ length: size }, () => {
+      const w = new Worker(new URL('./ingest.worker.mjs', import.meta.url), { execArgv: [] });
+      w.unref();
+      w.on('message', (m: SliceReply) => {
+        const p = this.pending.get(m.id);
+        this.pending.delete(m.id);
+        p?.resolve(m);
+      });
+      w.on('error', (e) => this.failAll(e));
+      w.on('exit', (code) => this.failAll(new Error(`a blob ingest worker stopped (exit ${code})`)));
+      return w;
+    });
+  }
+
+  private failAll(e: Error): void {
+    for (const p of this.pending.values()) p.reject(e);
+    this.pending.clear();
+    if (shared === this) shared = undefined; // the next batch starts new workers
+  }
+
+  private slice(w: Worker, body: Buffer, frames: IngestFrame[], dict: Dictionary | undefined): Promise<SliceReply> {
+    const from = frames[0]!.start;
+    const to = frames[frames.length - 1]!.start + 36 + frames[frames.length - 1]!.length;
+    const copy = new Uint8Array(to - from);
+    copy.set(body.subarray(from, to));
+    const starts = new Int32Array(frames.length);
+    const lengths = new Int32Array(frames.length);
+    const compress = new Uint8Array(frames.length);
+    frames.forEach((f, i) => {
+      starts[i] = f.start - from;
+      lengths[i] = f.length;
+      compress[i] = f.compress ? 1 : 0;
+    });
+    const id = this.next++;
+    return new Promise<SliceReply>((resolve, reject) => {
+      this.pending.set(id, { resolve, reject });
+      const req: SliceRequest = { id, bytes: copy.buffer, starts, lengths, compress, dictionary: dict && { id: dict.id, content: dict.content } };
+      w.postMessage(req, [copy.buffer]);
+    });
+  }
+
+  /** Checks every frame of a batch and compresses those marked, in frame order. */
+  async run(body: Buffer, frames: IngestFrame[], dict: Dictionary | undefined): Promise<CheckedBatch> {
+    if (frames.length === 0) return { blobs: [] };
+    // Slices of about equal bytes, one per worker (small batches stay whole).
+    let total = 0;
+    for (const f of frames) total += 36 + f.length;
+    const per = Math.max(total / this.workers.length, 256 * 1024);
+    const slices: IngestFrame[][] = [];
+    let cur: IngestFrame[] = [];
+    let bytes = 0;
+    for (const f of frames) {
+      if (cur.length > 0 && bytes >= per && slices.length < this.workers.length - 1) {
+        slices.push(cur);
+        cur = [];
+        bytes = 0;
+      }
+      cur.push(f);
+      bytes += 36 + f.length;
+    }
+    slices.push(cur);
+    const replies = await Promise.all(slices.map((s, i) => this.slice(this.workers[i]!, body, s, dict)));
+    const blobs: ({ codec: 0 | 1; dictionaryId: number | null; data: Buffer } | undefined)[] = [];
+    let base = 0;
+    for (let k = 0; k < replies.length; k++) {
+      const r = replies[k]!;
+      if ('error' in r) throw new Error(`blob ingest worker: ${r.error}`);
+      if ('bad' in r) return { bad: base + r.bad };
+      const out = Buffer.from(r.out.buffer, r.out.byteOffset, r.out.byteLength);
+      let prev = 0;
+      for (let i = 0; i < slices[k]!.length; i++) {
+        const end = r.ends[i]!;
+        blobs.push(slices[k]![i]!.compress ? { codec: r.codecs[i] as 0 | 1, dictionaryId: r.dictIds[i]! < 0 ? null : r.dictIds[i]!, data: out.subarray(prev, end) } : undefined);
+        prev = end;
+      }
+      base += slices[k]!.length;
+    }
+    return { blobs };
+  }
+}
+
+let shared: IngestPool | undefined;
+
+/** The process's ingest workers: as many as cores, at most 4. */
+export function ingestPool(): IngestPool {
+  shared ??= new IngestPool(Math.max(1, Math.min(4, os.availableParallelism())));
+  return shared;
+}
