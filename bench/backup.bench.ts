@@ -95,6 +95,12 @@ const selfCpu = () => {
   return (u.user + u.system) / 1e6;
 };
 
+/** CPU seconds of this process's main thread (the event loop, and PGlite in it) so far. */
+const mainThreadCpu = () => {
+  const f = fs.readFileSync(`/proc/self/task/${process.pid}/stat`, 'utf8').split(') ')[1]!.split(' ');
+  return (Number(f[11]) + Number(f[12])) / 100;
+};
+
 /** CPU seconds used so far by the PostgreSQL backends serving this database (from /proc). */
 async function backendCpu(db: import('../store/db.js').Db | undefined): Promise<number> {
   if (!db) return 0;
@@ -153,8 +159,19 @@ async function main() {
   const exchangeCpu = async () => selfCpu() + (await backendCpu(pgDb));
   try {
     let c0 = await exchangeCpu();
+    const m0 = mainThreadCpu();
     const first = await upload();
-    record('first upload', 'hakobune', first.seconds, first.cpu + (await exchangeCpu()) - c0, tree0.files, first.maxRssKiB, `uploader cpu ${first.cpu.toFixed(1)} s`);
+    const exCpu = (await exchangeCpu()) - c0;
+    const mainCpu = mainThreadCpu() - m0;
+    record(
+      'first upload',
+      'hakobune',
+      first.seconds,
+      first.cpu + exCpu,
+      tree0.files,
+      first.maxRssKiB,
+      `uploader cpu ${first.cpu.toFixed(1)} s, exchange ${exCpu.toFixed(1)} s (${((exCpu / tree0.files) * 1e3).toFixed(3)} ms/file; main thread ${mainCpu.toFixed(1)} s, idle ${(100 * (1 - mainCpu / first.seconds)).toFixed(0)}%)`,
+    );
     if (!skipRestic) {
       await restic(['init', '--repository-version', '2']);
       const r = await restic(['backup', '--compression', 'max', root]);
