@@ -3,6 +3,7 @@ import type { Db } from '../db.js';
 import { ExchangeError, badRequest, conflict, notFound, unauthorized } from '../errors.js';
 import type { PackStore } from './pack-store.js';
 import { BlobStore } from './blob-store.js';
+import { ingestPool } from './ingest-pool.js';
 import * as repo from './backup.repository.js';
 import { StreamingBuild, TreeLoader, buildFromDelta, buildFromStaging, diffTrees, walkFiles, type SnapshotFile } from './tree-store.js';
 import { TreeConflict, pathProblem } from './tree.js';
@@ -80,6 +81,8 @@ export class BackupService {
     opts: BackupOptions = {},
   ) {
     this.blobs = new BlobStore(db, packs, { packTarget: opts.packTarget, trainAfter: opts.trainDictionaryAfter });
+    // The blob ingest workers start now (a second or so on a busy machine), not at the first batch.
+    ingestPool();
     this.trees = new TreeLoader(db);
     this.maxBlobBytes = Math.min(opts.maxBlobBytes ?? MAX_BLOB_BATCH_BYTES - 36, MAX_BLOB_BATCH_BYTES - 36);
     this.staleUploadMs = opts.staleUploadMs ?? 12 * 3600_000;

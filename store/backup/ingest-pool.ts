@@ -47,14 +47,16 @@ class IngestPool {
   constructor(size: number) {
     this.workers = Array.from({ length: size }, () => {
       const w = new Worker(new URL('./ingest.worker.mjs', import.meta.url), { execArgv: [] });
-      w.unref();
       w.on('message', (m: SliceReply) => {
         const p = this.pending.get(m.id);
         this.pending.delete(m.id);
+        if (this.pending.size === 0) for (const x of this.workers) x.unref();
         p?.resolve(m);
       });
       w.on('error', (e) => this.failAll(e));
       w.on('exit', (code) => this.failAll(new Error(`a blob ingest worker stopped (exit ${code})`)));
+      // Idle workers do not keep the process alive; a batch in work does (run refs them).
+      w.unref();
       return w;
     });
   }
@@ -62,6 +64,7 @@ class IngestPool {
   private failAll(e: Error): void {
     for (const p of this.pending.values()) p.reject(e);
     this.pending.clear();
+    for (const x of this.workers) x.unref();
     if (shared === this) shared = undefined; // the next batch starts new workers
   }
 
@@ -79,6 +82,7 @@ class IngestPool {
       compress[i] = f.compress ? 1 : 0;
     });
     const id = this.next++;
+    w.ref();
     return new Promise<SliceReply>((resolve, reject) => {
       this.pending.set(id, { resolve, reject });
       const req: SliceRequest = { id, bytes: copy.buffer, starts, lengths, compress, dictionary: dict && { id: dict.id, content: dict.content } };
