@@ -84,6 +84,8 @@ export function progressView(opts: { bar: boolean; stream: NodeJS.WriteStream; i
         if (!(phase === 'manifest' && p.phase === 'blobs') && !(phase === 'blobs' && p.phase === 'manifest')) phaseStart = t;
         phase = p.phase;
       }
+      // Called per folder while scanning: without a bar, only a line that is printed is described.
+      if (!bar && !(t - lastLine >= interval || p.phase === 'done')) return;
       const d = describeProgress(p, (t - start) / 1000, (t - phaseStart) / 1000);
       if (bar) {
         if (!started) {
