@@ -11,7 +11,7 @@ import { createAiRegistry } from '../viewer-api/ai/registry.service.js';
 import { claimRequests, findRequest, finishRequests, insertRequests, type NewAiRequest } from '../viewer-api/ai/requests.repository.js';
 
 /**
- * The AI request's statements that take many requests at once (group commit, group.ts): insert,
+ * The AI request's statements that take many requests at once (group commit, store/group.ts): insert,
  * claim (each request claimed once, even when its id comes twice in one statement) and finish,
  * on the embedded database and on PostgreSQL.
  */

@@ -24,7 +24,7 @@ import type { PatientRecords, Prepared } from './prepare.js';
 import type { AiService } from './registry.js';
 import type { AiRegistry } from './registry.service.js';
 import * as repo from './requests.repository.js';
-import { freshReads, grouped } from './group.js';
+import { freshReads, grouped } from '../../store/group.js';
 
 /**
  * The AI request flow: a clinician asks for an analysis of a patient by a registered service.
@@ -128,7 +128,7 @@ export function createAiFlow(deps: AiFlowDeps): AiFlow {
   const services = freshReads<AiService | undefined>();
   const contextReads = freshReads<Awaited<ReturnType<DecisionContextLoader['load']>>>();
   // With the consent policy and participation cache, the consent contexts of the requests in
-  // flight are read together, one statement for many patients (group.ts): each read starts after
+  // flight are read together, one statement for many patients (store/group.ts): each read starts after
   // its request asked.
   const consent = deps.consent;
   const decisionRows = grouped<{ regionalId: string; userId: string; at: number }, DecisionRows | undefined>((asks) => repo.decisionRowsMany(db, asks));
@@ -149,7 +149,7 @@ export function createAiFlow(deps: AiFlowDeps): AiFlow {
   const maxRecords = deps.maxRecords ?? 5000;
   const shift = deps.shiftDays ?? randomShiftDays;
   const preparer = deps.preparer ?? createInlinePreparer(deps.pseudonymKey);
-  // The statements every request makes, grouped across the requests in flight (group.ts).
+  // The statements every request makes, grouped across the requests in flight (store/group.ts).
   const insert = grouped<repo.NewAiRequest, void>(async (rs) => {
     await repo.insertRequests(db, rs);
     return rs.map(() => undefined);

@@ -2,6 +2,7 @@ import type { Db } from '../../store/db.js';
 import { ChainVerifier, type AuditHead, type ChainReport } from './audit.chain.js';
 import { entryBody, type AuditInput, type EntryBody } from './audit.entry.js';
 import { appendAuditBatch, readAuditHead, readAuditPage } from './audit.repository.js';
+import { grouped } from '../../store/group.js';
 
 export type Clock = () => number;
 
@@ -16,22 +17,19 @@ const MAX_BATCH = 256;
 const MAX_ATTEMPTS = 50;
 
 /**
- * Group commit: entries recorded while an append is in flight wait and go together in the next
- * one, chained in the order they were recorded. One statement and one commit serve many requests,
- * instead of one locked transaction each (the chain's head row serialises every writer). Each
- * record() still resolves only once its own entry is committed, so a response never leaves before
- * its trace is durable; a failed append rejects every entry of its batch.
+ * Group commit (store/group.ts): entries recorded while an append is in flight wait and go
+ * together in the next one, chained in the order they were recorded. One statement and one commit
+ * serve many requests, instead of one locked transaction each (the chain's head row serialises
+ * every writer). Each record() still resolves only once its own entry is committed, so a response
+ * never leaves before its trace is durable; a failed append rejects every entry of its batch
+ * (it may have committed: running it again could chain its entries twice).
  */
 export function createAuditLog(db: Db, clock: Clock): AuditLog {
-  type Waiting = { body: EntryBody; resolve: () => void; reject: (e: unknown) => void };
-  let queue: Waiting[] = [];
-  let draining = false;
   // The head as this process last wrote or read it. Another process appending moves the real one;
   // the append then writes nothing and answers the head it found, after which the batch goes again.
   let head: AuditHead | undefined;
 
-  async function appendAll(batch: Waiting[]): Promise<void> {
-    const items = batch.map((w) => w.body);
+  async function appendAll(items: EntryBody[]): Promise<void> {
     for (let attempt = 1; ; attempt++) {
       head ??= await readAuditHead(db);
       const done = await appendAuditBatch(db, head, items);
@@ -47,25 +45,19 @@ export function createAuditLog(db: Db, clock: Clock): AuditLog {
     }
   }
 
-  async function drain(): Promise<void> {
-    draining = true;
-    try {
-      while (queue.length) {
-        const batch = queue.length <= MAX_BATCH ? queue : queue.slice(0, MAX_BATCH);
-        queue = queue.length <= MAX_BATCH ? [] : queue.slice(MAX_BATCH);
-        try {
-          await appendAll(batch);
-          for (const w of batch) w.resolve();
-        } catch (e) {
-          // The head is unknown after a failure (the statement may or may not have committed).
-          head = undefined;
-          for (const w of batch) w.reject(e);
-        }
+  const append = grouped<EntryBody, void>(
+    async (items) => {
+      try {
+        await appendAll(items);
+      } catch (e) {
+        // The head is unknown after a failure (the statement may or may not have committed).
+        head = undefined;
+        throw e;
       }
-    } finally {
-      draining = false;
-    }
-  }
+      return items.map(() => undefined);
+    },
+    { maxGroup: MAX_BATCH, retryEach: false },
+  );
 
   return {
     record(input) {
@@ -76,10 +68,7 @@ export function createAuditLog(db: Db, clock: Clock): AuditLog {
       } catch (e) {
         return Promise.reject(e);
       }
-      return new Promise<void>((resolve, reject) => {
-        queue.push({ body, resolve, reject });
-        if (!draining) void drain();
-      });
+      return append(body);
     },
   };
 }

@@ -1,14 +1,20 @@
 /**
- * Group commit for the statements every AI request makes (its insert, claim and finish): calls
- * made while a statement is in flight wait and go together in the next one, as the audit log
- * does (audit/audit.service.ts). With many analyses in flight, one statement and one commit then
- * serve many requests instead of one each; alone, a call goes at once. Each call resolves only
- * when its own statement has completed (a submit answers only once its row is committed). A
- * group whose statement fails is run again one call at a time, so that one bad call (a row the
- * database refuses) fails alone: `run` must therefore be all-or-nothing (one statement) and
- * answer one output per input, in order.
+ * Group commit: calls made while a statement is in flight wait and go together in the next one.
+ * With many requests in flight, one statement and one commit then serve many of them instead of
+ * one each; alone, a call goes at once. Each call resolves only when its own statement has
+ * completed (a caller answers only once its row is committed). `run` must be all-or-nothing
+ * (one statement) and answer one output per input, in order.
+ *
+ * When a group's statement fails, by default the group is run again one call at a time, so that
+ * one bad call (a row the database refuses) fails alone: the AI flow's insert, claim and finish
+ * (viewer-api/ai/ai.service.ts). With `retryEach: false` every call of the group fails with it:
+ * the audit log's appends (viewer-api/audit/audit.service.ts), where a statement whose commit is
+ * unknown must not be run again.
  */
-export function grouped<I, O>(run: (items: I[]) => Promise<O[]>, maxGroup = 256): (item: I) => Promise<O> {
+export function grouped<I, O>(
+  run: (items: I[]) => Promise<O[]>,
+  { maxGroup = 256, retryEach = true }: { maxGroup?: number; retryEach?: boolean } = {},
+): (item: I) => Promise<O> {
   type Waiting = { item: I; resolve: (o: O) => void; reject: (e: unknown) => void };
   let queue: Waiting[] = [];
   let draining = false;
@@ -29,7 +35,7 @@ export function grouped<I, O>(run: (items: I[]) => Promise<O[]>, maxGroup = 256)
           const out = await runChecked(group.map((w) => w.item));
           group.forEach((w, i) => w.resolve(out[i]!));
         } catch (e) {
-          if (group.length === 1) group[0]!.reject(e);
+          if (group.length === 1 || !retryEach) for (const w of group) w.reject(e);
           else await Promise.all(group.map((w) => runChecked([w.item]).then((out) => w.resolve(out[0]!), w.reject)));
         }
       }

@@ -61,11 +61,33 @@ describe('grouped statements', () => {
       sizes.push(xs.length);
       if (sizes.length === 1) await gate.promise;
       return xs;
-    }, 3);
+    }, { maxGroup: 3 });
     const all = [run(0), ...Array.from({ length: 7 }, (_, i) => run(i + 1))];
     gate.resolve();
     expect(await Promise.all(all)).toEqual([0, 1, 2, 3, 4, 5, 6, 7]);
     expect(sizes).toEqual([1, 3, 3, 1]);
+  });
+
+  it('without retryEach, a failed group fails every call of it, and the next group runs', async () => {
+    const gate = deferred<void>();
+    const seen: string[][] = [];
+    const run = grouped<string, string>(
+      async (xs) => {
+        seen.push(xs);
+        if (seen.length === 1) await gate.promise;
+        if (xs.includes('bad')) throw new Error('statement failed');
+        return xs;
+      },
+      { retryEach: false },
+    );
+    const first = run('a');
+    const group = [run('b'), run('bad')];
+    gate.resolve();
+    expect(await first).toBe('a');
+    const settled = await Promise.allSettled(group);
+    expect(settled.map((r) => r.status)).toEqual(['rejected', 'rejected']);
+    expect(seen).toEqual([['a'], ['b', 'bad']]);
+    expect(await run('c')).toBe('c');
   });
 
   it('an answer of the wrong length fails the group', async () => {
