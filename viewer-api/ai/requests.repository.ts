@@ -75,7 +75,7 @@ export interface NewAiRequest {
 // The statements every request makes are prepared (preparedQuery): parsed once per connection,
 // without query building on the way.
 
-// Insert, claim and finish take many requests per statement (group commit: see group.ts); the
+// Insert, claim and finish take many requests per statement (group commit: see store/group.ts); the
 // values go as arrays (unnest), timestamps as epoch milliseconds, bytea as base64 text.
 
 const ts = (col: string) => `to_timestamp(${col} / 1000.0)`;
@@ -97,10 +97,6 @@ export async function insertRequests(db: Db, rs: readonly NewAiRequest[]): Promi
     col((r) => JSON.stringify(r.categories)), col((r) => r.records), col((r) => (r.report ? JSON.stringify(r.report) : null)),
     col((r) => b64(r.outgoingEnc)), col((r) => b64(r.reidKeyEnc)), col((r) => r.at),
   ]);
-}
-
-export async function insertRequest(db: Db, r: NewAiRequest): Promise<void> {
-  await insertRequests(db, [r]);
 }
 
 export async function findRequest(db: Db, id: string): Promise<AiRequestRow | undefined> {
@@ -169,10 +165,6 @@ export async function claimRequests(db: Db, ids: readonly string[], at: number):
     by.delete(id);
     return c;
   });
-}
-
-export async function claimRequest(db: Db, id: string, at: number): Promise<ClaimedRequest | undefined> {
-  return (await claimRequests(db, [id], at))[0];
 }
 
 /**
@@ -245,10 +237,6 @@ export async function finishRequests(db: Db, fs: readonly RequestOutcome[]): Pro
     col((f) => f.prepared?.records ?? null), col((f) => (f.prepared ? JSON.stringify(f.prepared.report) : null)), col((f) => b64(f.prepared?.reidKeyEnc)),
     col((f) => f.at),
   ]);
-}
-
-export async function finishRequest(db: Db, id: string, f: Omit<RequestOutcome, 'id'>): Promise<void> {
-  await finishRequests(db, [{ id, ...f }]);
 }
 
 /** Requests still queued (after a restart, their jobs may need queueing again). */
