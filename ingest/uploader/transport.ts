@@ -196,18 +196,10 @@ export function httpTransport(opts: HttpTransportOptions): UploadTransport {
   };
 }
 
-/** Frames blobs for one `/blobs` request: 32 raw bytes of SHA-256, 4-byte big-endian length, bytes. */
-export function frameBlobs(blobs: { sha256: string; bytes: Buffer }[]): Buffer {
-  const parts: Buffer[] = [];
-  for (const b of blobs) {
-    const head = Buffer.alloc(FRAME_OVERHEAD);
-    writeFrameHead(head, 0, b.sha256, b.bytes.length);
-    parts.push(head, b.bytes);
-  }
-  return Buffer.concat(parts);
-}
-
-/** Writes one blob's frame head (its bytes follow it) at `offset`. */
+/**
+ * Writes one blob's frame head at `offset` for a `/blobs` request: 32 raw bytes of SHA-256, then
+ * a 4-byte big-endian length; the blob's bytes follow it.
+ */
 export function writeFrameHead(buf: Buffer, offset: number, sha256: string, length: number): void {
   buf.write(sha256, offset, 32, 'hex');
   buf.writeUInt32BE(length, offset + 32);

@@ -53,17 +53,8 @@ const mismatch = (sha256: Buffer) => {
   return new ExchangeError('unprocessable', `blob ${hex} does not match its hash`, { sha256: hex });
 };
 
-/**
- * Splits a blob batch and re-hashes every frame, on this thread. Any bad frame rejects the
- * whole batch before anything is stored.
- */
-export function parseBlobFrames(body: Buffer, maxBlob: number): BlobFrame[] {
-  return frameHeaders(body, maxBlob).map((f) => {
-    const data = body.subarray(f.start + 36, f.start + 36 + f.length);
-    if (!createHash('sha256').update(data).digest().equals(f.sha256)) throw mismatch(f.sha256);
-    return { sha256: f.sha256, data };
-  });
-}
+/** The blobs a compression dictionary is trained from: messages, not tiny or large files. */
+const trainable = (b: Buffer) => b.length >= 64 && b.length <= 64 * 1024;
 
 export interface BlobStoreOptions {
   /** Target size of a pack object (bytes, compressed). */
@@ -204,7 +195,7 @@ export class BlobStore {
 
   private wouldTrain(blobs: Buffer[]): boolean {
     let small = 0;
-    for (const b of blobs) if (b.length <= 64 * 1024 && b.length >= 64) small++;
+    for (const b of blobs) if (trainable(b)) small++;
     return small >= this.trainAfter;
   }
 
@@ -212,7 +203,7 @@ export class BlobStore {
   private async dictionaryFor(blobs: Buffer[]): Promise<Dictionary | undefined> {
     const dict = await this.currentDictionary();
     if (dict) return dict;
-    const small = blobs.filter((b) => b.length <= 64 * 1024 && b.length >= 64);
+    const small = blobs.filter(trainable);
     return small.length >= this.trainAfter ? this.installDictionary(small.slice(0, 1000)) : undefined;
   }
 

@@ -1,7 +1,6 @@
 import { createHash } from 'node:crypto';
 import { describe, expect, it } from 'vitest';
 import { CODEC_DEFLATE, CODEC_RAW, USABLE_DICTIONARY, compressBlob, compressBlobAsync, decompressBlob, trainDictionary } from './compression.js';
-import { parseBlobFrames } from './blob-store.js';
 
 /** HL7 v2-shaped messages that share structure and differ in ids, names and times. */
 function messages(n: number): Buffer[] {
@@ -57,24 +56,5 @@ describe('per-blob compression', () => {
     const c = compressBlob(m, undefined);
     expect(() => decompressBlob(c.data.subarray(0, 10), c.codec, undefined, m.length)).toThrow();
     expect(() => decompressBlob(c.data, c.codec, undefined, m.length - 1)).toThrow();
-  });
-});
-
-describe('blob frames (PROTOCOL.md §3)', () => {
-  const frame = (data: Buffer, hash = createHash('sha256').update(data).digest()) => {
-    const head = Buffer.alloc(36);
-    hash.copy(head);
-    head.writeUInt32BE(data.length, 32);
-    return Buffer.concat([head, data]);
-  };
-  it('parses frames, the empty blob included', () => {
-    const body = Buffer.concat([frame(Buffer.from('a')), frame(Buffer.alloc(0))]);
-    expect(parseBlobFrames(body, 100).map((f) => f.data.toString())).toEqual(['a', '']);
-  });
-  it('refuses a mismatch, a truncated header or body, an oversized blob', () => {
-    expect(() => parseBlobFrames(frame(Buffer.from('a'), createHash('sha256').update('b').digest()), 100)).toThrow(/does not match/);
-    expect(() => parseBlobFrames(frame(Buffer.from('abc')).subarray(0, 37), 100)).toThrow(/truncated/);
-    expect(() => parseBlobFrames(Buffer.alloc(20), 100)).toThrow(/truncated frame header/);
-    expect(() => parseBlobFrames(frame(Buffer.alloc(101)), 100)).toThrow(/over the limit/);
   });
 });

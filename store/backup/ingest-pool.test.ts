@@ -37,3 +37,20 @@ describe('the blob ingest workers', () => {
     }
   });
 });
+
+describe('blob frames (PROTOCOL.md §3)', () => {
+  it('locates frames, the empty blob included', () => {
+    const body = Buffer.concat([frame(Buffer.from('a')), frame(Buffer.alloc(0))]);
+    const frames = frameHeaders(body, 100);
+    expect(frames.map((f) => body.subarray(f.start + 36, f.start + 36 + f.length).toString())).toEqual(['a', '']);
+    expect(frames.map((f) => f.sha256.equals(body.subarray(f.start, f.start + 32)))).toEqual([true, true]);
+  });
+  it('refuses a mismatch (on the workers), a truncated header or body, an oversized blob', async () => {
+    const bad = frame(Buffer.from('a'), createHash('sha256').update('b').digest());
+    const r = await ingestPool().run(bad, frameHeaders(bad, 100).map((f) => ({ ...f, compress: false })), undefined);
+    expect(r).toEqual({ bad: 0 });
+    expect(() => frameHeaders(frame(Buffer.from('abc')).subarray(0, 37), 100)).toThrow(/truncated/);
+    expect(() => frameHeaders(Buffer.alloc(20), 100)).toThrow(/truncated frame header/);
+    expect(() => frameHeaders(frame(Buffer.alloc(101)), 100)).toThrow(/over the limit/);
+  });
+});
