@@ -200,17 +200,7 @@ export async function runClusterWorker(config: Config): Promise<void> {
   };
   process.on('message', onMessage);
   process.send!({ hakobune: 'ready', slot, url } satisfies WorkerMessage);
-  await new Promise<void>((resolve) => {
-    const done = () => {
-      process.off('SIGINT', done);
-      process.off('SIGTERM', done);
-      process.off('disconnect', done);
-      resolve();
-    };
-    process.on('SIGINT', done);
-    process.on('SIGTERM', done);
-    process.on('disconnect', done);
-  });
+  await untilStopped(['disconnect']);
   process.off('message', onMessage);
   try {
     await exchange.stop();
@@ -219,4 +209,19 @@ export async function runClusterWorker(config: Config): Promise<void> {
   }
   // The IPC channel would keep the process alive.
   if (process.connected) process.disconnect();
+}
+
+/**
+ * Resolves at the first SIGINT or SIGTERM, or the first of the other process events named (a
+ * cluster worker also stops when its primary goes away: 'disconnect').
+ */
+export function untilStopped(also: 'disconnect'[] = []): Promise<void> {
+  const events = ['SIGINT', 'SIGTERM', ...also] as const;
+  return new Promise<void>((resolve) => {
+    const done = () => {
+      for (const e of events) process.off(e, done);
+      resolve();
+    };
+    for (const e of events) process.on(e, done);
+  });
 }

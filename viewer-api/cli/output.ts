@@ -1,6 +1,6 @@
 import { ExchangeError } from '../../store/errors.js';
 import { ConfigError } from '../config.js';
-import { UsageError } from './usage.js';
+import { UsageError, usageExitCode } from './usage.js';
 
 export { report, UsageError, type OutputOptions } from './usage.js';
 
@@ -9,7 +9,7 @@ export { report, UsageError, type OutputOptions } from './usage.js';
  * 2 for bad input (usage, configuration, a 4xx ExchangeError), 1 for a failure of the exchange.
  */
 export function exitCodeFor(err: unknown): number {
-  if (err instanceof UsageError || err instanceof ConfigError) {
+  if (err instanceof ConfigError) {
     process.stderr.write(`hakobune: ${err.message}\n`);
     return 2;
   }
@@ -17,10 +17,8 @@ export function exitCodeFor(err: unknown): number {
     process.stderr.write(`hakobune: ${err.message}\n`);
     return err.status < 500 ? 2 : 1;
   }
-  const e = err as Error;
-  process.stderr.write(`hakobune: ${e?.message ?? String(err)}\n`);
-  if (process.env.HAKOBUNE_DEBUG) process.stderr.write(`${e?.stack}\n`);
-  return 1;
+  // Usage errors (2) and anything else (1).
+  return usageExitCode(err);
 }
 
 /** Parses a positive integer option, or throws a UsageError naming the option. */

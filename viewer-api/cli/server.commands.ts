@@ -4,23 +4,17 @@ import { createExchange, type Exchange } from '../exchange.js';
 import { openDatabase } from '../../store/db.js';
 import { migrateToLatest } from '../../store/migrate.js';
 import { report, type OutputOptions } from './output.js';
-import { isClusterWorker, resolveWorkers, runClusterWorker, startCluster } from '../cluster.js';
+import { isClusterWorker, resolveWorkers, runClusterWorker, startCluster, untilStopped } from '../cluster.js';
 
 /** Runs until SIGINT/SIGTERM, then stops the exchange cleanly. */
 export async function serveUntilSignal(exchange: Exchange): Promise<void> {
-  await new Promise<void>((resolve) => {
-    const onSignal = () => {
-      process.off('SIGINT', onSignal);
-      process.off('SIGTERM', onSignal);
-      exchange.log.info('stopping');
-      exchange.stop().then(resolve, (e) => {
-        exchange.log.error({ err: e }, 'error while stopping');
-        resolve();
-      });
-    };
-    process.on('SIGINT', onSignal);
-    process.on('SIGTERM', onSignal);
-  });
+  await untilStopped();
+  exchange.log.info('stopping');
+  try {
+    await exchange.stop();
+  } catch (e) {
+    exchange.log.error({ err: e }, 'error while stopping');
+  }
 }
 
 export function registerServerCommands(program: Command): void {
@@ -35,15 +29,7 @@ export function registerServerCommands(program: Command): void {
       if (workers > 1) {
         const running = await startCluster({ workers });
         process.stdout.write(`Hakobune exchange listening on ${running.url} (database: postgres, ${workers} processes)\n`);
-        await new Promise<void>((resolve) => {
-          const onSignal = () => {
-            process.off('SIGINT', onSignal);
-            process.off('SIGTERM', onSignal);
-            resolve();
-          };
-          process.on('SIGINT', onSignal);
-          process.on('SIGTERM', onSignal);
-        });
+        await untilStopped();
         await running.stop();
         return;
       }
