@@ -7,6 +7,7 @@ import type { ClinicalRecord } from '../ingest/records/types.js';
 import { bundleOf, identityOfRecords } from '../viewer-api/ai/bundle.js';
 import { createInlinePreparer, createWorkerPreparer, PreparationError } from '../viewer-api/ai/deid-pool.js';
 import { deidentify } from '../viewer-api/ai/deidentify.js';
+import { operationBody } from '../viewer-api/ai/request-body.js';
 import { PatientBundleCache, type PatientRecords, type PrepareRequest } from '../viewer-api/ai/prepare.js';
 import { SAMPLES_ROOT } from './support/tmp.js';
 import { identifierForms, scanForIdentifiers, type KnownPatient } from './ai.support.js';
@@ -53,6 +54,7 @@ const request = (over: Partial<PrepareRequest> = {}): PrepareRequest => ({
   birthDate: 'age',
   shiftDays: 77,
   now: Date.UTC(2026, 10, 21),
+  operation: '$analyze',
   ...over,
 });
 
@@ -73,14 +75,20 @@ describe('the per-patient cache of mapped Bundles', () => {
     const cache = new PatientBundleCache(SECRET);
     expect(cache.prepare(request())).toBeUndefined();
     cache.load(request(), patient);
-    for (const shiftDays of [77, -200, 77, 365]) {
+    for (const shiftDays of [77, -200, 77, 365, 0, -31]) {
       const got = cache.prepare(request({ shiftDays }))!;
       const want = fresh(request({ shiftDays }));
-      expect(JSON.parse(got.bundleJson)).toEqual(want.bundle);
+      // The very text (and bytes, and hash) of the body de-identifying from scratch gives.
+      const text = new TextDecoder().decode(got.body.bytes);
+      expect(text).toBe(operationBody('$analyze', JSON.stringify(want.bundle)));
+      expect(got.body.sha256).toBe(createHash('sha256').update(text, 'utf8').digest('hex'));
       expect(got.key).toEqual(want.key);
       expect(got.report.counts).toEqual(want.report.counts);
-      expect(scanForIdentifiers(JSON.parse(got.bundleJson), identifierForms(KNOWN))).toEqual([]);
+      expect(scanForIdentifiers(JSON.parse(text), identifierForms(KNOWN))).toEqual([]);
     }
+    // A plain endpoint gets the Bundle itself; another instant may change the age.
+    const later = request({ operation: 'RiskAssessment', now: Date.UTC(2027, 5, 1), shiftDays: 40 });
+    expect(new TextDecoder().decode(cache.prepare(later)!.body.bytes)).toBe(JSON.stringify(fresh(later).bundle));
   });
 
   it('keeps the most recently used patients only', () => {

@@ -2,6 +2,8 @@ import { createHash } from 'node:crypto';
 import { Client } from 'fhir-kit-client';
 import { loadFhirValidator, type SchemaIssue } from '../../ingest/fhir/schema.js';
 import type { FhirJson } from './deidentify.js';
+import type { PreparedBody } from './prepare.js';
+import { operationBody } from './request-body.js';
 import { assertLocation, type AiService } from './registry.js';
 import {
   backoffDelay,
@@ -85,6 +87,13 @@ export interface SerializedBundle {
 }
 
 const isSerialized = (b: FhirJson | SerializedBundle): b is SerializedBundle => typeof (b as SerializedBundle).json === 'string' && !('resourceType' in b);
+const isPrepared = (b: FhirJson | SerializedBundle | PreparedBody): b is PreparedBody => (b as PreparedBody).bytes instanceof Uint8Array && !('resourceType' in b);
+
+/** What goes out: the exact bytes and their SHA-256 (hex). */
+interface Outgoing {
+  bytes: Uint8Array;
+  sha256: string;
+}
 
 export interface AttemptLog {
   attempt: number;
@@ -161,8 +170,8 @@ export class AiClient {
   private readonly random: () => number;
   private readonly sleep: (ms: number, signal?: AbortSignal) => Promise<void>;
   private readonly fhirClients = new Map<string, Client>();
-  /** The body each call's request carried, by the call's own signal (see fhirClient). */
-  private readonly sentBodies = new WeakMap<AbortSignal, unknown>();
+  /** The body of each call in flight, by the call's own signal, for the request hook (see fhirClient). */
+  private readonly outgoing = new WeakMap<AbortSignal, Uint8Array>();
 
   constructor(opts: AiClientOptions = {}) {
     this.clock = opts.clock ?? Date.now;
@@ -195,10 +204,11 @@ export class AiClient {
 
   /**
    * Sends the de-identified Bundle to the service's declared operation and returns its answer.
-   * The Bundle may come as its JSON text (`{ json }`, as the de-identification workers make it):
-   * it is then sent without being parsed and written again.
+   * The Bundle may come as its JSON text (`{ json }`), or as the request body already encoded and
+   * hashed for this service's operation (PreparedBody, as the de-identification workers make it):
+   * those bytes are then sent as they are.
    */
-  async call(service: AiService, bundle: FhirJson | SerializedBundle, opts: { signal?: AbortSignal; onAttempt?: (a: AttemptLog) => void } = {}): Promise<AiCallResult> {
+  async call(service: AiService, bundle: FhirJson | SerializedBundle | PreparedBody, opts: { signal?: AbortSignal; onAttempt?: (a: AttemptLog) => void } = {}): Promise<AiCallResult> {
     try {
       return await this.attempt(service, bundle, opts);
     } catch (e) {
@@ -207,19 +217,19 @@ export class AiClient {
     }
   }
 
-  private sentOf(service: AiService, bundle: FhirJson | SerializedBundle): { sha256: string; bytes: number } {
+  private sentOf(service: AiService, bundle: FhirJson | SerializedBundle | PreparedBody): { sha256: string; bytes: number } {
     const body = this.body(service, bundle);
-    return { sha256: createHash('sha256').update(body, 'utf8').digest('hex'), bytes: Buffer.byteLength(body, 'utf8') };
+    return { sha256: body.sha256, bytes: body.bytes.byteLength };
   }
 
-  private async attempt(service: AiService, bundle: FhirJson | SerializedBundle, opts: { signal?: AbortSignal; onAttempt?: (a: AttemptLog) => void }): Promise<AiCallResult> {
+  private async attempt(service: AiService, bundle: FhirJson | SerializedBundle | PreparedBody, opts: { signal?: AbortSignal; onAttempt?: (a: AttemptLog) => void }): Promise<AiCallResult> {
     try {
       assertLocation(service);
     } catch (e) {
       throw new AiCallError('refused', (e as Error).message, 0);
     }
     const body = this.body(service, bundle);
-    const sent = { sha256: createHash('sha256').update(body, 'utf8').digest('hex'), bytes: Buffer.byteLength(body, 'utf8') };
+    const sent = { sha256: body.sha256, bytes: body.bytes.byteLength };
     const attempts: AttemptLog[] = [];
     let serviceMs = 0;
     const circuit = this.circuit(service.id);
@@ -235,7 +245,7 @@ export class AiClient {
       try {
         await this.waitForToken(service, opts.signal);
         const headers = await this.authHeaders(service, opts.signal);
-        const result = await this.send(service, body, headers, opts.signal);
+        const result = await this.send(service, body.bytes, headers, opts.signal);
         const ms = this.clock() - started;
         serviceMs += ms;
         const resource = await this.answer(result.data, attempts.length + 1);
@@ -273,10 +283,14 @@ export class AiClient {
     }
   }
 
-  private body(service: AiService, bundle: FhirJson | SerializedBundle): string {
-    if (!isSerialized(bundle)) return JSON.stringify(this.input(service, bundle));
-    // The same text JSON.stringify gives for input(): members in the same order, no spaces.
-    return service.operation.includes('$') ? `{"resourceType":"Parameters","parameter":[{"name":"bundle","resource":${bundle.json}}]}` : bundle.json;
+  private body(service: AiService, bundle: FhirJson | SerializedBundle | PreparedBody): Outgoing {
+    if (isPrepared(bundle)) {
+      if (bundle.operation !== service.operation) throw new Error(`the body was made for operation ${bundle.operation}, not ${service.operation}`);
+      return bundle;
+    }
+    const text = isSerialized(bundle) ? operationBody(service.operation, bundle.json) : JSON.stringify(this.input(service, bundle));
+    const bytes = Buffer.from(text, 'utf8');
+    return { bytes, sha256: createHash('sha256').update(bytes).digest('hex') };
   }
 
   private input(service: AiService, bundle: FhirJson): FhirJson {
@@ -351,9 +365,14 @@ export class AiClient {
     if (!c) {
       c = new Client({
         baseUrl,
-        // Sees the exact request: the body must be the one that was hashed for the audit trail.
+        // fhir-kit-client sends a string as it is and serialises anything else; the body here is
+        // already the exact bytes (encoded and hashed for the audit trail where it was made), so
+        // its request hook, which sees and may change the final request, puts those bytes in.
         requestSigner: (_url, init) => {
-          if (init.signal) this.sentBodies.set(init.signal, init.body);
+          const bytes = init.signal ? this.outgoing.get(init.signal) : undefined;
+          if (!bytes) throw new Error('a call to an AI service without its body');
+          this.outgoing.delete(init.signal!);
+          init.body = bytes as Uint8Array<ArrayBuffer>;
         },
       });
       this.fhirClients.set(baseUrl, c);
@@ -366,7 +385,7 @@ export class AiClient {
    * `Type/$name`) or a plain resource endpoint. A non-2xx answer, or a 2xx whose body is not
    * JSON, is thrown as `{ response: { status, data }, config: { headers } }`.
    */
-  private async send(service: AiService, body: string, headers: Record<string, string>, signal?: AbortSignal): Promise<{ data: unknown; status: number; bytes: number }> {
+  private async send(service: AiService, body: Uint8Array, headers: Record<string, string>, signal?: AbortSignal): Promise<{ data: unknown; status: number; bytes: number }> {
     const timeout = AbortSignal.timeout(service.timeoutMs);
     const combined = signal ? AbortSignal.any([signal, timeout]) : timeout;
     const client = this.fhirClient(service.baseUrl);
@@ -374,15 +393,18 @@ export class AiClient {
     // fetch then keeps no copy of the request body for a second trip: less work per call).
     const options = { signal: combined, headers: { ...headers, 'content-type': 'application/fhir+json' }, redirect: 'error' as const };
     const m = /^(?:([A-Z][A-Za-z]+)\/)?\$(.+)$/.exec(service.operation);
-    // fhir-kit-client sends a string body as it is, so what goes out is exactly `body`.
-    const input = body as unknown as FhirJson;
-    const data = m
-      ? await client.operation({ name: m[2]!, ...(m[1] ? { resourceType: m[1] } : {}), method: 'POST', input: input as never, options })
-      : await client.request(service.operation, { method: 'POST', body: input, options });
-    if (this.sentBodies.get(combined) !== body) throw new Error('the request body changed on its way out');
-    const response = (data as Record<string, unknown> & { __response?: Response }).__response;
-    const length = Number(response?.headers.get('content-length'));
-    return { data, status: response?.status ?? 200, bytes: Number.isInteger(length) && length >= 0 ? length : Buffer.byteLength(JSON.stringify(data), 'utf8') };
+    // The request hook puts `body` in (see fhirClient); the client itself is given an empty text.
+    this.outgoing.set(combined, body);
+    try {
+      const data = m
+        ? await client.operation({ name: m[2]!, ...(m[1] ? { resourceType: m[1] } : {}), method: 'POST', input: '' as never, options })
+        : await client.request(service.operation, { method: 'POST', body: '' as never, options });
+      const response = (data as Record<string, unknown> & { __response?: Response }).__response;
+      const length = Number(response?.headers.get('content-length'));
+      return { data, status: response?.status ?? 200, bytes: Number.isInteger(length) && length >= 0 ? length : Buffer.byteLength(JSON.stringify(data), 'utf8') };
+    } finally {
+      this.outgoing.delete(combined);
+    }
   }
 
   private async answer(data: unknown, attempts: number): Promise<FhirJson> {

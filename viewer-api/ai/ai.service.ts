@@ -348,7 +348,7 @@ export function createAiFlow(deps: AiFlowDeps): AiFlow {
         const cacheKey = await cacheKeyOf(db, claimed.versions, service.id, row.regionalId, sealed.sources, gate.links, maxRecords);
         const categories = CATEGORIES.filter((c) => sealed.sources.some((s) => s.categories.includes(c)));
         prepared = await preparer.prepare(
-          { cacheKey, serviceId: service.id, subject: row.regionalId, categories, birthDate: service.birthDate, shiftDays: shift(), now: row.createdAt },
+          { cacheKey, serviceId: service.id, subject: row.regionalId, categories, birthDate: service.birthDate, shiftDays: shift(), now: row.createdAt, operation: service.operation },
           () => patientRecords(sealed.sources, gate.links),
         );
       } catch (e) {
@@ -366,7 +366,7 @@ export function createAiFlow(deps: AiFlowDeps): AiFlow {
       };
       const deidentification = { records: prepared.records, truncated: prepared.report.truncated, changes: prepared.report.counts };
       try {
-        const r = await client.call(service, { json: prepared.bundleJson }, {
+        const r = await client.call(service, prepared.body, {
           onAttempt: (a) => {
             if (a.outcome !== 'ok') {
               void repo.noteProgress(db, requestId, a.attempt, `attempt ${a.attempt} failed (${a.outcome}); retrying`, clock()).catch(() => undefined);

@@ -138,6 +138,9 @@ export function datePattern(date: Ymd): RegExp {
   return new RegExp(`(?:${forms.join('|')})`, 'g');
 }
 
+/** Writes a date found in free text in the form it was found in (year, month, day as numbers). */
+export type TextDateFormat = (y: number, m: number, d: number) => string;
+
 /**
  * Dates written in free text, shifted by the request's offset in their own format. Only
  * unambiguous forms are touched: ISO (1960-05-01, with time), slashes with a four-digit year,
@@ -145,22 +148,37 @@ export function datePattern(date: Ymd): RegExp {
  * outside an attribute may be anything and is left alone.
  */
 export function shiftDatesInText(text: string, days: number): { text: string; count: number } {
+  return mapDatesInText(text, (y, m, d, format) => shiftTextDate(y, m, d, format, days));
+}
+
+/** A valid date of free text, moved by whole days and written in its own form (`format`). */
+export function shiftTextDate(y: number, m: number, d: number, format: TextDateFormat, days: number): string {
+  const [ny, nm, nd] = addDaysYmd(y, m, d, days);
+  return format(ny, nm, nd);
+}
+
+/**
+ * The dates of free text that shiftDatesInText moves, each replaced by what `replace` gives for
+ * it (its valid year, month and day, and how to write a date in its form); `count` of them.
+ * Which text is a date never depends on the shift: every replacement keeps the digits and
+ * separators around it as they were.
+ */
+export function mapDatesInText(text: string, replace: (y: number, m: number, d: number, format: TextDateFormat) => string): { text: string; count: number } {
   // Every form below starts with four digits: most strings (displays, units, names) have none.
   if (!/[0-9]{4}/.test(text)) return { text, count: 0 };
   let count = 0;
-  const shift = (y: string, m: string, d: string, fmt: (ny: number, nm: number, nd: number) => string, whole: string) => {
+  const one = (y: string, m: string, d: string, format: TextDateFormat, whole: string) => {
     if (!validYmd(+y, +m, +d)) return whole;
-    const [ny, nm, nd] = addDaysYmd(+y, +m, +d, days);
     count++;
-    return fmt(ny, nm, nd);
+    return replace(+y, +m, +d, format);
   };
-  let out = text.replace(/(?<![0-9])(\d{4})-(\d{2})-(\d{2})(?![0-9])/g, (w, y, m, d) => shift(y, m, d, (a, b, c) => `${p4(a)}-${p2(b)}-${p2(c)}`, w));
+  let out = text.replace(/(?<![0-9])(\d{4})-(\d{2})-(\d{2})(?![0-9])/g, (w, y, m, d) => one(y, m, d, (a, b, c) => `${p4(a)}-${p2(b)}-${p2(c)}`, w));
   out = out.replace(/(?<![0-9])(\d{4})\/(\d{1,2})\/(\d{1,2})(?![0-9])/g, (w, y, m, d) =>
-    shift(y, m, d, (a, b, c) => `${p4(a)}/${m.length === 2 ? p2(b) : b}/${d.length === 2 ? p2(c) : c}`, w),
+    one(y, m, d, (a, b, c) => `${p4(a)}/${m.length === 2 ? p2(b) : b}/${d.length === 2 ? p2(c) : c}`, w),
   );
-  out = out.replace(/(?<![0-9])(\d{4})年(\d{1,2})月(\d{1,2})日/g, (w, y, m, d) => shift(y, m, d, (a, b, c) => `${a}年${b}月${c}日`, w));
+  out = out.replace(/(?<![0-9])(\d{4})年(\d{1,2})月(\d{1,2})日/g, (w, y, m, d) => one(y, m, d, (a, b, c) => `${a}年${b}月${c}日`, w));
   out = out.replace(/(value=["'])(\d{4})(\d{2})(\d{2})(\d*(?:[+-]\d{4})?["'])/g, (w, pre, y, m, d, post) =>
-    shift(y, m, d, (a, b, c) => `${pre}${p4(a)}${p2(b)}${p2(c)}${post}`, w),
+    one(y, m, d, (a, b, c) => `${pre}${p4(a)}${p2(b)}${p2(c)}${post}`, w),
   );
   return { text: out, count };
 }

@@ -23,7 +23,9 @@ export function serveDeidentification(): void {
     try {
       if (m.records) cache.load(m.request, m.records);
       const prepared = cache.prepare(m.request);
-      port.postMessage(prepared ? { id: m.id, prepared } : { id: m.id, miss: true });
+      // The body's bytes are handed over, not copied.
+      if (prepared) port.postMessage({ id: m.id, prepared }, [prepared.body.bytes.buffer as ArrayBuffer]);
+      else port.postMessage({ id: m.id, miss: true });
     } catch (e) {
       port.postMessage({ id: m.id, error: e instanceof Error ? e.message : String(e) });
     }

@@ -1,5 +1,6 @@
 import { ExchangeError } from '../../store/errors.js';
-import { ageAt, isFhirDateLike, shiftDatesInText, shiftFhirDate } from './dates.js';
+import { randomBytes } from 'node:crypto';
+import { ageAt, isFhirDateLike, mapDatesInText, shiftFhirDate, shiftTextDate, type TextDateFormat } from './dates.js';
 import { pseudonym, PSEUDONYM_PATTERN, type PseudonymScope } from './pseudonym.js';
 import { compileScrubber, emptyIdentity, mergeIdentity, type PatientIdentity, type ScrubKind, type Scrubber } from './scrub.js';
 
@@ -233,13 +234,42 @@ function invalid(message: string): ExchangeError {
   return new ExchangeError('unprocessable', message);
 }
 
+/**
+ * What one request's de-identification writes that depends on the request itself: the dates
+ * (moved by its shift), the age (at its instant), and text attachments holding shifted dates
+ * (their base64 and size). Everything else depends only on the patient, service and key.
+ */
+interface RequestValues {
+  /** A FHIR date, dateTime or instant (already known to be one), shifted; `compact`: written without dashes (HL7 TS). */
+  fhirDate(v: string, compact?: boolean): string;
+  /** A date of free text (valid), shifted and written in its own form. */
+  textDate(y: number, m: number, d: number, format: TextDateFormat): string;
+  /** The age at the request, or undefined when the birth date gives none. */
+  age(birthDate: string): number | string | undefined;
+  /** A scrubbed text attachment's `data` (base64) and `size`. */
+  attachment(text: string): { data: string; size: number | string };
+}
+
+/** The values of one request with its shift and instant. */
+function requestValues(shiftDays: number, now: number): RequestValues {
+  return {
+    fhirDate: (v, compact) => (compact ? shiftFhirDate(v, shiftDays)!.replace(/-/g, '') : shiftFhirDate(v, shiftDays)!),
+    textDate: (y, m, d, format) => shiftTextDate(y, m, d, format, shiftDays),
+    age: (birthDate) => ageAt(birthDate, now),
+    attachment: (text) => {
+      const bytes = Buffer.from(text, 'utf8');
+      return { data: bytes.toString('base64'), size: bytes.byteLength };
+    },
+  };
+}
+
 class Context {
   readonly counts: Partial<Record<ChangeKind, number>> = {};
   readonly pseudonyms: Record<string, PseudonymEntry> = {};
   readonly ids = new Map<string, string>();
   constructor(
     readonly scope: PseudonymScope,
-    readonly shiftDays: number,
+    readonly values: RequestValues,
     readonly scrubber: Scrubber,
     private readonly memo: Map<string, string>,
   ) {}
@@ -277,24 +307,27 @@ class Context {
   text(s: string): string {
     const { text, counts } = this.scrubber.scrub(s);
     for (const [k, n] of Object.entries(counts)) this.count(`text-${k as ScrubKind}`, n);
-    const shifted = shiftDatesInText(text, this.shiftDays);
+    const shifted = mapDatesInText(text, this.values.textDate);
     this.count('text-date', shifted.count);
     return shifted.text;
   }
 }
 
-/** De-identifies one Bundle. Throws `unprocessable` for something that is not a Bundle. */
-export function deidentify(bundle: unknown, opts: DeidentifyOptions): DeidentifyResult {
+function checkInput(bundle: unknown, opts: Pick<DeidentifyOptions, 'scope' | 'cache'>): asserts bundle is FhirJson {
   if (!isObject(bundle) || bundle['resourceType'] !== 'Bundle') throw invalid('only a FHIR Bundle can be de-identified');
   if (bundle['entry'] !== undefined && !Array.isArray(bundle['entry'])) throw invalid('Bundle.entry must be an array');
-  if (!Number.isInteger(opts.shiftDays)) throw invalid('the date shift must be a whole number of days');
   const cache = opts.cache;
   if (cache && (cache.scope.serviceId !== opts.scope.serviceId || cache.scope.subject !== opts.scope.subject || !Buffer.from(cache.scope.secret).equals(Buffer.from(opts.scope.secret)))) {
     throw new Error('a de-identification cache is only valid for the service, patient and key it was made for');
   }
+}
+
+/** Walks the Bundle once with these request values. */
+function run(bundle: FhirJson, opts: Omit<DeidentifyOptions, 'shiftDays' | 'now'>, values: RequestValues): { bundle: FhirJson; ctx: Context; resources: number } {
+  const cache = opts.cache;
   const ctx = cache
-    ? new Context(opts.scope, opts.shiftDays, cache.scrubber, cache.pseudonyms)
-    : new Context(opts.scope, opts.shiftDays, compileScrubber(mergeIdentity(identityOf(bundle), opts.identity)), new Map());
+    ? new Context(opts.scope, values, cache.scrubber, cache.pseudonyms)
+    : new Context(opts.scope, values, compileScrubber(mergeIdentity(identityOf(bundle), opts.identity)), new Map());
   const resources = resourcesOf(bundle);
   // Ids first, so that a reference to a resource later in the bundle gets the same pseudonym.
   for (const r of resources) {
@@ -302,20 +335,138 @@ export function deidentify(bundle: unknown, opts: DeidentifyOptions): Deidentify
     if (typeof r['id'] === 'string') ctx.resourceId(r['resourceType'], r['id']);
   }
   const out: FhirJson[] = [];
-  for (const r of resources) out.push(resource(r, ctx, opts));
-  const result: FhirJson = {
-    resourceType: 'Bundle',
-    type: 'collection',
-    entry: out.map((r) => ({ resource: r })),
-  };
+  for (const r of resources) out.push(resource(r, ctx, opts.birthDate));
+  return { bundle: { resourceType: 'Bundle', type: 'collection', entry: out.map((r) => ({ resource: r })) }, ctx, resources: out.length };
+}
+
+/** De-identifies one Bundle. Throws `unprocessable` for something that is not a Bundle. */
+export function deidentify(bundle: unknown, opts: DeidentifyOptions): DeidentifyResult {
+  checkInput(bundle, opts);
+  if (!Number.isInteger(opts.shiftDays)) throw invalid('the date shift must be a whole number of days');
+  const r = run(bundle, opts, requestValues(opts.shiftDays, opts.now));
   return {
-    bundle: result,
-    report: { resources: out.length, counts: ctx.counts },
-    key: { serviceId: opts.scope.serviceId, subject: opts.scope.subject, shiftDays: opts.shiftDays, pseudonyms: ctx.pseudonyms },
+    bundle: r.bundle,
+    report: { resources: r.resources, counts: r.ctx.counts },
+    key: { serviceId: opts.scope.serviceId, subject: opts.scope.subject, shiftDays: opts.shiftDays, pseudonyms: r.ctx.pseudonyms },
   };
 }
 
-function resource(r: FhirJson, ctx: Context, opts: DeidentifyOptions): FhirJson {
+/**
+ * One patient's de-identified Bundle for one service with what depends on the request left
+ * open: its JSON text is written once, with a marker wherever a shifted date, the age, or a text
+ * attachment holding dates goes; `render` fills them in for one request. The text it gives is
+ * exactly `JSON.stringify(deidentify(...).bundle)` with that shift and instant (the tests hold
+ * it to that), at the cost of a string join instead of a walk of the whole Bundle.
+ */
+export interface DeidentifiedTemplate {
+  report: DeidentifyReport;
+  /** The key's pseudonyms (the same for every request of this template). */
+  pseudonyms: Record<string, PseudonymEntry>;
+  /** The Bundle's JSON for one request; undefined when this template cannot give it (then deidentify). */
+  render(shiftDays: number, now: number): string | undefined;
+}
+
+type Slot =
+  | { kind: 'fhir-date'; value: string; compact: boolean }
+  | { kind: 'text-date'; y: number; m: number; d: number; format: TextDateFormat }
+  | { kind: 'age'; birthDate: string }
+  | { kind: 'attachment-data' | 'attachment-size'; parts: (string | number)[] };
+
+const letters = (n: number): string => {
+  let s = '';
+  do {
+    s += String.fromCharCode(97 + (n % 26));
+    n = Math.floor(n / 26);
+  } while (n > 0);
+  return s;
+};
+
+export function deidentifyTemplate(bundle: unknown, opts: Omit<DeidentifyOptions, 'shiftDays' | 'now'> & { now: number }): DeidentifiedTemplate {
+  checkInput(bundle, opts);
+  // Markers: private-use characters around a random nonce and the slot's number in letters
+  // (no digits, so that no date pattern of free text can meet one). Inside a JSON string, or a
+  // whole JSON string standing for a number.
+  const nonce = [...randomBytes(12)].map((b) => String.fromCharCode(97 + (b % 26))).join('');
+  const slots: Slot[] = [];
+  const add = (slot: Slot, raw = false) => {
+    slots.push(slot);
+    return raw ? `\uE002${nonce}${letters(slots.length - 1)}\uE003` : `\uE000${nonce}${letters(slots.length - 1)}\uE001`;
+  };
+  const inText = new RegExp(`\uE000${nonce}([a-z]+)\uE001`, 'g');
+  const number = (code: string) => {
+    let n = 0;
+    for (let i = code.length - 1; i >= 0; i--) n = n * 26 + (code.charCodeAt(i) - 97);
+    return n;
+  };
+  // Whether the age is given is decided here, at the template's instant; a request for which
+  // that differs (a birth date later than it) is not rendered from the template.
+  const ageGiven = new Map<string, boolean>();
+  const values: RequestValues = {
+    fhirDate: (value, compact) => add({ kind: 'fhir-date', value, compact: !!compact }),
+    textDate: (y, m, d, format) => add({ kind: 'text-date', y, m, d, format }),
+    age: (birthDate) => {
+      const given = ageAt(birthDate, opts.now) !== undefined;
+      ageGiven.set(birthDate, given);
+      return given ? add({ kind: 'age', birthDate }, true) : undefined;
+    },
+    attachment: (text) => {
+      inText.lastIndex = 0;
+      if (!inText.test(text)) return requestValues(0, opts.now).attachment(text);
+      const parts = text.split(inText).map((p, i) => (i % 2 ? number(p) : p));
+      return { data: add({ kind: 'attachment-data', parts }), size: add({ kind: 'attachment-size', parts }, true) };
+    },
+  };
+  const r = run(bundle, opts, values);
+  const json = JSON.stringify(r.bundle);
+  const marker = new RegExp(`\uE000${nonce}([a-z]+)\uE001|"\uE002${nonce}([a-z]+)\uE003"`, 'g');
+  const pieces: string[] = [];
+  const refs: number[] = [];
+  let pos = 0;
+  for (const m of json.matchAll(marker)) {
+    pieces.push(json.slice(pos, m.index));
+    refs.push(number(m[1] ?? m[2]!));
+    pos = m.index + m[0].length;
+  }
+  pieces.push(json.slice(pos));
+  // Every slot is written exactly once: in the JSON, or in a text attachment's text.
+  const reached = new Set(refs);
+  for (const s of slots) if (s.kind === 'attachment-data') for (const p of s.parts) if (typeof p === 'number') reached.add(p);
+  if (reached.size !== slots.length || new Set(refs).size !== refs.length) throw new Error('the de-identified Bundle could not be written as a template');
+  return {
+    report: { resources: r.resources, counts: r.ctx.counts },
+    pseudonyms: r.ctx.pseudonyms,
+    render(shiftDays, now) {
+      if (!Number.isInteger(shiftDays)) throw invalid('the date shift must be a whole number of days');
+      for (const [birthDate, given] of ageGiven) if ((ageAt(birthDate, now) !== undefined) !== given) return undefined;
+      const actual = requestValues(shiftDays, now);
+      const raw = new Map<number, string | number>();
+      const value = (i: number): string | number => {
+        let v = raw.get(i);
+        if (v !== undefined) return v;
+        const s = slots[i]!;
+        if (s.kind === 'fhir-date') v = actual.fhirDate(s.value, s.compact);
+        else if (s.kind === 'text-date') v = actual.textDate(s.y, s.m, s.d, s.format);
+        else if (s.kind === 'age') v = ageAt(s.birthDate, now)!;
+        else {
+          const a = actual.attachment(s.parts.map((p) => (typeof p === 'number' ? value(p) : p)).join(''));
+          v = s.kind === 'attachment-data' ? a.data : a.size;
+        }
+        raw.set(i, v);
+        return v;
+      };
+      let out = pieces[0]!;
+      for (let k = 0; k < refs.length; k++) {
+        const i = refs[k]!;
+        const v = value(i);
+        // A text date may carry quotes (value="..."): written as JSON.stringify writes them.
+        out += (slots[i]!.kind === 'text-date' ? JSON.stringify(v).slice(1, -1) : String(v)) + pieces[k + 1]!;
+      }
+      return out;
+    },
+  };
+}
+
+function resource(r: FhirJson, ctx: Context, birthDate: BirthDateNeed): FhirJson {
   const type = r['resourceType'] as string;
   const copy: FhirJson = { ...r };
   if (typeof copy['id'] === 'string') {
@@ -327,12 +478,16 @@ function resource(r: FhirJson, ctx: Context, opts: DeidentifyOptions): FhirJson 
     const { source: _s, versionId: _v, ...meta } = copy['meta'];
     copy['meta'] = meta;
   }
-  if (type === 'Patient') patient(copy, ctx, opts);
+  const age = type === 'Patient' ? patient(copy, ctx, birthDate) : undefined;
   if (type === 'Coverage') coverage(copy, ctx);
-  return prune(walk(copy, 'resource', ctx) as FhirJson);
+  const out = walk(copy, 'resource', ctx) as FhirJson;
+  // Added after the walk: it holds nothing to de-identify (and the age may be a template's marker).
+  if (age) out['extension'] = [...arr(out['extension']), age];
+  return prune(out);
 }
 
-function patient(p: FhirJson, ctx: Context, opts: DeidentifyOptions) {
+/** Removes the patient's demographics; answers the age extension to add, if the service asked for the age. */
+function patient(p: FhirJson, ctx: Context, need: BirthDateNeed): FhirJson | undefined {
   const drop = (key: string, kind: ChangeKind) => {
     if (p[key] === undefined) return;
     ctx.count(kind, arr(p[key]).length);
@@ -344,20 +499,16 @@ function patient(p: FhirJson, ctx: Context, opts: DeidentifyOptions) {
   drop('photo', 'photo');
   drop('contact', 'contact');
   const birth = str(p['birthDate']);
-  if (birth) {
-    delete p['birthDate'];
-    ctx.count('birth-date');
-    if (opts.birthDate === 'year' && /^\d{4}/.test(birth)) p['birthDate'] = birth.slice(0, 4);
-    if (opts.birthDate === 'age') {
-      const age = ageAt(birth, opts.now);
-      if (age !== undefined) {
-        p['extension'] = [
-          ...arr(p['extension']),
-          { url: AGE_EXTENSION, valueAge: { value: age, unit: 'a', system: 'http://unitsofmeasure.org', code: 'a' } },
-        ];
-      }
-    }
-  }
+  if (!birth) return undefined;
+  delete p['birthDate'];
+  ctx.count('birth-date');
+  if (need === 'year' && /^\d{4}/.test(birth)) p['birthDate'] = birth.slice(0, 4);
+  if (need !== 'age') return undefined;
+  const age = ctx.values.age(birth);
+  if (age === undefined) return undefined;
+  // Where the old extensions were, or last.
+  if (p['extension'] === undefined) p['extension'] = [];
+  return { url: AGE_EXTENSION, valueAge: { value: age, unit: 'a', system: 'http://unitsofmeasure.org', code: 'a' } };
 }
 
 function coverage(c: FhirJson, ctx: Context) {
@@ -411,7 +562,7 @@ function stringValue(v: string, key: string, ctx: Context): string {
   if (DATE_KEY.test(key) || v.includes('T')) {
     if (isFhirDateLike(v)) {
       ctx.count('date');
-      return shiftFhirDate(v, ctx.shiftDays)!;
+      return ctx.values.fhirDate(v);
     }
   }
   // An HL7 TS value kept as text (OBX value type TS): YYYYMMDD[HHMM[SS]].
@@ -421,7 +572,7 @@ function stringValue(v: string, key: string, ctx: Context): string {
       const scrubbed = ctx.text(v);
       if (scrubbed !== v) return scrubbed;
       ctx.count('date');
-      return shiftFhirDate(`${m[1]}-${m[2]}-${m[3]}`, ctx.shiftDays)!.replace(/-/g, '') + m[4];
+      return ctx.values.fhirDate(`${m[1]}-${m[2]}-${m[3]}`, true) + m[4];
     }
   }
   return ctx.text(v);
@@ -471,9 +622,9 @@ function attachment(a: FhirJson, ctx: Context): FhirJson {
     if (TEXTUAL.test(contentType) && /^[A-Za-z0-9+/]*={0,2}$/.test(data.replace(/\s/g, ''))) {
       const bytes = Buffer.from(data, 'base64');
       const text = new TextDecoder('utf-8', { fatal: false }).decode(bytes);
-      const scrubbed = Buffer.from(ctx.text(text), 'utf8');
-      out['data'] = scrubbed.toString('base64');
-      out['size'] = scrubbed.byteLength;
+      const scrubbed = ctx.values.attachment(ctx.text(text));
+      out['data'] = scrubbed.data;
+      out['size'] = scrubbed.size;
       ctx.count('attachment-scrubbed');
     } else {
       // A PDF or an image cannot be scrubbed reliably: it does not leave the exchange.

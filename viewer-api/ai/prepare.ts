@@ -1,15 +1,19 @@
 import type { Category } from '../../consent/categories.js';
 import type { ClinicalRecord } from '../../ingest/records/types.js';
 import { bundleOf, identityOfRecords } from './bundle.js';
-import { deidentificationCache, deidentify, type BirthDateNeed, type DeidentificationCache, type DeidentifyReport, type FhirJson, type ReidentificationKey } from './deidentify.js';
+import { createHash } from 'node:crypto';
+import { deidentificationCache, deidentify, deidentifyTemplate, type BirthDateNeed, type DeidentificationCache, type DeidentifiedTemplate, type DeidentifyReport, type FhirJson, type ReidentificationKey } from './deidentify.js';
+import { operationBody } from './request-body.js';
 
 /**
  * Preparing what one AI request sends: the patient's records of the permitted categories as a
  * FHIR Bundle, then de-identified for this request. Mapping the records to FHIR and compiling
  * the patient's scrubber are the expensive part and do not change while the index does not, so
- * they are kept per (service, patient, permitted sources, index version) in a small LRU cache;
- * a request then only walks the mapped Bundle once with its own date shift. Pure apart from that
- * cache; runs in a worker thread (deid-pool.ts) or, without one, in the caller's thread.
+ * they are kept per (service, patient, permitted sources, index version) in a small LRU cache,
+ * with the de-identified Bundle's JSON as a template (deidentifyTemplate): a request then only
+ * fills in its own shifted dates and age, and the body it sends is encoded and hashed here.
+ * Pure apart from that cache; runs in a worker thread (deid-pool.ts) or, without one, in the
+ * caller's thread.
  */
 
 export interface PatientRecords {
@@ -31,15 +35,24 @@ export interface PrepareRequest {
   birthDate: BirthDateNeed;
   shiftDays: number;
   now: number;
+  /** The service's operation: the body is the Bundle, or Parameters around it (request-body.ts). */
+  operation: string;
 }
 
 export interface Prepared {
-  /** The de-identified Bundle as the JSON text that will be sent. */
-  bundleJson: string;
+  /** The exact request body that will be sent (UTF-8 JSON), for `operation`. */
+  body: PreparedBody;
   key: ReidentificationKey;
   report: DeidentifyReport & { truncated: boolean };
   /** Records included in the Bundle. */
   records: number;
+}
+
+/** A request body made ahead of the call: its bytes, their SHA-256 (hex), and the operation it is for. */
+export interface PreparedBody {
+  bytes: Uint8Array;
+  sha256: string;
+  operation: string;
 }
 
 interface PatientEntry {
@@ -47,6 +60,8 @@ interface PatientEntry {
   included: number;
   truncated: boolean;
   cache: DeidentificationCache;
+  /** By the birth date the service needs. */
+  templates: Map<BirthDateNeed, DeidentifiedTemplate>;
 }
 
 export class PatientBundleCache {
@@ -70,7 +85,7 @@ export class PatientBundleCache {
     const { bundle, included } = bundleOf(records.sent, new Set(req.categories));
     const cache = deidentificationCache(bundle, { secret: this.secret, serviceId: req.serviceId, subject: req.subject }, identityOfRecords([...records.demographics, ...records.sent]));
     this.entries.delete(req.cacheKey);
-    this.entries.set(req.cacheKey, { bundle, included, truncated: records.truncated, cache });
+    this.entries.set(req.cacheKey, { bundle, included, truncated: records.truncated, cache, templates: new Map() });
     while (this.entries.size > this.capacity) this.entries.delete(this.entries.keys().next().value!);
   }
 
@@ -81,14 +96,27 @@ export class PatientBundleCache {
     // Most recently used last.
     this.entries.delete(req.cacheKey);
     this.entries.set(req.cacheKey, e);
-    const deid = deidentify(e.bundle, {
-      // The request's own scope: a cache made for another service or patient is refused.
-      scope: { secret: this.secret, serviceId: req.serviceId, subject: req.subject },
-      birthDate: req.birthDate,
-      shiftDays: req.shiftDays,
-      now: req.now,
-      cache: e.cache,
-    });
-    return { bundleJson: JSON.stringify(deid.bundle), key: deid.key, report: { ...deid.report, truncated: e.truncated }, records: e.included };
+    const scope = { secret: this.secret, serviceId: req.serviceId, subject: req.subject };
+    // The request's own scope: a cache made for another service or patient is refused.
+    if (e.cache.scope.serviceId !== scope.serviceId || e.cache.scope.subject !== scope.subject) {
+      throw new Error('a de-identification cache is only valid for the service, patient and key it was made for');
+    }
+    let template = e.templates.get(req.birthDate);
+    if (!template) e.templates.set(req.birthDate, (template = deidentifyTemplate(e.bundle, { scope, birthDate: req.birthDate, now: req.now, cache: e.cache })));
+    let json = template.render(req.shiftDays, req.now);
+    let key: ReidentificationKey = { serviceId: req.serviceId, subject: req.subject, shiftDays: req.shiftDays, pseudonyms: template.pseudonyms };
+    let report: DeidentifyReport = template.report;
+    if (json === undefined) {
+      const deid = deidentify(e.bundle, { scope, birthDate: req.birthDate, shiftDays: req.shiftDays, now: req.now, cache: e.cache });
+      [json, key, report] = [JSON.stringify(deid.bundle), deid.key, deid.report];
+    }
+    // Its own buffer (never a pooled slice): a worker hands it over without a copy.
+    const bytes = new TextEncoder().encode(operationBody(req.operation, json));
+    return {
+      body: { bytes, sha256: createHash('sha256').update(bytes).digest('hex'), operation: req.operation },
+      key,
+      report: { resources: report.resources, counts: { ...report.counts }, truncated: e.truncated },
+      records: e.included,
+    };
   }
 }
