@@ -213,6 +213,12 @@ async function exchangeMain() {
       }
       return out;
     };
+    // The event loop's own thread (its id is the process id): the rest of the process's CPU is
+    // the worker threads (de-identification, answer schemas) and V8's helpers (GC).
+    const mainThreadMs = () => {
+      const f = fs.readFileSync(`/proc/self/task/${process.pid}/stat`, 'utf8').split(') ')[1]!.split(' ');
+      return ((Number(f[11]) + Number(f[12])) / tick) * 1000;
+    };
     const PROFILE = arg('profile', '');
     const inspector = PROFILE ? new (await import('node:inspector/promises')).Session() : undefined;
     inspector?.connect();
@@ -220,6 +226,7 @@ async function exchangeMain() {
     child.send({ type: 'go', url, token, patients, dbUrl: pgdb.url, requests: REQUESTS, inflight: INFLIGHT } satisfies Go);
     await fromChild('mark'); // load-start
     const cpu0 = process.cpuUsage();
+    const main0 = mainThreadMs();
     const load0 = os.loadavg();
     const t0 = performance.now();
     loop.enable();
@@ -237,6 +244,7 @@ async function exchangeMain() {
     loop.disable();
     if (inspector) fs.writeFileSync(PROFILE, JSON.stringify((await inspector.post('Profiler.stop')).profile));
     const cpu = process.cpuUsage(cpu0);
+    const mainMs = mainThreadMs() - main0;
     const pg1 = await backendsCpu();
     let pgMs = 0;
     for (const [pid, ms] of pg1) pgMs += ms - (pg0.get(pid) ?? 0);
@@ -258,6 +266,8 @@ async function exchangeMain() {
             processMs: round(exchangeMs, 0),
             postgresMs: round(pgMs, 0),
             perRequestMs: { process: round(exchangeMs / n, 2), postgres: round(pgMs / n, 2), total: round((exchangeMs + pgMs) / n, 2) },
+            // Of the process: the event loop's thread, and the others (workers, GC helpers).
+            processPerRequestMs: { eventLoopThread: round(mainMs / n, 2), otherThreads: round((exchangeMs - mainMs) / n, 2) },
             coresBusy: round((exchangeMs + pgMs) / wall, 2),
             // Less the clients' own queries (completion polls, the audit read).
             postgresTransactionsPerRequest: round((xact1 - xact0 - Number((result as { clientQueries: number }).clientQueries)) / n, 1),
