@@ -1,4 +1,5 @@
 import fs from 'node:fs';
+import os from 'node:os';
 import path from 'node:path';
 import { createHash } from 'node:crypto';
 import { describe, expect, it } from 'vitest';
@@ -8,7 +9,8 @@ import { bundleOf, identityOfRecords } from '../viewer-api/ai/bundle.js';
 import { createInlinePreparer, createWorkerPreparer, PreparationError } from '../viewer-api/ai/deid-pool.js';
 import { deidentify } from '../viewer-api/ai/deidentify.js';
 import { operationBody } from '../viewer-api/ai/request-body.js';
-import { PatientBundleCache, type PatientRecords, type PrepareRequest } from '../viewer-api/ai/prepare.js';
+import { PatientBundleCache, type PatientRecords, type Prepared, type PrepareRequest } from '../viewer-api/ai/prepare.js';
+import { SecretBox } from '../viewer-api/auth/secret-box.js';
 import { SAMPLES_ROOT } from './support/tmp.js';
 import { identifierForms, scanForIdentifiers, type KnownPatient } from './ai.support.js';
 
@@ -111,20 +113,32 @@ describe('the per-patient cache of mapped Bundles', () => {
 
 describe('de-identification on worker threads', () => {
   it('gives what the same work in this thread gives, and reads a patient’s records once for a burst of requests', async () => {
-    const pool = createWorkerPreparer({ secret: SECRET, threads: 2 });
-    const inline = createInlinePreparer(SECRET);
+    const keyFile = path.join(fs.mkdtempSync(path.join(os.tmpdir(), 'hk-deid-')), 'secret.key');
+    const box = SecretBox.fromKeyFile(keyFile);
+    const pool = createWorkerPreparer({ secret: SECRET, threads: 2, keyFile });
+    const inline = createInlinePreparer(SECRET, undefined, box);
+    const sources = [{ facilityId: 'FA', localId: '9999013', categories: ['labs'] }];
+    const sealed = (i: number) => request({ shiftDays: 10 + i, seal: { aad: `ai-request:r${i}:key`, sources } });
+    const same = (got: Prepared, want: Prepared, i: number) => {
+      // Everything but the id of the pseudonyms (each thread's own template).
+      expect(Buffer.from(got.body.bytes).equals(Buffer.from(want.body.bytes))).toBe(true);
+      expect([got.body.sha256, got.body.operation, got.key, got.report, got.records]).toEqual([want.body.sha256, want.body.operation, want.key, want.report, want.records]);
+      // The worker sealed the whole key (pseudonyms included) with the sources, under the request's own associated data.
+      expect(JSON.parse(box.open(got.sealedKey!, `ai-request:r${i}:key`).toString('utf8'))).toEqual({ key: want.key, sources });
+      expect(() => box.open(got.sealedKey!, 'ai-request:other:key')).toThrow();
+    };
     try {
       let loads = 0;
       const load = async () => {
         loads++;
         return patient;
       };
-      const burst = await Promise.all(Array.from({ length: 12 }, (_, i) => pool.prepare(request({ shiftDays: 10 + i }), load)));
+      const burst = await Promise.all(Array.from({ length: 12 }, (_, i) => pool.prepare(sealed(i), load)));
       expect(loads).toBe(1);
-      for (const [i, got] of burst.entries()) {
-        const want = await inline.prepare(request({ shiftDays: 10 + i }), async () => patient);
-        expect(got).toEqual(want);
-      }
+      for (const [i, got] of burst.entries()) same(got, (await inline.prepare(sealed(i), async () => patient))!, i);
+      // Later requests for the patient: the worker no longer sends the pseudonyms, the key is whole all the same.
+      for (const i of [20, 21]) same(await pool.prepare(sealed(i), load), (await inline.prepare(sealed(i), async () => patient))!, i);
+      expect(loads).toBe(1);
       // A new index version is another key: read again.
       await pool.prepare(request({ cacheKey: 'svc|R-1|v2' }), load);
       expect(loads).toBe(2);

@@ -87,7 +87,9 @@ export function createAiModule(deps: AiModuleDeps): AiModule {
   // Building and de-identifying Bundles is the CPU-heavy part: on worker threads, so that the
   // event loop keeps serving the viewer while analyses are prepared.
   const preparer =
-    deps.preparerThreads === 0 ? createInlinePreparer(pseudonymKey) : createWorkerPreparer({ secret: pseudonymKey, threads: deps.preparerThreads ?? defaultPreparerThreads() });
+    deps.preparerThreads === 0
+      ? createInlinePreparer(pseudonymKey, undefined, box)
+      : createWorkerPreparer({ secret: pseudonymKey, keyFile: deps.config.auth.secretKeyFile, threads: deps.preparerThreads ?? defaultPreparerThreads() });
   let queue: AiQueue | undefined;
   const flow = createAiFlow({ db: flowDb, box, audit: deps.audit, clock: deps.clock, log, registry: flowRegistry, client, contexts: flowContexts, consent: deps.consent, roles: deps.roles, pseudonymKey, preparer, queue: () => queue! });
   queue = createAiQueue({ redisUrl: deps.config.redisUrl, prefix: deps.queuePrefix, concurrency: deps.concurrency, log, process: (id) => flow.process(id) });

@@ -148,7 +148,7 @@ export function createAiFlow(deps: AiFlowDeps): AiFlow {
   });
   const maxRecords = deps.maxRecords ?? 5000;
   const shift = deps.shiftDays ?? randomShiftDays;
-  const preparer = deps.preparer ?? createInlinePreparer(deps.pseudonymKey);
+  const preparer = deps.preparer ?? createInlinePreparer(deps.pseudonymKey, undefined, box);
   // The statements every request makes, grouped across the requests in flight (store/group.ts).
   const insert = grouped<repo.NewAiRequest, void>(async (rs) => {
     await repo.insertRequests(db, rs);
@@ -348,7 +348,18 @@ export function createAiFlow(deps: AiFlowDeps): AiFlow {
         const cacheKey = await cacheKeyOf(db, claimed.versions, service.id, row.regionalId, sealed.sources, gate.links, maxRecords);
         const categories = CATEGORIES.filter((c) => sealed.sources.some((s) => s.categories.includes(c)));
         prepared = await preparer.prepare(
-          { cacheKey, serviceId: service.id, subject: row.regionalId, categories, birthDate: service.birthDate, shiftDays: shift(), now: row.createdAt, operation: service.operation },
+          {
+            cacheKey,
+            serviceId: service.id,
+            subject: row.regionalId,
+            categories,
+            birthDate: service.birthDate,
+            shiftDays: shift(),
+            now: row.createdAt,
+            operation: service.operation,
+            // Sealed where it is made (a worker thread): SealedKey.
+            seal: { aad: aadKey(requestId), sources: sealed.sources },
+          },
           () => patientRecords(sealed.sources, gate.links),
         );
       } catch (e) {
@@ -362,7 +373,7 @@ export function createAiFlow(deps: AiFlowDeps): AiFlow {
       preparedFields = {
         records: prepared.records,
         report: prepared.report as unknown as Record<string, unknown>,
-        reidKeyEnc: box.seal(Buffer.from(JSON.stringify({ key, sources: sealed.sources } satisfies SealedKey), 'utf8'), aadKey(requestId)),
+        reidKeyEnc: prepared.sealedKey ?? box.seal(Buffer.from(JSON.stringify({ key, sources: sealed.sources } satisfies SealedKey), 'utf8'), aadKey(requestId)),
       };
       const deidentification = { records: prepared.records, truncated: prepared.report.truncated, changes: prepared.report.counts };
       try {

@@ -1,7 +1,8 @@
 import os from 'node:os';
 import { Worker, type ResourceLimits } from 'node:worker_threads';
 import type { WorkerIn } from './deid-worker.js';
-import { PatientBundleCache, type PatientRecords, type Prepared, type PrepareRequest } from './prepare.js';
+import type { PseudonymEntry } from './deidentify.js';
+import { PatientBundleCache, type PatientRecords, type Prepared, type PrepareRequest, type Sealer } from './prepare.js';
 
 /**
  * Where AI requests are prepared (records -> FHIR Bundle -> de-identified JSON): a pool of
@@ -28,8 +29,8 @@ export class PreparationError extends Error {
 /** Worker threads by default: the machine's cores less one (the event loop's), at least one. */
 export const defaultPreparerThreads = () => Math.max(1, os.availableParallelism() - 1);
 
-export function createInlinePreparer(secret: Uint8Array, capacity?: number): Preparer {
-  const cache = new PatientBundleCache(secret, capacity);
+export function createInlinePreparer(secret: Uint8Array, capacity?: number, sealer?: Sealer): Preparer {
+  const cache = new PatientBundleCache(secret, capacity, sealer);
   return {
     kind: 'inline',
     async prepare(req, load) {
@@ -50,13 +51,13 @@ class Slot {
   private readonly pending = new Map<number, { resolve: (r: Reply) => void; reject: (e: Error) => void; timer: NodeJS.Timeout }>();
 
   constructor(
-    private readonly opts: { secret: Uint8Array; capacity?: number; timeoutMs: number; resourceLimits?: ResourceLimits },
+    private readonly opts: { secret: Uint8Array; capacity?: number; keyFile?: string; timeoutMs: number; resourceLimits?: ResourceLimits },
   ) {}
 
   private start(): Worker {
     if (this.worker) return this.worker;
     const w = new Worker(new URL('./deid.worker.mjs', import.meta.url), {
-      workerData: { secret: this.opts.secret, capacity: this.opts.capacity },
+      workerData: { secret: this.opts.secret, capacity: this.opts.capacity, keyFile: this.opts.keyFile },
       ...(this.opts.resourceLimits ? { resourceLimits: this.opts.resourceLimits } : {}),
     });
     w.unref();
@@ -126,6 +127,8 @@ function slotOf(key: string, n: number): number {
 
 export function createWorkerPreparer(opts: {
   secret: Uint8Array;
+  /** The exchange's secret key file: the workers seal re-identification keys (PrepareRequest.seal). */
+  keyFile?: string;
   threads?: number;
   /** Patients cached per worker. */
   capacity?: number;
@@ -134,32 +137,56 @@ export function createWorkerPreparer(opts: {
 }): Preparer {
   const n = opts.threads ?? defaultPreparerThreads();
   if (!Number.isInteger(n) || n < 1) throw new Error('the de-identification pool needs at least one thread');
-  const slots = Array.from({ length: n }, () => new Slot({ secret: opts.secret, capacity: opts.capacity, timeoutMs: opts.timeoutMs ?? 60_000, resourceLimits: opts.resourceLimits }));
+  const slots = Array.from({ length: n }, () => new Slot({ secret: opts.secret, capacity: opts.capacity, keyFile: opts.keyFile, timeoutMs: opts.timeoutMs ?? 60_000, resourceLimits: opts.resourceLimits }));
+  // The pseudonyms of each patient's key are the same request after request: a worker sends
+  // them once, and this thread keeps them (by cache key and birth-date need; at most 1024).
+  const pseudonyms = new Map<string, { id: string; entries: Record<string, PseudonymEntry> }>();
+  const ask = async (slot: Slot, req: PrepareRequest, records?: PatientRecords): Promise<Prepared | undefined> => {
+    const k = `${req.cacheKey}\u0000${req.birthDate}`;
+    const held = pseudonyms.get(k);
+    const got = unwrap(await slot.ask({ request: { ...req, pseudonymsHeld: held?.id }, ...(records ? { records } : {}) }));
+    if (!got) return undefined;
+    let entries = got.key.pseudonyms;
+    if (held && got.pseudonymsId === held.id) entries = held.entries;
+    else {
+      pseudonyms.delete(k);
+      pseudonyms.set(k, { id: got.pseudonymsId, entries });
+      if (pseudonyms.size > 1024) pseudonyms.delete(pseudonyms.keys().next().value!);
+    }
+    // Structured clone gives Uint8Arrays: Buffers again, over the same memory.
+    const buf = (u: Uint8Array): Buffer => Buffer.from(u.buffer, u.byteOffset, u.byteLength);
+    return {
+      ...got,
+      body: { ...got.body, bytes: buf(got.body.bytes) },
+      key: { ...got.key, pseudonyms: entries },
+      ...(got.sealedKey ? { sealedKey: buf(got.sealedKey) } : {}),
+    };
+  };
   // One load of a patient's records at a time per cache key: a burst of requests for the same
   // patient maps its records once.
-  const loading = new Map<string, Promise<Reply>>();
+  const loading = new Map<string, Promise<Prepared | undefined>>();
   let closed = false;
   return {
     kind: 'worker-threads',
     async prepare(req, load) {
       if (closed) throw new PreparationError('the de-identification workers were stopped');
       const slot = slots[slotOf(req.cacheKey, n)]!;
-      const first = unwrap(await slot.ask({ request: req }));
+      const first = await ask(slot, req);
       if (first) return first;
       const running = loading.get(req.cacheKey);
       if (!running) {
-        const p = (async () => slot.ask({ request: req, records: await load() }))();
+        const p = (async () => ask(slot, req, await load()))();
         loading.set(req.cacheKey, p);
         const done = () => {
           if (loading.get(req.cacheKey) === p) loading.delete(req.cacheKey);
         };
         p.then(done, done);
-        return unwrap(await p)!;
+        return (await p)!;
       }
       await running.catch(() => undefined);
-      const again = unwrap(await slot.ask({ request: req }));
+      const again = await ask(slot, req);
       if (again) return again;
-      return unwrap(await slot.ask({ request: req, records: await load() }))!;
+      return (await ask(slot, req, await load()))!;
     },
     async close() {
       closed = true;

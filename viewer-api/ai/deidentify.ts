@@ -359,6 +359,8 @@ export function deidentify(bundle: unknown, opts: DeidentifyOptions): Deidentify
  * it to that), at the cost of a string join instead of a walk of the whole Bundle.
  */
 export interface DeidentifiedTemplate {
+  /** Unique to this template (random). */
+  id: string;
   report: DeidentifyReport;
   /** The key's pseudonyms (the same for every request of this template). */
   pseudonyms: Record<string, PseudonymEntry>;
@@ -433,6 +435,7 @@ export function deidentifyTemplate(bundle: unknown, opts: Omit<DeidentifyOptions
   for (const s of slots) if (s.kind === 'attachment-data') for (const p of s.parts) if (typeof p === 'number') reached.add(p);
   if (reached.size !== slots.length || new Set(refs).size !== refs.length) throw new Error('the de-identified Bundle could not be written as a template');
   return {
+    id: nonce,
     report: { resources: r.resources, counts: r.ctx.counts },
     pseudonyms: r.ctx.pseudonyms,
     render(shiftDays, now) {

@@ -2,7 +2,7 @@ import type { Category } from '../../consent/categories.js';
 import type { ClinicalRecord } from '../../ingest/records/types.js';
 import { bundleOf, identityOfRecords } from './bundle.js';
 import { createHash } from 'node:crypto';
-import { deidentificationCache, deidentify, deidentifyTemplate, type BirthDateNeed, type DeidentificationCache, type DeidentifiedTemplate, type DeidentifyReport, type FhirJson, type ReidentificationKey } from './deidentify.js';
+import { deidentificationCache, deidentify, deidentifyTemplate, type BirthDateNeed, type DeidentificationCache, type DeidentifiedTemplate, type DeidentifyReport, type FhirJson, type PseudonymEntry, type ReidentificationKey } from './deidentify.js';
 import { operationBody } from './request-body.js';
 
 /**
@@ -37,12 +37,29 @@ export interface PrepareRequest {
   now: number;
   /** The service's operation: the body is the Bundle, or Parameters around it (request-body.ts). */
   operation: string;
+  /**
+   * Seal the request's re-identification key here (with the cache's sealer), together with
+   * `sources`, under associated data `aad`: Prepared.sealedKey holds `{ key, sources }`.
+   */
+  seal?: { aad: string; sources: unknown };
+  /** The pseudonyms of this cache key the caller already holds (their id, Prepared.pseudonymsId): not sent again. */
+  pseudonymsHeld?: string;
+}
+
+/** Seals a secret for storage (SecretBox). */
+export interface Sealer {
+  seal(plain: Buffer, aad: string): Buffer;
 }
 
 export interface Prepared {
   /** The exact request body that will be sent (UTF-8 JSON), for `operation`. */
   body: PreparedBody;
+  /** Its pseudonyms are left out (`{}`) when the caller said it holds them (pseudonymsHeld = pseudonymsId). */
   key: ReidentificationKey;
+  /** Names the key's pseudonyms: the same id, the same pseudonyms. */
+  pseudonymsId: string;
+  /** With `seal` asked for: `{ key, sources }`, sealed (always with the pseudonyms). */
+  sealedKey?: Buffer;
   report: DeidentifyReport & { truncated: boolean };
   /** Records included in the Bundle. */
   records: number;
@@ -70,6 +87,7 @@ export class PatientBundleCache {
   constructor(
     private readonly secret: Uint8Array,
     private readonly capacity = 256,
+    private readonly sealer?: Sealer,
   ) {}
 
   has(key: string): boolean {
@@ -106,15 +124,26 @@ export class PatientBundleCache {
     let json = template.render(req.shiftDays, req.now);
     let key: ReidentificationKey = { serviceId: req.serviceId, subject: req.subject, shiftDays: req.shiftDays, pseudonyms: template.pseudonyms };
     let report: DeidentifyReport = template.report;
+    let pseudonymsId = template.id;
     if (json === undefined) {
       const deid = deidentify(e.bundle, { scope, birthDate: req.birthDate, shiftDays: req.shiftDays, now: req.now, cache: e.cache });
-      [json, key, report] = [JSON.stringify(deid.bundle), deid.key, deid.report];
+      [json, key, report, pseudonymsId] = [JSON.stringify(deid.bundle), deid.key, deid.report, `${template.id}:full`];
     }
+    let sealedKey: Buffer | undefined;
+    if (req.seal) {
+      if (!this.sealer) throw new Error('this cache has no key to seal with');
+      const sealed = this.sealer.seal(Buffer.from(JSON.stringify({ key, sources: req.seal.sources }), 'utf8'), req.seal.aad);
+      // Its own buffer (a small one may be a slice of Node's pool), like the body's.
+      sealedKey = sealed.byteOffset === 0 && sealed.buffer.byteLength === sealed.byteLength ? sealed : Buffer.from(new Uint8Array(sealed));
+    }
+    const held = req.pseudonymsHeld === pseudonymsId;
     // Its own buffer (never a pooled slice): a worker hands it over without a copy.
     const bytes = new TextEncoder().encode(operationBody(req.operation, json));
     return {
       body: { bytes, sha256: createHash('sha256').update(bytes).digest('hex'), operation: req.operation },
-      key,
+      key: held ? { ...key, pseudonyms: {} as Record<string, PseudonymEntry> } : key,
+      pseudonymsId,
+      ...(sealedKey ? { sealedKey } : {}),
       report: { resources: report.resources, counts: { ...report.counts }, truncated: e.truncated },
       records: e.included,
     };
