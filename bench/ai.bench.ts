@@ -7,7 +7,10 @@
  * the exchange (its process with its worker threads, and its PostgreSQL backends) spent per
  * request.
  *
- *   npx tsx bench/ai.bench.ts [--requests 1500] [--inflight 100] [--patients 10] [--profile out.cpuprofile] [--statements] [--redis redis://127.0.0.1:6379]
+ *   npx tsx bench/ai.bench.ts [--requests 1500] [--inflight 100] [--patients 10] [--profile out.cpuprofile] [--heap-profile out.heapprofile] [--statements] [--redis redis://127.0.0.1:6379]
+ *
+ * --profile / --heap-profile: the event loop's CPU profile, or a sampling profile of what it
+ * allocates (Chrome DevTools formats), over the load.
  *
  * --redis: the AI queue (and the exchange's other jobs) through BullMQ on that Redis, under a key
  * prefix of its own removed at the end; without it, the in-process queue.
@@ -195,6 +198,8 @@ async function exchangeMain() {
     // CPU of the exchange: this process (event loop and worker threads) and its PostgreSQL backends.
     const tick = Number(execSync('getconf CLK_TCK').toString().trim()) || 100;
     const admin = new pg.Client({ connectionString: pgdb.url });
+    // Ended by the database's drop when the run failed: the run's own error is the one to print.
+    admin.on('error', () => undefined);
     await admin.connect();
     const backendsCpu = async () => {
       // Not the clients' own connections (their completion polls): only the exchange's.
@@ -220,7 +225,8 @@ async function exchangeMain() {
       return ((Number(f[11]) + Number(f[12])) / tick) * 1000;
     };
     const PROFILE = arg('profile', '');
-    const inspector = PROFILE ? new (await import('node:inspector/promises')).Session() : undefined;
+    const HEAP = arg('heap-profile', '');
+    const inspector = PROFILE || HEAP ? new (await import('node:inspector/promises')).Session() : undefined;
     inspector?.connect();
     const loop = monitorEventLoopDelay({ resolution: 10 });
     child.send({ type: 'go', url, token, patients, dbUrl: pgdb.url, requests: REQUESTS, inflight: INFLIGHT } satisfies Go);
@@ -234,15 +240,20 @@ async function exchangeMain() {
     const xacts = async () => Number((await admin.query<{ n: string }>('select xact_commit + xact_rollback as n from pg_stat_database where datname = $1', [pgdb.name])).rows[0]!.n);
     const xact0 = await xacts();
     counting = true;
-    if (inspector) {
+    if (inspector && PROFILE) {
       await inspector.post('Profiler.enable');
       await inspector.post('Profiler.start');
+    }
+    if (inspector && HEAP) {
+      await inspector.post('HeapProfiler.enable');
+      await inspector.post('HeapProfiler.startSampling', { samplingInterval: 16384, includeObjectsCollectedByMajorGC: true, includeObjectsCollectedByMinorGC: true } as never);
     }
     await fromChild('mark'); // load-end
     const wall = performance.now() - t0;
     counting = false;
     loop.disable();
-    if (inspector) fs.writeFileSync(PROFILE, JSON.stringify((await inspector.post('Profiler.stop')).profile));
+    if (inspector && PROFILE) fs.writeFileSync(PROFILE, JSON.stringify((await inspector.post('Profiler.stop')).profile));
+    if (inspector && HEAP) fs.writeFileSync(HEAP, JSON.stringify((await inspector.post('HeapProfiler.stopSampling')).profile));
     const cpu = process.cpuUsage(cpu0);
     const mainMs = mainThreadMs() - main0;
     const pg1 = await backendsCpu();

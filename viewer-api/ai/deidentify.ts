@@ -354,9 +354,9 @@ export function deidentify(bundle: unknown, opts: DeidentifyOptions): Deidentify
 /**
  * One patient's de-identified Bundle for one service with what depends on the request left
  * open: its JSON text is written once, with a marker wherever a shifted date, the age, or a text
- * attachment holding dates goes; `render` fills them in for one request. The text it gives is
+ * attachment holding dates goes; `renderBytes` fills them in for one request. What it gives is
  * exactly `JSON.stringify(deidentify(...).bundle)` with that shift and instant (the tests hold
- * it to that), at the cost of a string join instead of a walk of the whole Bundle.
+ * it to that), at the cost of copying bytes instead of a walk of the whole Bundle.
  */
 export interface DeidentifiedTemplate {
   /** Unique to this template (random). */
@@ -364,8 +364,12 @@ export interface DeidentifiedTemplate {
   report: DeidentifyReport;
   /** The key's pseudonyms (the same for every request of this template). */
   pseudonyms: Record<string, PseudonymEntry>;
-  /** The Bundle's JSON for one request; undefined when this template cannot give it (then deidentify). */
-  render(shiftDays: number, now: number): string | undefined;
+  /**
+   * The Bundle's JSON for one request as UTF-8 bytes, between `before` and `after`, written
+   * straight into one buffer of its own (never a slice of Node's pool: it can be handed to
+   * another thread); undefined when this template cannot give it (then deidentify).
+   */
+  renderBytes(shiftDays: number, now: number, before?: string, after?: string): Buffer | undefined;
 }
 
 type Slot =
@@ -434,36 +438,52 @@ export function deidentifyTemplate(bundle: unknown, opts: Omit<DeidentifyOptions
   const reached = new Set(refs);
   for (const s of slots) if (s.kind === 'attachment-data') for (const p of s.parts) if (typeof p === 'number') reached.add(p);
   if (reached.size !== slots.length || new Set(refs).size !== refs.length) throw new Error('the de-identified Bundle could not be written as a template');
+  /** The JSON text of each marker in order, for one request (undefined: not from this template). */
+  const valuesOf = (shiftDays: number, now: number): string[] | undefined => {
+    if (!Number.isInteger(shiftDays)) throw invalid('the date shift must be a whole number of days');
+    for (const [birthDate, given] of ageGiven) if ((ageAt(birthDate, now) !== undefined) !== given) return undefined;
+    const actual = requestValues(shiftDays, now);
+    const raw = new Map<number, string | number>();
+    const value = (i: number): string | number => {
+      let v = raw.get(i);
+      if (v !== undefined) return v;
+      const s = slots[i]!;
+      if (s.kind === 'fhir-date') v = actual.fhirDate(s.value, s.compact);
+      else if (s.kind === 'text-date') v = actual.textDate(s.y, s.m, s.d, s.format);
+      else if (s.kind === 'age') v = ageAt(s.birthDate, now)!;
+      else {
+        const a = actual.attachment(s.parts.map((p) => (typeof p === 'number' ? value(p) : p)).join(''));
+        v = s.kind === 'attachment-data' ? a.data : a.size;
+      }
+      raw.set(i, v);
+      return v;
+    };
+    // A text date may carry quotes (value="..."): written as JSON.stringify writes them.
+    return refs.map((i) => (slots[i]!.kind === 'text-date' ? JSON.stringify(value(i)).slice(1, -1) : String(value(i))));
+  };
+  let encoded: Buffer[] | undefined;
   return {
     id: nonce,
     report: { resources: r.resources, counts: r.ctx.counts },
     pseudonyms: r.ctx.pseudonyms,
-    render(shiftDays, now) {
-      if (!Number.isInteger(shiftDays)) throw invalid('the date shift must be a whole number of days');
-      for (const [birthDate, given] of ageGiven) if ((ageAt(birthDate, now) !== undefined) !== given) return undefined;
-      const actual = requestValues(shiftDays, now);
-      const raw = new Map<number, string | number>();
-      const value = (i: number): string | number => {
-        let v = raw.get(i);
-        if (v !== undefined) return v;
-        const s = slots[i]!;
-        if (s.kind === 'fhir-date') v = actual.fhirDate(s.value, s.compact);
-        else if (s.kind === 'text-date') v = actual.textDate(s.y, s.m, s.d, s.format);
-        else if (s.kind === 'age') v = ageAt(s.birthDate, now)!;
-        else {
-          const a = actual.attachment(s.parts.map((p) => (typeof p === 'number' ? value(p) : p)).join(''));
-          v = s.kind === 'attachment-data' ? a.data : a.size;
-        }
-        raw.set(i, v);
-        return v;
-      };
-      let out = pieces[0]!;
-      for (let k = 0; k < refs.length; k++) {
-        const i = refs[k]!;
-        const v = value(i);
-        // A text date may carry quotes (value="..."): written as JSON.stringify writes them.
-        out += (slots[i]!.kind === 'text-date' ? JSON.stringify(v).slice(1, -1) : String(v)) + pieces[k + 1]!;
+    renderBytes(shiftDays, now, before = '', after = '') {
+      const v = valuesOf(shiftDays, now);
+      if (!v) return undefined;
+      encoded ??= pieces.map((p) => Buffer.from(p, 'utf8'));
+      let total = Buffer.byteLength(before) + Buffer.byteLength(after);
+      for (const p of encoded) total += p.byteLength;
+      for (const x of v) total += Buffer.byteLength(x);
+      const out = Buffer.allocUnsafeSlow(total);
+      let at = out.write(before, 0);
+      for (let k = 0; k < v.length; k++) {
+        out.set(encoded[k]!, at);
+        at += encoded[k]!.byteLength;
+        at += out.write(v[k]!, at);
       }
+      out.set(encoded[v.length]!, at);
+      at += encoded[v.length]!.byteLength;
+      at += out.write(after, at);
+      if (at !== total) throw new Error('the de-identified Bundle was not written whole');
       return out;
     },
   };

@@ -3,7 +3,7 @@ import type { ClinicalRecord } from '../../ingest/records/types.js';
 import { bundleOf, identityOfRecords } from './bundle.js';
 import { createHash } from 'node:crypto';
 import { deidentificationCache, deidentify, deidentifyTemplate, type BirthDateNeed, type DeidentificationCache, type DeidentifiedTemplate, type DeidentifyReport, type FhirJson, type PseudonymEntry, type ReidentificationKey } from './deidentify.js';
-import { operationBody } from './request-body.js';
+import { operationWrap } from './request-body.js';
 
 /**
  * Preparing what one AI request sends: the patient's records of the permitted categories as a
@@ -121,24 +121,25 @@ export class PatientBundleCache {
     }
     let template = e.templates.get(req.birthDate);
     if (!template) e.templates.set(req.birthDate, (template = deidentifyTemplate(e.bundle, { scope, birthDate: req.birthDate, now: req.now, cache: e.cache })));
-    let json = template.render(req.shiftDays, req.now);
+    const [before, after] = operationWrap(req.operation);
+    let bytes: Uint8Array | undefined = template.renderBytes(req.shiftDays, req.now, before, after);
     let key: ReidentificationKey = { serviceId: req.serviceId, subject: req.subject, shiftDays: req.shiftDays, pseudonyms: template.pseudonyms };
     let report: DeidentifyReport = template.report;
     let pseudonymsId = template.id;
-    if (json === undefined) {
+    if (bytes === undefined) {
       const deid = deidentify(e.bundle, { scope, birthDate: req.birthDate, shiftDays: req.shiftDays, now: req.now, cache: e.cache });
-      [json, key, report, pseudonymsId] = [JSON.stringify(deid.bundle), deid.key, deid.report, `${template.id}:full`];
+      // Its own buffer (never a pooled slice): a worker hands it over without a copy.
+      bytes = new TextEncoder().encode(before + JSON.stringify(deid.bundle) + after);
+      [key, report, pseudonymsId] = [deid.key, deid.report, `${template.id}:full`];
     }
     let sealedKey: Buffer | undefined;
     if (req.seal) {
       if (!this.sealer) throw new Error('this cache has no key to seal with');
       const sealed = this.sealer.seal(Buffer.from(JSON.stringify({ key, sources: req.seal.sources }), 'utf8'), req.seal.aad);
       // Its own buffer (a small one may be a slice of Node's pool), like the body's.
-      sealedKey = sealed.byteOffset === 0 && sealed.buffer.byteLength === sealed.byteLength ? sealed : Buffer.from(new Uint8Array(sealed));
+      sealedKey = sealed.byteOffset === 0 && sealed.buffer.byteLength === sealed.byteLength ? sealed : Buffer.from(new Uint8Array(sealed).buffer);
     }
     const held = req.pseudonymsHeld === pseudonymsId;
-    // Its own buffer (never a pooled slice): a worker hands it over without a copy.
-    const bytes = new TextEncoder().encode(operationBody(req.operation, json));
     return {
       body: { bytes, sha256: createHash('sha256').update(bytes).digest('hex'), operation: req.operation },
       key: held ? { ...key, pseudonyms: {} as Record<string, PseudonymEntry> } : key,

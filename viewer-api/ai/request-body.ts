@@ -5,5 +5,11 @@
  * that Parameters object (members in the same order, no spaces).
  */
 export function operationBody(operation: string, bundleJson: string): string {
-  return operation.includes('$') ? `{"resourceType":"Parameters","parameter":[{"name":"bundle","resource":${bundleJson}}]}` : bundleJson;
+  const [before, after] = operationWrap(operation);
+  return before + bundleJson + after;
+}
+
+/** What goes before and after the Bundle's JSON in the body for `operation`. */
+export function operationWrap(operation: string): [string, string] {
+  return operation.includes('$') ? ['{"resourceType":"Parameters","parameter":[{"name":"bundle","resource":', '}]}'] : ['', ''];
 }
