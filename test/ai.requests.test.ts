@@ -88,7 +88,10 @@ for (const kind of ['embedded', 'postgres'] as const) {
       await finishRequests(handle.db, [
         { id: 'a', status: 'done', detail: 'RiskAssessment received', attempts: 2, sentSha256: 'ab'.repeat(32), sentBytes: 1234, receivedBytes: 99, result: { resourceType: 'RiskAssessment', status: 'final' }, prepared: { records: 5, report: { names: 3 }, reidKeyEnc: Buffer.from('new key') }, at: t0 + 3000 },
         { id: 'b', status: 'failed', detail: 'the AI service is unavailable', attempts: 4, at: t0 + 4000 },
+        // A second key in the same statement: its own slice of the keys' parameter.
+        { id: 'c', status: 'denied', detail: 'consent narrowed', attempts: 0, prepared: { records: 1, report: {}, reidKeyEnc: Buffer.from([0, 255, 0x5c, 0x27, 7]) }, at: t0 + 4500 },
       ]);
+      expect((await findRequest(handle.db, 'c'))!.reidKeyEnc).toEqual(Buffer.from([0, 255, 0x5c, 0x27, 7]));
       const a = (await findRequest(handle.db, 'a'))!;
       expect(a).toMatchObject({ status: 'done', statusDetail: 'RiskAssessment received', attempts: 2, sentSha256: 'ab'.repeat(32), sentBytes: 1234, receivedBytes: 99, records: 5, report: { names: 3 }, result: { resourceType: 'RiskAssessment', status: 'final' }, completedAt: t0 + 3000 });
       expect(a.reidKeyEnc).toEqual(Buffer.from('new key'));

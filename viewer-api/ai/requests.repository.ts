@@ -204,13 +204,16 @@ export async function noteProgress(db: Db, id: string, attempts: number, detail:
 }
 
 // What was prepared (records, report, the key) is written when the request got that far; what
-// waited to be sent (outgoing_enc) is not kept once the request has ended.
+// waited to be sent (outgoing_enc) is not kept once the request has ended. The sealed keys (~8 kB
+// each) go as one binary parameter, each row naming its slice (offset, length): no base64 text
+// and no text array to escape.
 const FINISH = `
   update ai_request r set status = v.status, status_detail = v.detail, attempts = v.attempts, sent_sha256 = v.sha, sent_bytes = v.sent_bytes,
     received_bytes = v.received_bytes, result = v.result::jsonb, records = coalesce(v.records, r.records), report = coalesce(v.report::jsonb, r.report),
-    reid_key_enc = coalesce(decode(v.reid, 'base64'), r.reid_key_enc), outgoing_enc = null, updated_at = ${ts('v.at')}, completed_at = ${ts('v.at')}
-  from unnest($1::text[], $2::text[], $3::text[], $4::int[], $5::text[], $6::int[], $7::int[], $8::text[], $9::int[], $10::text[], $11::text[], $12::float8[])
-    as v(id, status, detail, attempts, sha, sent_bytes, received_bytes, result, records, report, reid, at)
+    reid_key_enc = case when v.reid_len is null then r.reid_key_enc else substring($14::bytea from v.reid_off + 1 for v.reid_len) end,
+    outgoing_enc = null, updated_at = ${ts('v.at')}, completed_at = ${ts('v.at')}
+  from unnest($1::text[], $2::text[], $3::text[], $4::int[], $5::text[], $6::int[], $7::int[], $8::text[], $9::int[], $10::text[], $11::int[], $12::int[], $13::float8[])
+    as v(id, status, detail, attempts, sha, sent_bytes, received_bytes, result, records, report, reid_off, reid_len, at)
   where r.id = v.id`;
 
 export interface RequestOutcome {
@@ -231,11 +234,18 @@ export interface RequestOutcome {
 export async function finishRequests(db: Db, fs: readonly RequestOutcome[]): Promise<void> {
   if (!fs.length) return;
   const col = <T>(f: (r: RequestOutcome) => T) => fs.map(f);
+  const keys = fs.map((f) => f.prepared?.reidKeyEnc);
+  const offsets: (number | null)[] = [];
+  let at = 0;
+  for (const k of keys) {
+    offsets.push(k ? at : null);
+    at += k?.byteLength ?? 0;
+  }
   await preparedQuery(db, 'ai-request-finish-many', FINISH, [
     col((f) => f.id), col((f) => f.status), col((f) => f.detail), col((f) => f.attempts), col((f) => f.sentSha256 ?? null),
     col((f) => f.sentBytes ?? null), col((f) => f.receivedBytes ?? null), col((f) => (f.result ? JSON.stringify(f.result) : null)),
-    col((f) => f.prepared?.records ?? null), col((f) => (f.prepared ? JSON.stringify(f.prepared.report) : null)), col((f) => b64(f.prepared?.reidKeyEnc)),
-    col((f) => f.at),
+    col((f) => f.prepared?.records ?? null), col((f) => (f.prepared ? JSON.stringify(f.prepared.report) : null)), offsets, keys.map((k) => k?.byteLength ?? null),
+    col((f) => f.at), Buffer.concat(keys.filter((k): k is Buffer => !!k)),
   ]);
 }
 
