@@ -135,9 +135,10 @@ describe('uploadTree against a server implementing PROTOCOL.md', () => {
     const s = await uploadTree(opts, deps({ fs: cfs }));
     expect(s.manifest).toBe('delta');
     expect(s.renamedFiles).toBe(1);
-    // Only the new file was read (hashed, then sent): the renamed one was recognised by inode, size and mtime.
+    // Only the new file was read, once (hashed, and its bytes sent as read): the renamed one was
+    // recognised by inode, size and mtime.
     const added = '9999013_20111220_OMG-01_000201101200100_20111221000000000_-_1';
-    expect(cfs.opened.map((f) => path.basename(f))).toEqual([added, added]);
+    expect(cfs.opened.map((f) => path.basename(f))).toEqual([added]);
     expect(s.blobsSent).toBe(1);
     expect(server.blobArrivals.slice(arrivalsBefore)).toEqual([sha('MSH|new version\r')]);
     // old name deleted, new name, new file, deleted OMD
@@ -156,9 +157,18 @@ describe('uploadTree against a server implementing PROTOCOL.md', () => {
     fs.utimesSync(f, st.atime, new Date(st.mtimeMs + 2000));
     const cfs = countingFs();
     const s = await uploadTree(opts, deps({ fs: cfs }));
-    expect(cfs.opened).toEqual([f, f]); // hashed in the scan, read again to send
+    expect(cfs.opened).toEqual([f]); // hashed in the scan, sent from the bytes read then
     expect(s.manifestEntries).toBe(1);
     snapshotMatchesDisk(s.snapshotId);
+    // Without kept bytes, the file is read again to send it.
+    fs.utimesSync(f, st.atime, new Date(st.mtimeMs + 4000));
+    bytes[10] = bytes[10]! ^ 2;
+    fs.writeFileSync(f, bytes);
+    fs.utimesSync(f, st.atime, new Date(st.mtimeMs + 4000));
+    const again = countingFs();
+    const s2 = await uploadTree({ ...opts, keepBytesUpTo: 0 }, deps({ fs: again }));
+    expect(again.opened).toEqual([f, f]);
+    snapshotMatchesDisk(s2.snapshotId);
   });
 
   it('a touched file (mtime only) is re-read but sends no bytes', async () => {
@@ -267,7 +277,7 @@ describe('uploadTree against a server implementing PROTOCOL.md', () => {
     snapshotMatchesDisk(s.snapshotId);
   });
 
-  it('starts over when a file changes between the scan and sending its bytes', async () => {
+  it('starts over when a file changes between the scan and reading it again to send its bytes', async () => {
     const f = path.join(root, '999/901/9999013/20111013/OMD/9999013_20111013_OMD_123456789012345_20111014232213000_01_1');
     let changed = false;
     server.faults.push({
@@ -281,8 +291,95 @@ describe('uploadTree against a server implementing PROTOCOL.md', () => {
         write(root, path.relative(root, f), 'changed after the scan', new Date('2025-05-05T00:00:00Z'));
       },
     });
-    const s = await uploadTree(opts, deps());
+    // keepBytesUpTo 0: no bytes kept from the scan, so every file sent is read again.
+    const s = await uploadTree({ ...opts, keepBytesUpTo: 0 }, deps());
     expect(notes.some((n) => /OMD_123456789012345_20111014232213000_01_1: the file is now .*; starting the upload over/.test(n))).toBe(true);
+    expect([...server.uploads.values()].map((u) => u.state)).toEqual(['aborted', 'committed']);
+    snapshotMatchesDisk(s.snapshotId);
+  });
+
+  it('sends the bytes the scan hashed when the file changes before they are sent, and the next run the new version', async () => {
+    const rel = '999/901/9999013/20111013/OMD/9999013_20111013_OMD_123456789012345_20111014232213000_01_1';
+    const scanned = fs.readFileSync(path.join(root, rel));
+    server.faults.push({
+      method: 'POST',
+      path: /manifest$/,
+      times: 1,
+      action: { status: 503 },
+      onFire: () => write(root, rel, 'changed after the scan', new Date('2025-05-05T00:00:00Z')),
+    });
+    const s = await uploadTree({ ...opts, manifestBatch: 10_000 }, deps());
+    expect([...server.uploads.values()].map((u) => u.state)).toEqual(['committed']);
+    // The snapshot is the tree as scanned: that file's entry and blob are its bytes before the change.
+    const e = server.snapshots.get(s.snapshotId)!.get(`standard/${rel}`)!;
+    expect(e.sha256).toBe(sha(scanned));
+    expect(server.blobs.get(e.sha256)!.equals(scanned)).toBe(true);
+    const next = await uploadTree(opts, deps());
+    expect(next.manifestEntries).toBe(1);
+    snapshotMatchesDisk(next.snapshotId);
+  });
+
+  it('sends manifest batches and blobs while the scan is still running', async () => {
+    const http = httpTransport({ server: server.url, token: server.token });
+    const seen: { nextExists: boolean; partialExists: boolean }[] = [];
+    const transport = {
+      ...http,
+      manifest: (id: string, entries: Parameters<typeof http.manifest>[1]) => {
+        seen.push({ nextExists: fs.existsSync(`${opts.cacheFile}.next`), partialExists: fs.existsSync(`${opts.cacheFile}.next.partial`) });
+        return http.manifest(id, entries);
+      },
+    };
+    const s = await uploadTree({ ...opts, manifestBatch: 2 }, deps({ transport }));
+    expect(seen.length).toBe(11);
+    // The first batches went out before the scan had written its cache.
+    expect(seen[0]).toEqual({ nextExists: false, partialExists: true });
+    expect(s.hashedFiles).toBe(22);
+    snapshotMatchesDisk(s.snapshotId);
+  });
+
+  /** A first upload whose exchange fails for good from the second manifest batch on, while the scan runs. */
+  async function failDuringScan(small: UploadOptions) {
+    const http = httpTransport({ server: server.url, token: server.token });
+    let calls = 0;
+    const transport = {
+      ...http,
+      manifest: (id: string, entries: Parameters<typeof http.manifest>[1]) => {
+        if (++calls === 2) server.faults.push({ method: 'POST', path: /manifest$/, times: 1000, action: { status: 502 } });
+        return http.manifest(id, entries);
+      },
+    };
+    const err = await uploadTree(small, deps({ transport })).catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(UploadFailedError);
+    server.faults.length = 0;
+    // Interrupted while scanning: the session has no finished scan, the cache is not written.
+    const session = JSON.parse(fs.readFileSync(`${small.cacheFile}.session`, 'utf8')) as { next: unknown; uploadId: string };
+    expect(session.next).toBeNull();
+    expect(fs.existsSync(`${small.cacheFile}.next`)).toBe(false);
+    expect(server.uploads.get(session.uploadId)!.received).toBe(2);
+  }
+
+  it('resumes an upload interrupted during its scan: scans again and resends no entry and no blob', async () => {
+    const small = { ...opts, manifestBatch: 2 };
+    await failDuringScan(small);
+    const arrivals = server.blobArrivals.length;
+    const s = await uploadTree(small, deps());
+    expect(s).toMatchObject({ resumed: true, scan: 'full', files: 22, manifestEntries: 22 });
+    expect(notes.some((n) => /its scan did not finish: scanning again/.test(n))).toBe(true);
+    expect(server.log.filter((l) => /manifest 400/.test(l))).toEqual([]);
+    expect([...server.uploads.values()].map((u) => u.state)).toEqual(['committed']);
+    expect(server.blobArrivals.length).toBeGreaterThan(arrivals);
+    expect(new Set(server.blobArrivals).size).toBe(server.blobArrivals.length);
+    snapshotMatchesDisk(s.snapshotId);
+  });
+
+  it('starts over when the tree changed under the entries an interrupted scan had sent', async () => {
+    const small = { ...opts, manifestBatch: 2 };
+    await failDuringScan(small);
+    // Change a file whose entry the exchange already has.
+    const first = [...[...server.uploads.values()][0]!.entries.keys()][0]!;
+    write(root, first.slice('standard/'.length), 'changed before the resumed run', new Date('2025-06-06T00:00:00Z'));
+    const s = await uploadTree(small, deps());
+    expect(notes.some((n) => /the tree changed since the interrupted upload sent its first 2 manifest entries; starting the upload over/.test(n))).toBe(true);
     expect([...server.uploads.values()].map((u) => u.state)).toEqual(['aborted', 'committed']);
     snapshotMatchesDisk(s.snapshotId);
   });

@@ -114,6 +114,55 @@ describe('hakobune upload, killed and run again', () => {
     expect(JSON.parse(again.stdout)).toMatchObject({ manifest: 'delta', manifestEntries: 0, blobsSent: 0, hashedFiles: 0 });
   });
 
+  it('resumes after SIGKILL while the scan is still sending, without resending an entry or a blob', { timeout: 240_000 }, async () => {
+    // 240 files of 128 KiB (30 MiB): more than the scan may run ahead of the sender (one manifest
+    // batch of 8 MiB of kept bytes in flight, one being built, 8 MiB queued), so the second
+    // manifest batch goes out long before the scan ends.
+    const root2 = path.join(tmp.dir, 'tree2');
+    const cache2 = path.join(tmp.dir, 'state2', 'F001.cache');
+    const files2 = new Map<string, Buffer>();
+    for (let i = 0; i < 240; i++) {
+      const rel = `${String(i % 6).padStart(3, '0')}/000/000000${i % 6}/-/ADT-00/g${String(i).padStart(3, '0')}`;
+      const bytes = randomBytes(1 << 17);
+      files2.set(`standard/${rel}`, bytes);
+      fs.mkdirSync(path.dirname(path.join(root2, rel)), { recursive: true });
+      fs.writeFileSync(path.join(root2, rel), bytes);
+    }
+    const args2 = ['upload', '--server', server.url, '--facility', 'F001', '--root', root2, '--cache', cache2, '--json'];
+    const arrivalsBefore = server.blobArrivals.length;
+    let run: Run | undefined;
+    let seen = 0;
+    let sessionAtKill: { next: unknown } | null = null;
+    server.faults.push({
+      method: 'POST',
+      path: { test: (u: string) => /manifest$/.test(u) && ++seen === 2 } as RegExp,
+      times: 1,
+      action: { hang: true },
+      onFire: () => {
+        sessionAtKill = JSON.parse(fs.readFileSync(`${cache2}.session`, 'utf8')) as { next: unknown };
+        run!.child.kill('SIGKILL');
+      },
+    });
+    run = runCli(args2, env());
+    expect((await run.done).signal).toBe('SIGKILL');
+    server.faults.length = 0;
+    expect(sessionAtKill).toMatchObject({ next: null });
+    expect(fs.existsSync(`${cache2}.next`)).toBe(false);
+
+    const r = await runCli(args2, env()).done;
+    expect(r.stderr).toMatch(/its scan did not finish: scanning again/);
+    expect(r.code).toBe(0);
+    const summary = JSON.parse(r.stdout) as { resumed: boolean; scan: string; files: number; snapshotId: string };
+    expect(summary).toMatchObject({ resumed: true, scan: 'full', files: 240 });
+    expect(server.log.filter((l) => /manifest 400/.test(l))).toEqual([]);
+    const arrived = server.blobArrivals.slice(arrivalsBefore);
+    expect(arrived.length).toBe(240);
+    expect(new Set(arrived).size).toBe(240);
+    const snap = server.snapshots.get(summary.snapshotId)!;
+    expect(snap.size).toBe(240);
+    for (const [p, bytes] of files2) expect(server.blobs.get(snap.get(p)!.sha256)!.equals(bytes)).toBe(true);
+  });
+
   it('exits 2 with a clear message for a wrong token and a bad URL', { timeout: 120_000 }, async () => {
     const bad = await runCli(args(), { HAKOBUNE_UPLOAD_TOKEN: 'wrong' }).done;
     expect(bad.code).toBe(2);

@@ -8,7 +8,7 @@ import { compareDirs, escapeField, unescapeField } from '../ingest/uploader/orde
 import { scanTree, type Mount } from '../ingest/uploader/scan.js';
 import { hashFile } from '../ingest/uploader/hash.js';
 import { nodeTreeFs, walkDirs, type Problem, type TreeFs } from '../ingest/uploader/walk.js';
-import { manifestEntries } from '../ingest/uploader/manifest.js';
+import { blocksOf, manifestEntries } from '../ingest/uploader/manifest.js';
 import { tempDir } from './support/tmp.js';
 
 const sha = (b: Buffer | string) => createHash('sha256').update(b).digest('hex');
@@ -359,7 +359,7 @@ describe('manifestEntries', () => {
       ]);
       const list = async (b: string | null) => {
         const out = [];
-        for await (const e of manifestEntries((await CacheReader.open(next))!, b ? await CacheReader.open(b) : null)) out.push(e);
+        for await (const e of manifestEntries(blocksOf((await CacheReader.open(next))!), b ? await CacheReader.open(b) : null)) out.push(e);
         return out;
       };
       expect((await list(null)).map((e) => e.path)).toEqual([

@@ -10,7 +10,8 @@ export interface HashedFile {
 }
 
 export type HashOutcome =
-  | ({ ok: true } & HashedFile)
+  /** `bytes`: a copy of the file's bytes, when asked for (`keepUpTo`) and it was read in one call. */
+  | ({ ok: true; bytes?: Buffer } & HashedFile)
   | { ok: false; reason: 'vanished' | 'unreadable' | 'unstable' | 'too-large' | 'not-a-file'; detail: string };
 
 const CHUNK = 1 << 20;
@@ -26,9 +27,10 @@ function sameVersion(a: Stats, b: Stats): boolean {
  * Hashes a file's bytes with SHA-256 and the metadata they belong to. A file that changes while
  * it is read (size or mtime differ before and after, or more/fewer bytes than its size) is read
  * again, up to three times, then reported as unstable rather than recorded with a hash that
- * matches no version of it.
+ * matches no version of it. A file of at most `keepUpTo` bytes (below the 1 MiB read buffer) that
+ * one read returned whole comes back with a copy of its bytes, so they can be sent unread.
  */
-export function hashFile(fs: TreeFs, abs: string, maxBytes: number): HashOutcome {
+export function hashFile(fs: TreeFs, abs: string, maxBytes: number, keepUpTo = 0): HashOutcome {
   let lastDetail = '';
   for (let attempt = 0; attempt < ATTEMPTS; attempt++) {
     let fd: number;
@@ -49,9 +51,11 @@ export function hashFile(fs: TreeFs, abs: string, maxBytes: number): HashOutcome
       // Read one byte past the size so a file that grew is noticed.
       const buf = (scratch ??= Buffer.allocUnsafe(CHUNK)).subarray(0, Math.min(before.size + 1, CHUNK));
       let total = 0;
+      let reads = 0;
       for (;;) {
         const bytesRead = fs.read(fd, buf, 0, buf.length, total);
         if (bytesRead === 0) break;
+        reads++;
         hash.update(buf.subarray(0, bytesRead));
         total += bytesRead;
         // Past the size: it grew. At the size after a short read: the end (saves one read call
@@ -60,7 +64,10 @@ export function hashFile(fs: TreeFs, abs: string, maxBytes: number): HashOutcome
       }
       const after = fs.fstat(fd);
       if (total === before.size && sameVersion(before, after)) {
-        return { ok: true, size: total, mtimeMs: after.mtimeMs, ino: after.ino, sha256: hash.digest('hex') };
+        const hashed = { ok: true as const, size: total, mtimeMs: after.mtimeMs, ino: after.ino, sha256: hash.digest('hex') };
+        // One read (or none, for an empty file) left the whole file at the start of the buffer.
+        if (total <= keepUpTo && total < CHUNK && reads <= 1) return { ...hashed, bytes: Buffer.from(buf.subarray(0, total)) };
+        return hashed;
       }
       lastDetail = `changed while being read (size ${before.size} -> ${after.size}, read ${total} bytes)`;
     } catch (e) {

@@ -17,36 +17,47 @@ function differs(a: CachedFile, b: CachedFile): boolean {
   return a.sha256 !== b.sha256 || a.size !== b.size || Math.floor(a.mtimeMs) !== Math.floor(b.mtimeMs);
 }
 
+/** A cache file's blocks, in order; the file is closed when the iteration ends. */
+export async function* blocksOf(reader: CacheReader): AsyncGenerator<CacheBlock> {
+  try {
+    for (let b = await reader.next(); b; b = await reader.next()) yield b;
+  } finally {
+    reader.close();
+  }
+}
+
 /**
- * The manifest to send, in walk order: every file of `next` when there is no base, or, for a
- * delta against the committed snapshot that `base` describes, the added and changed files and a
- * `deleted` entry for each path that is gone. Both caches are immutable files, so the sequence
- * is the same each time it is generated: a resumed upload skips exactly the entries the
- * exchange says it already received.
+ * The manifest to send, in walk order: every file of `next` (the blocks of a new cache: a
+ * finished scan's file, or a scan as it runs) when there is no base, or, for a delta against the
+ * committed snapshot that `base` describes, the added and changed files and a `deleted` entry
+ * for each path that is gone. The sequence depends only on the two caches' contents: a resumed
+ * upload skips exactly the entries the exchange says it already received.
  */
-export async function* manifestEntries(next: CacheReader, base: CacheReader | null): AsyncGenerator<ManifestEntry> {
-  const n = new CacheCursor(next);
+export async function* manifestEntries(next: AsyncIterable<CacheBlock>, base: CacheReader | null): AsyncGenerator<ManifestEntry> {
+  const it = next[Symbol.asyncIterator]();
+  let head: CacheBlock | null | undefined;
+  const peek = async () => (head === undefined ? (head = (await it.next()).value ?? null) : head);
   const b = new CacheCursor(base);
   try {
     for (;;) {
-      const nb = await n.peek();
+      const nb = await peek();
       const bb = await b.peek();
       if (!nb && !bb) return;
       const c = !nb ? 1 : !bb ? -1 : compareDirs(nb.dir, bb.dir);
       if (c < 0) {
-        await n.take();
+        head = undefined;
         for (const f of nb!.files) yield entryOf(nb!.dir, f);
       } else if (c > 0) {
         await b.take();
         for (const f of bb!.files) yield { path: joinPath(bb!.dir, f.name), deleted: true };
       } else {
-        await n.take();
+        head = undefined;
         await b.take();
         yield* diffBlock(nb!, bb!);
       }
     }
   } finally {
-    n.close();
+    await it.return?.();
     b.close();
   }
 }

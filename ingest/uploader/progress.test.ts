@@ -19,6 +19,10 @@ describe('upload progress', () => {
     expect([d.done, d.total]).toEqual([5000, 20000]);
     // No previous snapshot: no ETA rather than a made-up one.
     expect(describeProgress({ ...base, expectedFiles: null }, 10, 10).line).not.toMatch(/ETA/);
+    // What was sent while the scan runs.
+    expect(describeProgress({ ...base, manifestSent: 4000, blobsSent: 900, bytesSent: 2 * 1048576 }, 10, 10).line).toBe(
+      'scan: 5000 files (500/s), 1000 read (3.0 MiB), 2 problem(s) ETA 30s; sent 4000 entries, 900 blobs (2.0 MiB)',
+    );
   });
 
   it('shows entries, blobs, bytes, rate and ETA while sending', () => {

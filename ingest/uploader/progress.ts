@@ -27,7 +27,10 @@ export function describeProgress(p: Readonly<UploadProgress>, elapsedS: number, 
     const total = p.expectedFiles ?? 0;
     const eta = total > s.files && rate > 0 ? ` ETA ${formatDuration((total - s.files) / rate)}` : '';
     return {
-      line: `scan: ${s.files} files (${Math.round(rate)}/s), ${s.hashed} read (${formatBytes(s.hashedBytes)}), ${s.problems} problem(s)${eta}`,
+      // The manifest and blobs go out while the scan runs.
+      line:
+        `scan: ${s.files} files (${Math.round(rate)}/s), ${s.hashed} read (${formatBytes(s.hashedBytes)}), ${s.problems} problem(s)${eta}` +
+        (p.manifestSent > 0 ? `; sent ${p.manifestSent} entries, ${p.blobsSent} blobs (${formatBytes(p.bytesSent)})` : ''),
       done: s.files,
       total: Math.max(total, s.files),
     };

@@ -45,6 +45,10 @@ export interface ScanOptions {
   maxBlobBytes: number;
   onProblem: ProblemSink;
   onProgress?: (s: Readonly<ScanStats>) => void;
+  /** Hands over the bytes of each file read for hashing of at most `keepUpTo` bytes (to send them unread). */
+  keep?: { upTo: number; take: (sha256: string, bytes: Buffer) => void };
+  /** Called with each block once it is written to `out`, with the bytes handed to `keep` for it; awaited. */
+  onBlock?: (block: CacheBlock, keptBytes: number) => Promise<void>;
 }
 
 function unchanged(c: CachedFile, st: Stats): boolean {
@@ -71,6 +75,7 @@ export async function scanTree(opts: ScanOptions): Promise<ScanStats> {
     compareDirs(a.dir, b.dir),
   );
 
+  let keptBytes = 0;
   const write = async (block: CacheBlock) => {
     await opts.out.writeBlock(block);
     for (const f of block.files) {
@@ -78,6 +83,9 @@ export async function scanTree(opts: ScanOptions): Promise<ScanStats> {
       stats.bytes += f.size;
     }
     opts.onProgress?.(stats);
+    const kept = keptBytes;
+    keptBytes = 0;
+    if (opts.onBlock && block.files.length > 0) await opts.onBlock(block, kept);
   };
 
   /** Takes cached blocks that sort before `limit` (null: all): copied if under a mount, else gone. */
@@ -145,10 +153,14 @@ export async function scanTree(opts: ScanOptions): Promise<ScanStats> {
         files.push({ ...moved, name });
         continue;
       }
-      const h = hashFile(opts.fs, file, opts.maxBlobBytes);
+      const h = hashFile(opts.fs, file, opts.maxBlobBytes, opts.keep?.upTo ?? 0);
       if (!h.ok) {
         onProblem({ kind: h.reason === 'not-a-file' ? 'special' : h.reason, path: rel, detail: h.detail });
         continue;
+      }
+      if (h.bytes) {
+        opts.keep!.take(h.sha256, h.bytes);
+        keptBytes += h.size;
       }
       stats.hashed++;
       stats.hashedBytes += h.size;

@@ -1,12 +1,12 @@
-import { randomUUID } from 'node:crypto';
+import { createHash, randomUUID } from 'node:crypto';
 import fs from 'node:fs';
 import fsp from 'node:fs/promises';
 import path from 'node:path';
 import readline from 'node:readline';
-import { CacheCorruptError, CacheReader, CacheWriter, replaceFile, setCacheSnapshotId } from './cache.js';
+import { CacheCorruptError, CacheReader, CacheWriter, replaceFile, setCacheSnapshotId, type CacheBlock } from './cache.js';
 import { FeedError, listFeedFiles, readFeedChanges } from './feed.js';
 import { readVerifiedInto } from './hash.js';
-import { manifestEntries, type FileEntry, type ManifestEntry } from './manifest.js';
+import { blocksOf, manifestEntries, type FileEntry, type ManifestEntry } from './manifest.js';
 import { escapeField, unescapeField } from './order.js';
 import { DEFAULT_RETRY, RetriesExhaustedError, withRetry, type RetryDeps, type RetryPolicy } from './retry.js';
 import { scanTree, type Mount, type ScanStats, type WalkRoot } from './scan.js';
@@ -20,6 +20,19 @@ export const MAX_BLOB_BATCH_BYTES = 32 * 1024 * 1024;
 const BLOB_BATCH_TARGET = 8 * 1024 * 1024;
 /** Files read for a blob batch between two turns of the event loop (so the request in flight moves on). */
 const READ_SLICE = 256;
+/**
+ * The scan sends as it goes. Files of at most KEEP_FILE_BYTES keep the bytes read for hashing
+ * until sent (so a first upload reads each file once), at most KEPT_BYTES_LIMIT in all (past it
+ * the oldest are dropped and read again if asked for). The scan runs ahead of the sender by at
+ * most one manifest batch or LOOKAHEAD_BYTES of kept bytes, and a manifest batch is sent once its
+ * files kept MANIFEST_BATCH_KEPT_BYTES: what is in flight stays well under the limit.
+ */
+const KEEP_FILE_BYTES = 512 * 1024;
+const KEPT_BYTES_LIMIT = 32 * 1024 * 1024;
+const LOOKAHEAD_BYTES = 8 * 1024 * 1024;
+const MANIFEST_BATCH_KEPT_BYTES = 8 * 1024 * 1024;
+/** The scan lets the event loop turn at least this often, so answers arrive and requests go out. */
+const SCAN_TURN_MS = 10;
 
 export interface UploadOptions {
   /** Exchange base URL: recorded in the cache, whose base snapshot is only valid for that exchange. */
@@ -36,6 +49,8 @@ export interface UploadOptions {
   manifestBatch?: number;
   /** The largest blob request (PROTOCOL.md: 32 MiB); files larger than it less framing are reported, not sent. */
   blobBatchBytes?: number;
+  /** Files of at most this many bytes are sent from the bytes the scan read (default 512 KiB; 0: every file is read again to send it). */
+  keepBytesUpTo?: number;
   retry?: RetryPolicy;
 }
 
@@ -125,18 +140,20 @@ interface SessionState {
   scan: 'full' | 'feed';
   /** The roots that were scanned: a resumed run must read the same files. */
   mounts: Mount[];
-  /** Identifies the finished scan (.next) this session sends. */
-  next: { size: number; mtimeMs: number };
+  /** Identifies the finished scan (.next) this session sends; null while the scan runs (a resumed run scans again). */
+  next: { size: number; mtimeMs: number } | null;
   startedAt: string;
 }
 
 const MAX_RESTARTS = 2;
 
 /**
- * Backs up one facility's tree: scan (with the cache) into a new cache file, then open an
- * upload, send the manifest in batches and the blobs the exchange lacks, commit, and make the
- * new cache current. Every step is recorded beside the cache, so a run that is killed at any
- * point resumes the same upload and sends nothing the exchange already has.
+ * Backs up one facility's tree: open an upload, scan (with the cache) into a new cache file
+ * while sending the manifest in batches as the scan produces it and the blobs the exchange
+ * lacks (small files from the bytes the scan read), commit, and make the new cache current.
+ * Every step is recorded beside the cache, so a run that is killed at any point resumes the same
+ * upload and sends nothing the exchange already has (a scan cut short is run again, and must
+ * reproduce the entries already sent: the journal holds their digest).
  */
 export async function uploadTree(opts: UploadOptions, deps: UploadDeps): Promise<UploadSummary> {
   const started = (deps.now ?? Date.now)();
@@ -164,6 +181,8 @@ export async function uploadTree(opts: UploadOptions, deps: UploadDeps): Promise
     },
     problems: {},
     scanMs: 0,
+    scanning: false,
+    kept: new KeptBytes(KEPT_BYTES_LIMIT),
     progress: {
       phase: 'scan',
       scan: { files: 0, bytes: 0, hashed: 0, hashedBytes: 0, unchanged: 0, renamed: 0, copied: 0, problems: 0 },
@@ -243,6 +262,9 @@ interface Ctx {
   problems: Partial<Record<ProblemKind, number>>;
   progress: UploadProgress;
   scanMs: number;
+  /** True while a scan runs beside the sending (progress shows the scan). */
+  scanning: boolean;
+  kept: KeptBytes;
 }
 
 async function checkInput(opts: UploadOptions): Promise<Mount[]> {
@@ -328,8 +350,19 @@ async function openCache(file: string, note: UploadDeps['onNote']): Promise<Cach
   }
 }
 
-/** Scans into `.next` and records a new session for it. */
-async function scan(ctx: Ctx): Promise<SessionState> {
+/** What a scan reads beside the tree, and where it walks. */
+interface ScanPlan {
+  prev: CacheReader | null;
+  extra: CacheReader | null;
+  walkRoots: WalkRoot[] | undefined;
+  feedPosition: string | null;
+  scanKind: 'full' | 'feed';
+  /** The committed snapshot the cache describes, when a delta against it is possible. */
+  base: string | null;
+}
+
+/** Opens the caches a scan reads and decides, from the change feed if any, what it walks. */
+async function planScan(ctx: Ctx): Promise<ScanPlan> {
   const { opts, deps, files } = ctx;
   let prev = await openCache(files.cache, deps.onNote);
   const baseUsable = prev !== null && prev.header.snapshotId !== null && prev.header.facilityId === opts.facilityId && prev.header.server === opts.server;
@@ -375,15 +408,32 @@ async function scan(ctx: Ctx): Promise<SessionState> {
       throw e;
     }
   }
+  return { prev, extra, walkRoots, feedPosition, scanKind, base: baseUsable ? prev!.header.snapshotId : null };
+}
 
-  const out = await CacheWriter.create(files.partial, { facilityId: opts.facilityId, server: opts.server, feedPosition });
+/**
+ * Scans into `.next`, handing each directory block to `queue` as it is written (the manifest is
+ * sent from there while the scan goes on), then records the finished scan in the session.
+ */
+async function scanInto(ctx: Ctx, plan: ScanPlan, session: SessionState, queue: BlockQueue): Promise<void> {
+  const { opts, deps, files } = ctx;
+  const t0 = ctx.retryDeps.now();
+  let out: CacheWriter;
+  try {
+    out = await CacheWriter.create(files.partial, { facilityId: opts.facilityId, server: opts.server, feedPosition: plan.feedPosition });
+  } catch (e) {
+    plan.prev?.close();
+    plan.extra?.close();
+    throw e;
+  }
   let stats: ScanStats;
+  let lastTurn = performance.now();
   try {
     stats = await scanTree({
       mounts: ctx.mounts,
-      walkRoots,
-      previous: prev,
-      extra,
+      walkRoots: plan.walkRoots,
+      previous: plan.prev,
+      extra: plan.extra,
       out,
       fs: ctx.fs,
       maxBlobBytes: (opts.blobBatchBytes ?? MAX_BLOB_BATCH_BYTES) - FRAME_OVERHEAD,
@@ -394,6 +444,15 @@ async function scan(ctx: Ctx): Promise<SessionState> {
       onProgress: (s) => {
         ctx.progress.scan = s;
         deps.onProgress?.(ctx.progress);
+      },
+      keep: { upTo: opts.keepBytesUpTo ?? KEEP_FILE_BYTES, take: (sha256, bytes) => ctx.kept.put(sha256, bytes) },
+      onBlock: async (block, keptBytes) => {
+        await queue.put(block, keptBytes);
+        // The scan reads synchronously: let answers in and requests out between folders.
+        if (performance.now() - lastTurn >= SCAN_TURN_MS) {
+          await new Promise<void>((r) => setImmediate(r));
+          lastTurn = performance.now();
+        }
       },
     });
     await out.finish();
@@ -409,23 +468,114 @@ async function scan(ctx: Ctx): Promise<SessionState> {
   }
   ctx.progress.scan = stats;
   await replaceFile(files.partial, files.next);
-  const session: SessionState = {
-    version: 1,
-    server: opts.server,
-    facilityId: opts.facilityId,
-    clientSession: randomUUID(),
-    uploadId: null,
-    manifest: baseUsable ? 'delta' : 'full',
-    base: baseUsable ? prev!.header.snapshotId : null,
-    scan: scanKind,
-    mounts: ctx.mounts,
-    next: (await statOf(files.next))!,
-    startedAt: new Date().toISOString(),
-  };
-  // Before the exchange hears of the session, so a kill right after open still resumes it.
+  session.next = (await statOf(files.next))!;
+  // From here a killed run resumes from the finished scan instead of scanning again.
   await writeAtomic(files.session, JSON.stringify(session));
-  await fsp.rm(files.journal, { force: true });
-  return session;
+  ctx.scanMs += ctx.retryDeps.now() - t0;
+}
+
+/**
+ * Directory blocks on their way from the scan to the manifest. `put` waits while the queue
+ * holds a manifest batch's worth of entries or LOOKAHEAD_BYTES of kept file bytes: the scan runs
+ * that far ahead of the sender and no further, whatever the size of the tree.
+ */
+class BlockQueue implements AsyncIterable<CacheBlock> {
+  private items: { block: CacheBlock; kept: number }[] = [];
+  private entries = 0;
+  private kept = 0;
+  private ended = false;
+  private error: unknown = null;
+  private wakeReader: (() => void) | null = null;
+  private wakeWriter: (() => void) | null = null;
+
+  constructor(
+    private readonly maxEntries: number,
+    private readonly maxKept: number,
+  ) {}
+
+  async put(block: CacheBlock, kept: number): Promise<void> {
+    while (!this.ended && this.items.length > 0 && (this.entries >= this.maxEntries || this.kept >= this.maxKept)) {
+      await new Promise<void>((r) => (this.wakeWriter = r));
+    }
+    if (this.ended) throw this.error ?? new Error('the block queue was ended');
+    this.items.push({ block, kept });
+    this.entries += block.files.length;
+    this.kept += kept;
+    this.wake('reader');
+  }
+
+  /** No more blocks; with an error, the reader throws it (and a waiting writer too). */
+  end(error?: unknown): void {
+    this.ended = true;
+    this.error = error ?? null;
+    this.wake('reader');
+    this.wake('writer');
+  }
+
+  private wake(who: 'reader' | 'writer'): void {
+    const w = who === 'reader' ? this.wakeReader : this.wakeWriter;
+    if (who === 'reader') this.wakeReader = null;
+    else this.wakeWriter = null;
+    w?.();
+  }
+
+  async *[Symbol.asyncIterator](): AsyncGenerator<CacheBlock> {
+    for (;;) {
+      const item = this.items.shift();
+      if (item) {
+        this.entries -= item.block.files.length;
+        this.kept -= item.kept;
+        this.wake('writer');
+        yield item.block;
+        continue;
+      }
+      if (this.ended) {
+        if (this.error) throw this.error;
+        return;
+      }
+      await new Promise<void>((r) => (this.wakeReader = r));
+    }
+  }
+}
+
+/**
+ * Bytes the scan read for hashing, by SHA-256, kept to be sent without reading the file again.
+ * Bounded: past `limit` bytes the oldest go (those files are read again if the exchange asks).
+ */
+class KeptBytes {
+  private readonly map = new Map<string, Buffer>();
+  private bytes = 0;
+  constructor(private readonly limit: number) {}
+
+  put(sha256: string, bytes: Buffer): void {
+    if (this.map.has(sha256)) return;
+    this.map.set(sha256, bytes);
+    this.bytes += bytes.length;
+    while (this.bytes > this.limit) {
+      const [oldest, b] = this.map.entries().next().value as [string, Buffer];
+      this.map.delete(oldest);
+      this.bytes -= b.length;
+    }
+  }
+
+  has(sha256: string): boolean {
+    return this.map.has(sha256);
+  }
+
+  /** The bytes (forgotten here: each blob is sent once). */
+  take(sha256: string): Buffer | undefined {
+    const b = this.map.get(sha256);
+    if (b) {
+      this.map.delete(sha256);
+      this.bytes -= b.length;
+    }
+    return b;
+  }
+
+  clear(): void {
+    this.map.clear();
+    this.bytes = 0;
+  }
 }
 
 /** The journal: what the exchange acknowledged, so a resumed run sends only the rest. */
@@ -434,10 +584,12 @@ interface Journal {
   acked: number;
   /** Blobs the exchange said it lacks and that were not acknowledged yet: sha -> entry. */
   pending: Map<string, { path: string; size: number }>;
+  /** Entries sent (or being sent) -> digest of the manifest up to there (see ManifestDigest). */
+  digests: Map<number, string>;
 }
 
 async function readJournal(file: string): Promise<Journal> {
-  const j: Journal = { acked: 0, pending: new Map() };
+  const j: Journal = { acked: 0, pending: new Map(), digests: new Map() };
   let stream: fs.ReadStream;
   try {
     await fsp.access(file);
@@ -450,25 +602,49 @@ async function readJournal(file: string): Promise<Journal> {
     const f = line.split('\t');
     // A line cut short by a kill is ignored: the commit check finds anything it stood for.
     if (f[0] === 'A' && f.length === 2 && /^\d+$/.test(f[1]!)) j.acked = Number(f[1]);
+    else if (f[0] === 'S' && f.length === 3 && /^\d+$/.test(f[1]!) && /^[0-9a-f]{64}$/.test(f[2]!)) j.digests.set(Number(f[1]), f[2]!);
     else if (f[0] === 'M' && f.length === 4 && /^[0-9a-f]{64}$/.test(f[1]!)) j.pending.set(f[1]!, { size: Number(f[2]), path: unescapeField(f[3]!) });
     else if (f[0] === 'B' && f.length === 2) j.pending.delete(f[1]!);
   }
   return j;
 }
 
+/**
+ * A running SHA-256 of the manifest entries, one line each: the journal records it with every
+ * batch sent, so a run that scans again after an interruption can prove that its entries start
+ * with exactly those the exchange already has.
+ */
+class ManifestDigest {
+  private readonly hash = createHash('sha256');
+  private text = '';
+
+  add(e: ManifestEntry): void {
+    this.text += 'deleted' in e ? `${e.path}\t-\n` : `${e.path}\t${e.size}\t${e.mtime}\t${e.sha256}\n`;
+    if (this.text.length >= 1 << 16) this.flush();
+  }
+
+  private flush(): void {
+    this.hash.update(this.text);
+    this.text = '';
+  }
+
+  value(): string {
+    this.flush();
+    return this.hash.copy().digest('hex');
+  }
+}
+
 async function runOnce(ctx: Ctx): Promise<Omit<UploadSummary, 'problems' | 'seconds' | 'scanSeconds'>> {
   const { opts, deps, files } = ctx;
   const t = deps.transport;
   let session = await readSession(files.session);
-  let scanKind: UploadSummary['scan'] = 'none';
   const nextStat = await statOf(files.next);
   const resumable =
     session !== null &&
     session.server === opts.server &&
     session.facilityId === opts.facilityId &&
-    nextStat !== null &&
-    nextStat.size === session.next.size &&
-    nextStat.mtimeMs === session.next.mtimeMs &&
+    // A scan that did not finish is done again; a finished one must be the file the session names.
+    (session.next === null || (nextStat !== null && nextStat.size === session.next.size && nextStat.mtimeMs === session.next.mtimeMs)) &&
     JSON.stringify(session.mounts) === JSON.stringify(ctx.mounts);
   if (session && !resumable) {
     deps.onNote?.('an earlier upload was interrupted with other options or before its scan was kept; starting over');
@@ -481,7 +657,7 @@ async function runOnce(ctx: Ctx): Promise<Omit<UploadSummary, 'problems' | 'seco
       if (e instanceof UploadHttpError && e.status === 404) return null;
       throw describe(e, opts);
     });
-    if (st?.state === 'committed' && st.snapshotId) {
+    if (st?.state === 'committed' && st.snapshotId && session.next !== null) {
       deps.onNote?.(`upload ${session.uploadId} was committed as snapshot ${st.snapshotId} before the interruption`);
       return finish(ctx, session, { snapshotId: st.snapshotId, createdAt: '', newBlobs: 0, newBytes: 0 }, 'none', true, 0, 0);
     }
@@ -489,14 +665,35 @@ async function runOnce(ctx: Ctx): Promise<Omit<UploadSummary, 'problems' | 'seco
       deps.onNote?.(`the interrupted upload ${session.uploadId} is ${st.state ?? 'gone'} on the exchange; starting a new one from the same scan`);
     }
   }
+  // A scan to run (sending as it goes): always, except when resuming from a finished one.
+  let plan: ScanPlan | null = null;
   if (session) {
-    deps.onNote?.(`resuming the upload started ${session.startedAt}`);
+    deps.onNote?.(`resuming the upload started ${session.startedAt}${session.next === null ? ' (its scan did not finish: scanning again)' : ''}`);
+    if (session.next === null) plan = await planScan(ctx);
   } else {
-    const t0 = ctx.retryDeps.now();
-    session = await scan(ctx);
-    ctx.scanMs += ctx.retryDeps.now() - t0;
-    scanKind = session.scan;
+    plan = await planScan(ctx);
+    session = {
+      version: 1,
+      server: opts.server,
+      facilityId: opts.facilityId,
+      clientSession: randomUUID(),
+      uploadId: null,
+      manifest: plan.base ? 'delta' : 'full',
+      base: plan.base,
+      scan: plan.scanKind,
+      mounts: ctx.mounts,
+      next: null,
+      startedAt: new Date().toISOString(),
+    };
+    // Before the exchange hears of the session, so a kill right after open still resumes it.
+    await writeAtomic(files.session, JSON.stringify(session));
+    await fsp.rm(files.journal, { force: true });
   }
+  const closePlan = () => {
+    plan?.prev?.close();
+    plan?.extra?.close();
+  };
+  const scanKind: UploadSummary['scan'] = plan ? plan.scanKind : 'none';
 
   // Open (or re-open) the upload.
   const open = async (s: SessionState) =>
@@ -508,46 +705,59 @@ async function runOnce(ctx: Ctx): Promise<Omit<UploadSummary, 'problems' | 'seco
     );
   let opened;
   try {
-    opened = await open(session);
+    try {
+      opened = await open(session);
+    } catch (e) {
+      if (e instanceof UploadHttpError && e.status === 409 && session.base !== null && 'latestSnapshotId' in e.problem) {
+        // The exchange has a newer snapshot than ours (another machine uploaded, or a restore):
+        // the delta would be against the wrong tree, so send everything.
+        deps.onNote?.(`snapshot ${session.base} is not the facility's latest on the exchange; sending a full manifest`);
+        session = { ...session, manifest: 'full', base: null };
+        await writeAtomic(files.session, JSON.stringify(session));
+        opened = await open(session).catch((e2: unknown) => {
+          throw describe(e2, opts);
+        });
+      } else throw describe(e, opts);
+    }
+    session = { ...session, uploadId: opened.uploadId };
+    await writeAtomic(files.session, JSON.stringify(session));
   } catch (e) {
-    if (e instanceof UploadHttpError && e.status === 409 && session.base !== null && 'latestSnapshotId' in e.problem) {
-      // The exchange has a newer snapshot than ours (another machine uploaded, or a restore):
-      // the delta would be against the wrong tree, so send everything.
-      deps.onNote?.(`snapshot ${session.base} is not the facility's latest on the exchange; sending a full manifest`);
-      session = { ...session, manifest: 'full', base: null };
-      await writeAtomic(files.session, JSON.stringify(session));
-      opened = await open(session).catch((e2: unknown) => {
-        throw describe(e2, opts);
-      });
-    } else throw describe(e, opts);
+    closePlan();
+    throw e;
   }
-  session = { ...session, uploadId: opened.uploadId };
-  await writeAtomic(files.session, JSON.stringify(session));
   const uploadId = opened.uploadId;
 
-  if (opened.committed) {
+  if (opened.committed && session.next !== null) {
     // Committed before (the answer was lost): the commit answers that snapshot again.
     deps.onNote?.(`upload ${uploadId} of this session was already committed`);
+    closePlan();
     const entries = opened.received?.entries ?? 0;
     const commit = await withRetry('commit', () => t.commit(uploadId, entries), ctx.retry, ctx.retryDeps);
     return finish(ctx, session, commit, scanKind, true, entries, 0);
   }
-  let journal: Journal = { acked: 0, pending: new Map() };
+  let journal: Journal = { acked: 0, pending: new Map(), digests: new Map() };
   let serverEntries = 0;
-  if (opened.resumed) {
-    journal = await readJournal(files.journal);
-    serverEntries = opened.received?.entries ?? journal.acked;
-    if (serverEntries < journal.acked) {
-      throw new UploadFailedError(`the exchange has ${serverEntries} manifest entries of upload ${uploadId}, fewer than the ${journal.acked} it acknowledged; delete ${files.session} to start over`);
+  let journalFh: fsp.FileHandle;
+  try {
+    if (opened.resumed) {
+      journal = await readJournal(files.journal);
+      serverEntries = opened.received?.entries ?? journal.acked;
+      if (serverEntries < journal.acked) {
+        throw new UploadFailedError(`the exchange has ${serverEntries} manifest entries of upload ${uploadId}, fewer than the ${journal.acked} it acknowledged; delete ${files.session} to start over`);
+      }
+    } else {
+      await fsp.rm(files.journal, { force: true });
     }
-  } else {
-    await fsp.rm(files.journal, { force: true });
+    journalFh = await fsp.open(files.journal, 'a', 0o600);
+  } catch (e) {
+    closePlan();
+    throw e;
   }
-  const journalFh = await fsp.open(files.journal, 'a', 0o600);
   const summary = await (async () => {
     try {
-      return await sendAndCommit(ctx, session!, uploadId, journal, serverEntries, journalFh);
+      return await sendAndCommit(ctx, session, uploadId, journal, serverEntries, journalFh, plan);
     } finally {
+      ctx.kept.clear();
       await journalFh.close();
     }
   })();
@@ -622,6 +832,7 @@ async function sendAndCommit(
   journal: Journal,
   serverEntries: number,
   jfh: fsp.FileHandle,
+  plan: ScanPlan | null,
 ): Promise<{ commit: CommitAnswer; entries: number; deleted: number }> {
   const { opts, deps, files } = ctx;
   const t = ctx.deps.transport;
@@ -630,18 +841,58 @@ async function sendAndCommit(
   // Journal lines come from the manifest loop and from the blob request in flight: one write at a time.
   let journalWrites: Promise<unknown> = Promise.resolve();
   const write = (s: string) => (journalWrites = journalWrites.then(() => jfh.write(s)));
+  const setPhase = (phase: UploadPhase) => {
+    if (!ctx.scanning) p.phase = phase;
+  };
 
+  const openBase = async (): Promise<CacheReader | null> => {
+    if (!session.base) return null;
+    const base = await CacheReader.open(files.cache);
+    if (base?.header.snapshotId !== session.base) {
+      base?.close();
+      throw new UploadFailedError(`the cache ${files.cache} changed during the upload; run again`);
+    }
+    return base;
+  };
+  /** The manifest from the finished scan's file. */
   const generate = async function* (): AsyncGenerator<ManifestEntry> {
     const next = await CacheReader.open(files.next);
     if (!next) throw new UploadFailedError(`the scan result ${files.next} disappeared`);
     if (session.manifest === 'full') p.manifestTotal = next.totals.files;
-    const base = session.base ? await CacheReader.open(files.cache) : null;
-    if (session.base && base?.header.snapshotId !== session.base) {
+    let base: CacheReader | null;
+    try {
+      base = await openBase();
+    } catch (e) {
       next.close();
-      base?.close();
-      throw new UploadFailedError(`the cache ${files.cache} changed during the upload; run again`);
+      throw e;
     }
-    yield* manifestEntries(next, base);
+    yield* manifestEntries(blocksOf(next), base);
+  };
+
+  // The scan, when this run has one, runs beside the sending and hands its blocks over a queue.
+  const queue = plan ? new BlockQueue(batchSize, LOOKAHEAD_BYTES) : null;
+  let scanning: Promise<void> = Promise.resolve();
+  if (plan) {
+    ctx.scanning = true;
+    p.phase = 'scan';
+    scanning = scanInto(ctx, plan, session, queue!).then(
+      () => {
+        ctx.scanning = false;
+        if (session.manifest === 'full') p.manifestTotal = p.scan.files;
+        queue!.end();
+      },
+      (e: unknown) => {
+        ctx.scanning = false;
+        queue!.end(e);
+        throw e;
+      },
+    );
+    // Awaited below; this only keeps an early failure from being reported as unhandled.
+    scanning.catch(() => undefined);
+  }
+  const firstPass = async function* (): AsyncGenerator<ManifestEntry> {
+    if (!queue) return yield* generate();
+    yield* manifestEntries(queue, await openBase());
   };
 
   // Counted while sending (not in a pass of its own: at 1M files each pass reads both caches).
@@ -666,8 +917,9 @@ async function sendAndCommit(
   };
 
   /**
-   * Reads a batch's files straight into one framed request body (synchronous reads, in slices
-   * between turns of the event loop): no buffer per file and no copy to frame them.
+   * Puts a batch's files into one framed request body: the bytes the scan kept, or read straight
+   * into place (synchronous reads, in slices between turns of the event loop) and checked
+   * against their hash. No buffer per read file and no copy to frame them.
    */
   const readBatch = async (group: { sha256: string; path: string; size: number }[]): Promise<Buffer> => {
     let total = 0;
@@ -678,8 +930,13 @@ async function sendAndCommit(
     for (let n = 0; n < group.length; n++) {
       if (n > 0 && n % READ_SLICE === 0) await new Promise<void>((r) => setImmediate(r));
       const it = group[n]!;
-      const r = readVerifiedInto(ctx.fs, absOf(it.path), it.sha256, it.size, body, at + FRAME_OVERHEAD);
-      if (!r.ok) throw new FileChangedError(`${it.path}: ${r.detail}`);
+      // Kept bytes hash to it.sha256 by construction: the scan hashed exactly these.
+      const kept = ctx.kept.take(it.sha256);
+      if (kept) kept.copy(body, at + FRAME_OVERHEAD);
+      else {
+        const r = readVerifiedInto(ctx.fs, absOf(it.path), it.sha256, it.size, body, at + FRAME_OVERHEAD);
+        if (!r.ok) throw new FileChangedError(`${it.path}: ${r.detail}`);
+      }
       // Written after the read, which may have put its extra byte over this place.
       writeFrameHead(body, at, it.sha256, it.size);
       at += FRAME_OVERHEAD + it.size;
@@ -697,11 +954,16 @@ async function sendAndCommit(
     inFlight = Promise.resolve();
     await f;
   };
-  /** Runs `fn`, then waits for the blob request it left in flight; on an error, that request still gets its answer (and journal lines) first. */
+  /**
+   * Runs `fn`, then waits for the blob request it left in flight; on an error, that request
+   * still gets its answer (and journal lines) first, and a scan running beside stops.
+   */
   const settled = async (fn: () => Promise<void>): Promise<void> => {
     try {
       await fn();
     } catch (e) {
+      queue?.end(e);
+      await scanning.catch(() => undefined);
       await settle().catch(() => undefined);
       throw e;
     }
@@ -711,7 +973,7 @@ async function sendAndCommit(
   /** Sends the given blobs (distinct hashes) in framed batches; returns with the last one still in flight. */
   const sendBlobs = async (items: { sha256: string; path: string; size: number }[]) => {
     if (items.length === 0) return;
-    p.phase = 'blobs';
+    setPhase('blobs');
     // Batches aim at BLOB_BATCH_TARGET (memory: two batches, each held twice while framed and
     // sent); a single file up to the protocol's limit still goes, alone.
     const maxBytes = Math.min(opts.blobBatchBytes ?? MAX_BLOB_BATCH_BYTES, BLOB_BATCH_TARGET);
@@ -745,14 +1007,28 @@ async function sendAndCommit(
   let sent = serverEntries;
   // Entries whose "missing" answer was lost (the batch arrived but its answer did not).
   const unanswered = new Map<string, FileEntry>();
-  let index = 0;
+  const digest = new ManifestDigest();
+  /** The entries this run generates must start with the ones the exchange already has. */
+  const checkResumedPrefix = () => {
+    if (serverEntries === 0) return;
+    const want = journal.digests.get(serverEntries);
+    // Without a recorded digest only a finished scan's file (unchanged since) can be trusted.
+    if (want === undefined && !plan) return;
+    if (want !== digest.value() || total < serverEntries) {
+      throw new FileChangedError(`the tree changed since the interrupted upload sent its first ${serverEntries} manifest entries`);
+    }
+  };
   let batch: ManifestEntry[] = [];
+  let batchKept = 0;
   const flush = async () => {
     if (batch.length === 0) return;
-    p.phase = 'manifest';
+    setPhase('manifest');
     const entries = batch;
     batch = [];
+    batchKept = 0;
     const before = sent;
+    // Recorded before sending: a resumed run that scans again checks its entries against it.
+    await write(`S\t${before + entries.length}\t${digest.value()}\n`);
     const answer = await run<{ missing: string[] } | null>(
       'send manifest',
       () => t.manifest(uploadId, entries),
@@ -783,14 +1059,18 @@ async function sendAndCommit(
   };
   await settled(async () => {
     await sendBlobs(pending);
-    for await (const e of generate()) {
-      total++;
+    for await (const e of firstPass()) {
+      if (total++ === serverEntries) checkResumedPrefix();
+      digest.add(e);
       if ('deleted' in e) deleted++;
-      if (index++ < serverEntries) continue;
+      if (total <= serverEntries) continue;
       batch.push(e);
-      if (batch.length >= batchSize) await flush();
+      if (!('deleted' in e) && ctx.kept.has(e.sha256)) batchKept += e.size;
+      if (batch.length >= batchSize || batchKept >= MANIFEST_BATCH_KEPT_BYTES) await flush();
     }
+    if (total <= serverEntries) checkResumedPrefix();
     await flush();
+    await scanning;
   });
   if (sent !== total) throw new UploadFailedError(`sent ${sent} manifest entries of ${total}; run again`);
 
