@@ -93,7 +93,10 @@ describe('hakobune upload, killed and run again', () => {
     expect(r.stderr).toMatch(/resuming the upload started/);
     expect(r.code).toBe(0);
     const summary = JSON.parse(r.stdout) as { resumed: boolean; scan: string; files: number; snapshotId: string; blobsSent: number };
-    expect(summary).toMatchObject({ resumed: true, scan: 'none', files: 80 });
+    expect(summary).toMatchObject({ resumed: true, files: 80 });
+    // The kills land while the scan still runs (it is a few batches ahead of the sender at most),
+    // so a run scans again; the second run's scan may have finished before its kill.
+    expect(['full', 'none']).toContain(summary.scan);
 
     // Every blob reached the exchange exactly once over the three runs.
     expect(server.blobArrivals.length).toBe(80);
@@ -116,7 +119,7 @@ describe('hakobune upload, killed and run again', () => {
 
   it('resumes after SIGKILL while the scan is still sending, without resending an entry or a blob', { timeout: 240_000 }, async () => {
     // 240 files of 128 KiB (30 MiB): more than the scan may run ahead of the sender (one manifest
-    // batch of 8 MiB of kept bytes in flight, one being built, 8 MiB queued), so the second
+    // batch of 4 MiB of kept bytes in flight, one being built, 4 MiB queued), so the second
     // manifest batch goes out long before the scan ends.
     const root2 = path.join(tmp.dir, 'tree2');
     const cache2 = path.join(tmp.dir, 'state2', 'F001.cache');
