@@ -135,10 +135,9 @@ describe('uploadTree against a server implementing PROTOCOL.md', () => {
     const s = await uploadTree(opts, deps({ fs: cfs }));
     expect(s.manifest).toBe('delta');
     expect(s.renamedFiles).toBe(1);
-    // Only the new file was read, once (hashed, and its bytes sent as read): the renamed one was
-    // recognised by inode, size and mtime.
+    // Only the new file was read (hashed, then sent): the renamed one was recognised by inode, size and mtime.
     const added = '9999013_20111220_OMG-01_000201101200100_20111221000000000_-_1';
-    expect(cfs.opened.map((f) => path.basename(f))).toEqual([added]);
+    expect(cfs.opened.map((f) => path.basename(f))).toEqual([added, added]);
     expect(s.blobsSent).toBe(1);
     expect(server.blobArrivals.slice(arrivalsBefore)).toEqual([sha('MSH|new version\r')]);
     // old name deleted, new name, new file, deleted OMD
@@ -157,18 +156,25 @@ describe('uploadTree against a server implementing PROTOCOL.md', () => {
     fs.utimesSync(f, st.atime, new Date(st.mtimeMs + 2000));
     const cfs = countingFs();
     const s = await uploadTree(opts, deps({ fs: cfs }));
-    expect(cfs.opened).toEqual([f]); // hashed in the scan, sent from the bytes read then
+    expect(cfs.opened).toEqual([f, f]); // hashed in the scan, read again to send
     expect(s.manifestEntries).toBe(1);
     snapshotMatchesDisk(s.snapshotId);
-    // Without kept bytes, the file is read again to send it.
-    fs.utimesSync(f, st.atime, new Date(st.mtimeMs + 4000));
+    // With overlap, sent from the bytes the scan read.
     bytes[10] = bytes[10]! ^ 2;
     fs.writeFileSync(f, bytes);
     fs.utimesSync(f, st.atime, new Date(st.mtimeMs + 4000));
-    const again = countingFs();
-    const s2 = await uploadTree({ ...opts, keepBytesUpTo: 0 }, deps({ fs: again }));
-    expect(again.opened).toEqual([f, f]);
+    const once = countingFs();
+    const s2 = await uploadTree({ ...opts, overlap: true }, deps({ fs: once }));
+    expect(once.opened).toEqual([f]);
     snapshotMatchesDisk(s2.snapshotId);
+    // Without kept bytes, read again to send.
+    bytes[10] = bytes[10]! ^ 4;
+    fs.writeFileSync(f, bytes);
+    fs.utimesSync(f, st.atime, new Date(st.mtimeMs + 6000));
+    const twice = countingFs();
+    const s3 = await uploadTree({ ...opts, overlap: true, keepBytesUpTo: 0 }, deps({ fs: twice }));
+    expect(twice.opened).toEqual([f, f]);
+    snapshotMatchesDisk(s3.snapshotId);
   });
 
   it('a touched file (mtime only) is re-read but sends no bytes', async () => {
@@ -291,14 +297,13 @@ describe('uploadTree against a server implementing PROTOCOL.md', () => {
         write(root, path.relative(root, f), 'changed after the scan', new Date('2025-05-05T00:00:00Z'));
       },
     });
-    // keepBytesUpTo 0: no bytes kept from the scan, so every file sent is read again.
-    const s = await uploadTree({ ...opts, keepBytesUpTo: 0 }, deps());
+    const s = await uploadTree(opts, deps());
     expect(notes.some((n) => /OMD_123456789012345_20111014232213000_01_1: the file is now .*; starting the upload over/.test(n))).toBe(true);
     expect([...server.uploads.values()].map((u) => u.state)).toEqual(['aborted', 'committed']);
     snapshotMatchesDisk(s.snapshotId);
   });
 
-  it('sends the bytes the scan hashed when the file changes before they are sent, and the next run the new version', async () => {
+  it('with overlap, sends the bytes the scan hashed when the file changes before they are sent, and the next run the new version', async () => {
     const rel = '999/901/9999013/20111013/OMD/9999013_20111013_OMD_123456789012345_20111014232213000_01_1';
     const scanned = fs.readFileSync(path.join(root, rel));
     server.faults.push({
@@ -308,7 +313,7 @@ describe('uploadTree against a server implementing PROTOCOL.md', () => {
       action: { status: 503 },
       onFire: () => write(root, rel, 'changed after the scan', new Date('2025-05-05T00:00:00Z')),
     });
-    const s = await uploadTree({ ...opts, manifestBatch: 10_000 }, deps());
+    const s = await uploadTree({ ...opts, overlap: true }, deps());
     expect([...server.uploads.values()].map((u) => u.state)).toEqual(['committed']);
     // The snapshot is the tree as scanned: that file's entry and blob are its bytes before the change.
     const e = server.snapshots.get(s.snapshotId)!.get(`standard/${rel}`)!;
@@ -319,7 +324,7 @@ describe('uploadTree against a server implementing PROTOCOL.md', () => {
     snapshotMatchesDisk(next.snapshotId);
   });
 
-  it('sends manifest batches and blobs while the scan is still running', async () => {
+  it('with overlap, sends manifest batches and blobs while the scan is still running', async () => {
     const http = httpTransport({ server: server.url, token: server.token });
     const seen: { nextExists: boolean; partialExists: boolean }[] = [];
     const transport = {
@@ -329,7 +334,7 @@ describe('uploadTree against a server implementing PROTOCOL.md', () => {
         return http.manifest(id, entries);
       },
     };
-    const s = await uploadTree({ ...opts, manifestBatch: 2 }, deps({ transport }));
+    const s = await uploadTree({ ...opts, manifestBatch: 2, overlap: true }, deps({ transport }));
     expect(seen.length).toBe(11);
     // The first batches went out before the scan had written its cache.
     expect(seen[0]).toEqual({ nextExists: false, partialExists: true });
@@ -359,7 +364,7 @@ describe('uploadTree against a server implementing PROTOCOL.md', () => {
   }
 
   it('resumes an upload interrupted during its scan: scans again and resends no entry and no blob', async () => {
-    const small = { ...opts, manifestBatch: 2 };
+    const small = { ...opts, manifestBatch: 2, overlap: true };
     await failDuringScan(small);
     const arrivals = server.blobArrivals.length;
     const s = await uploadTree(small, deps());
@@ -373,7 +378,7 @@ describe('uploadTree against a server implementing PROTOCOL.md', () => {
   });
 
   it('starts over when the tree changed under the entries an interrupted scan had sent', async () => {
-    const small = { ...opts, manifestBatch: 2 };
+    const small = { ...opts, manifestBatch: 2, overlap: true };
     await failDuringScan(small);
     // Change a file whose entry the exchange already has.
     const first = [...[...server.uploads.values()][0]!.entries.keys()][0]!;

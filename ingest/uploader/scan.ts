@@ -46,7 +46,7 @@ export interface ScanOptions {
   onProblem: ProblemSink;
   onProgress?: (s: Readonly<ScanStats>) => void;
   /** Hands over the bytes of each file read for hashing of at most `keepUpTo` bytes (to send them unread). */
-  keep?: { upTo: number; take: (sha256: string, bytes: Buffer) => void };
+  keep?: { upTo: number; take: (sha256: string, bytes: Buffer) => boolean };
   /** Called with each block once it is written to `out`, with the bytes handed to `keep` for it; awaited. */
   onBlock?: (block: CacheBlock, keptBytes: number) => Promise<void>;
 }
@@ -158,10 +158,7 @@ export async function scanTree(opts: ScanOptions): Promise<ScanStats> {
         onProblem({ kind: h.reason === 'not-a-file' ? 'special' : h.reason, path: rel, detail: h.detail });
         continue;
       }
-      if (h.bytes) {
-        opts.keep!.take(h.sha256, h.bytes);
-        keptBytes += h.size;
-      }
+      if (h.bytes && opts.keep!.take(h.sha256, h.bytes)) keptBytes += h.size;
       stats.hashed++;
       stats.hashedBytes += h.size;
       files.push({ name, size: h.size, mtimeMs: h.mtimeMs, ino: h.ino, sha256: h.sha256 });

@@ -14,6 +14,7 @@ interface UploadCliOptions extends OutputOptions {
   extended?: string;
   cache?: string;
   changes?: string;
+  overlap?: boolean;
   progress?: boolean;
 }
 
@@ -67,6 +68,7 @@ export function configureUploadCommand(command: Command): Command {
     .option('--extended <dir>', 'the extended-storage root')
     .option('--cache <file>', 'the local cache file (default ~/.cache/hakobune/<facility>.cache)')
     .option('--changes <dir>', 'a transaction-storage folder (TR_*.DAT): rescan only the folders it names since the last run')
+    .option('--overlap', 'send the manifest and blobs while the scan runs (small files read once)')
     .option('--progress', 'show a progress bar even when stderr is not a terminal')
     .option('--json', 'print the summary as JSON')
     .action(async (opts: UploadCliOptions) => {
@@ -83,7 +85,7 @@ export function configureUploadCommand(command: Command): Command {
       let summary: UploadSummary;
       try {
         summary = await uploadTree(
-          { server, facilityId: opts.facility, root: opts.root, extended: opts.extended, cacheFile, changesDir: opts.changes },
+          { server, facilityId: opts.facility, root: opts.root, extended: opts.extended, cacheFile, changesDir: opts.changes, overlap: opts.overlap === true },
           {
             transport: httpTransport({ server, token }),
             onProblem: (p) => {

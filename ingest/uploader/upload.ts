@@ -21,9 +21,9 @@ const BLOB_BATCH_TARGET = 8 * 1024 * 1024;
 /** Files read for a blob batch between two turns of the event loop (so the request in flight moves on). */
 const READ_SLICE = 256;
 /**
- * The scan sends as it goes. Files of at most KEEP_FILE_BYTES keep the bytes read for hashing
- * until sent (so a first upload reads each file once), at most KEPT_BYTES_LIMIT in all (past it
- * the oldest are dropped and read again if asked for). The scan runs ahead of the sender by at
+ * With `overlap`, the scan sends as it goes. Files of at most KEEP_FILE_BYTES keep the bytes read
+ * for hashing until sent (so a first upload reads each file once), at most KEPT_BYTES_LIMIT in all
+ * (past it, files are read again when sent). The scan runs ahead of the sender by at
  * most one manifest batch or LOOKAHEAD_BYTES of kept bytes, and a manifest batch is sent once its
  * files kept MANIFEST_BATCH_KEPT_BYTES: about three times that is kept at once (queued, being
  * batched, being sent), under the limit. (8 MiB batches measured 253 MiB peak RSS on the 100k
@@ -51,7 +51,13 @@ export interface UploadOptions {
   manifestBatch?: number;
   /** The largest blob request (PROTOCOL.md: 32 MiB); files larger than it less framing are reported, not sent. */
   blobBatchBytes?: number;
-  /** Files of at most this many bytes are sent from the bytes the scan read (default 512 KiB; 0: every file is read again to send it). */
+  /**
+   * Scan and send at the same time (the manifest goes out as the scan produces it). Off by
+   * default: on the shared 2-core machine it measured slower than scanning first (see
+   * bench/README.md, "Sending while scanning").
+   */
+  overlap?: boolean;
+  /** With `overlap`: files of at most this many bytes are sent from the bytes the scan read (default 512 KiB; 0: every file is read again to send it). */
   keepBytesUpTo?: number;
   retry?: RetryPolicy;
 }
@@ -150,9 +156,9 @@ interface SessionState {
 const MAX_RESTARTS = 2;
 
 /**
- * Backs up one facility's tree: open an upload, scan (with the cache) into a new cache file
- * while sending the manifest in batches as the scan produces it and the blobs the exchange
- * lacks (small files from the bytes the scan read), commit, and make the new cache current.
+ * Backs up one facility's tree: open an upload, scan (with the cache) into a new cache file,
+ * send the manifest in batches and the blobs the exchange lacks (with `overlap`: as the scan
+ * produces them, small files from the bytes the scan read), commit, and make the new cache current.
  * Every step is recorded beside the cache, so a run that is killed at any point resumes the same
  * upload and sends nothing the exchange already has (a scan cut short is run again, and must
  * reproduce the entries already sent: the journal holds their digest).
@@ -417,7 +423,7 @@ async function planScan(ctx: Ctx): Promise<ScanPlan> {
  * Scans into `.next`, handing each directory block to `queue` as it is written (the manifest is
  * sent from there while the scan goes on), then records the finished scan in the session.
  */
-async function scanInto(ctx: Ctx, plan: ScanPlan, session: SessionState, queue: BlockQueue): Promise<void> {
+async function scanInto(ctx: Ctx, plan: ScanPlan, session: SessionState, queue: BlockQueue | null): Promise<void> {
   const { opts, deps, files } = ctx;
   const t0 = ctx.retryDeps.now();
   let out: CacheWriter;
@@ -447,8 +453,9 @@ async function scanInto(ctx: Ctx, plan: ScanPlan, session: SessionState, queue: 
         ctx.progress.scan = s;
         deps.onProgress?.(ctx.progress);
       },
-      keep: { upTo: opts.keepBytesUpTo ?? KEEP_FILE_BYTES, take: (sha256, bytes) => ctx.kept.put(sha256, bytes) },
+      ...(queue ? { keep: { upTo: opts.keepBytesUpTo ?? KEEP_FILE_BYTES, take: (sha256: string, bytes: Buffer) => ctx.kept.put(sha256, bytes) } } : {}),
       onBlock: async (block, keptBytes) => {
+        if (!queue) return;
         await queue.put(block, keptBytes);
         // The scan reads synchronously: let answers in and requests out between folders.
         if (performance.now() - lastTurn >= SCAN_TURN_MS) {
@@ -542,22 +549,20 @@ class BlockQueue implements AsyncIterable<CacheBlock> {
 
 /**
  * Bytes the scan read for hashing, by SHA-256, kept to be sent without reading the file again.
- * Bounded: past `limit` bytes the oldest go (those files are read again if the exchange asks).
+ * Bounded: past `limit` bytes nothing more is kept (those files are read again when sent).
  */
 class KeptBytes {
   private readonly map = new Map<string, Buffer>();
   private bytes = 0;
   constructor(private readonly limit: number) {}
 
-  put(sha256: string, bytes: Buffer): void {
-    if (this.map.has(sha256)) return;
+  /** Keeps the bytes if there is room (else they are read again when sent); false if not kept. */
+  put(sha256: string, bytes: Buffer): boolean {
+    if (this.map.has(sha256)) return true;
+    if (this.bytes + bytes.length > this.limit) return false;
     this.map.set(sha256, bytes);
     this.bytes += bytes.length;
-    while (this.bytes > this.limit) {
-      const [oldest, b] = this.map.entries().next().value as [string, Buffer];
-      this.map.delete(oldest);
-      this.bytes -= b.length;
-    }
+    return true;
   }
 
   has(sha256: string): boolean {
@@ -754,6 +759,16 @@ async function runOnce(ctx: Ctx): Promise<Omit<UploadSummary, 'problems' | 'seco
   } catch (e) {
     closePlan();
     throw e;
+  }
+  if (plan && !opts.overlap) {
+    // Scan first, then send from the finished scan's file.
+    try {
+      await scanInto(ctx, plan, session, null);
+    } catch (e) {
+      await journalFh.close();
+      throw e;
+    }
+    plan = null;
   }
   const summary = await (async () => {
     try {
