@@ -171,22 +171,46 @@ export function recordsJsonParts(records: readonly VisibleRecord[], out: string[
   out.push('[');
   for (let i = 0; i < records.length; i++) {
     const r = records[i]!;
-    const head = JSON.stringify({ ...recordHead(r), basis: r.basis });
+    // recordHead and the basis, as one literal (no intermediate object to spread).
+    const head = JSON.stringify({
+      id: r.id,
+      sourceFacilityId: r.sourceFacilityId,
+      localPatientId: r.localPatientId,
+      category: r.category,
+      dataType: r.dataType,
+      careDate: r.careDate,
+      timestamp: r.timestamp,
+      orderNo: r.orderNo,
+      department: r.department,
+      condition: r.condition,
+      basis: r.basis,
+    });
     out.push(`${i ? ',' : ''}${head.slice(0, -1)},"content":`, r[CONTENT_JSON], '}');
   }
   out.push(']');
   return out;
 }
 
-/** The UTF-8 bytes of text pieces, written into one Buffer (no joined string in between). */
+/**
+ * Scratch space of utf8Bytes, grown as needed and reused (it is written and copied out within one
+ * synchronous call, so no two responses share it).
+ */
+let scratch = Buffer.allocUnsafe(256 * 1024);
+
+/**
+ * The UTF-8 bytes of text pieces, in one Buffer (no joined string in between). The pieces are
+ * encoded in one pass into scratch space at least 3 bytes per UTF-16 unit long (no code unit
+ * takes more; a surrogate pair takes 4 for its two), then copied out at their exact size: measuring
+ * each piece first (Buffer.byteLength) would read every 4 KB content a second time.
+ */
 export function utf8Bytes(parts: readonly string[]): Buffer {
-  let size = 0;
-  for (const p of parts) size += Buffer.byteLength(p, 'utf8');
-  const out = Buffer.allocUnsafe(size);
+  let units = 0;
+  for (const p of parts) units += p.length;
+  if (scratch.length < units * 3) scratch = Buffer.allocUnsafe(Math.max(units * 3, scratch.length * 2));
   let at = 0;
-  for (const p of parts) at += out.write(p, at, 'utf8');
-  // Every byte of the uninitialised buffer must have been written.
-  if (at !== size) throw new Error(`encoded ${at} of ${size} bytes`);
+  for (const p of parts) at += scratch.write(p, at, 'utf8');
+  const out = Buffer.allocUnsafe(at);
+  scratch.copy(out, 0, 0, at);
   return out;
 }
 
