@@ -1,5 +1,5 @@
 import { sql, type Expression, type SqlBool } from 'kysely';
-import { preparedQuery, type Db } from '../db.js';
+import { preparedRows, type Db } from '../db.js';
 import type { ClinicalRecord, Category } from '../../ingest/records/types.js';
 import type { Finding } from '../../ingest/quality/findings.js';
 
@@ -351,7 +351,38 @@ function visible(current: boolean) {
  * record_patient_timeline index per (facility, local id).
  */
 export async function queryPatientRecords(db: Db, q: RecordQuery): Promise<{ records: IndexedRecord[]; next: RecordCursor | undefined }> {
-  if (q.patients.length === 0) return { records: [], next: undefined };
+  const { rows, next } = await queryPatientRecordRows(db, q);
+  const records = rows.map((r) => withContent({
+    id: r[0],
+    facilityId: r[1],
+    patientId: r[2],
+    dataType: r[3],
+    category: r[4],
+    careDate: r[5],
+    orderNo: r[6],
+    timestamp: r[7],
+    department: r[8],
+    condition: r[9],
+    sha256: r[10],
+    path: r[11],
+  }, r[12]));
+  return { records, next };
+}
+
+/**
+ * One indexed record as an array of its fields, in the order of IndexedRecord (the content as its
+ * JSON text): queryPatientRecords' page before it becomes objects, for a reader that builds its
+ * own (the viewer's gate, on every timeline request).
+ */
+export type IndexedRecordRow = [
+  id: number, facilityId: string, patientId: string, dataType: string, category: Category, careDate: string | null,
+  orderNo: string, timestamp: string, department: string | null, condition: '0' | '1' | '2', sha256: string,
+  path: string, contentJson: string,
+];
+
+/** queryPatientRecords with each record as an IndexedRecordRow. */
+export async function queryPatientRecordRows(db: Db, q: RecordQuery): Promise<{ rows: IndexedRecordRow[]; next: RecordCursor | undefined }> {
+  if (q.patients.length === 0) return { rows: [], next: undefined };
   // A prepared statement per shape (number of patients, which filters): the viewer makes this
   // query on every timeline request, and a few shapes cover them all.
   const values: unknown[] = [];
@@ -376,11 +407,8 @@ export async function queryPatientRecords(db: Db, q: RecordQuery): Promise<{ rec
   }
   const limit = $(q.limit + 1);
   const shape = `${q.patients.length}${q.currentOnly ? 'c' : ''}${q.categories?.length ? 'k' : ''}${q.from ? 'f' : ''}${q.to ? 't' : ''}${after ? (after.careDate === null ? 'n' : 'a') : ''}`;
-  const rows = await preparedQuery<{
-    id: number; facility_id: string; patient_id: string | null; data_type: string | null; category: string | null; care_date: string | null;
-    order_no: string | null; message_ts: string | null; department: string | null; condition_flag: '0' | '1' | '2' | null; sha256: string;
-    path: string; content_json: string | null;
-  }>(
+  // Rows as arrays (see preparedRows), in the order of the select list.
+  const rows = (await preparedRows(
     db,
     `patient-records-${shape}`,
     `select r.id, r.facility_id, r.patient_id, r.data_type, r.category, r.care_date::text as care_date, r.order_no, r.message_ts,
@@ -389,24 +417,22 @@ export async function queryPatientRecords(db: Db, q: RecordQuery): Promise<{ rec
      where ${where.join(' and ')}
      order by r.care_date desc nulls last, r.id desc limit ${limit}`,
     values,
-  );
-  const page = rows.slice(0, q.limit);
-  const records = page.map((r) => withContent({
-    id: r.id,
-    facilityId: r.facility_id,
-    patientId: r.patient_id!,
-    dataType: r.data_type!,
-    category: r.category as Category,
-    careDate: r.care_date,
-    orderNo: r.order_no ?? '',
-    timestamp: r.message_ts ?? '',
-    department: r.department,
-    condition: r.condition_flag ?? '1',
-    sha256: r.sha256,
-    path: r.path,
-  }, r.content_json ?? 'null'));
+  )) as [
+    id: number, facilityId: string, patientId: string | null, dataType: string | null, category: string | null, careDate: string | null,
+    orderNo: string | null, timestamp: string | null, department: string | null, condition: '0' | '1' | '2' | null, sha256: string,
+    path: string, contentJson: string | null,
+  ][];
+  const page = rows.length > q.limit ? rows.slice(0, q.limit) : rows;
+  // Empty columns as IndexedRecord has them (in place: the arrays are this call's own). Patient and
+  // data type are set on every record the query can match (its patient_id is a parameter).
+  for (const r of page) {
+    r[6] ??= '';
+    r[7] ??= '';
+    r[9] ??= '1';
+    r[12] ??= 'null';
+  }
   const last = page[page.length - 1];
-  return { records, next: rows.length > q.limit && last ? { careDate: last.care_date, id: last.id } : undefined };
+  return { rows: page as IndexedRecordRow[], next: rows.length > q.limit && last ? { careDate: last[5], id: last[0] } : undefined };
 }
 
 /**

@@ -1,5 +1,5 @@
 import type { Db } from '../../store/db.js';
-import { queryPatientRecords } from '../../store/records/records.repository.js';
+import { queryPatientRecordRows, type IndexedRecordRow } from '../../store/records/records.repository.js';
 import type { Category as IndexCategory } from '../../ingest/records/types.js';
 import type { Category } from '../../consent/categories.js';
 import type { GateRecord, RecordReader } from './gate.js';
@@ -27,34 +27,58 @@ export const EXCHANGE_CATEGORY = new Map<string, Category>(
   Object.entries(INDEX_CATEGORIES).flatMap(([c, list]) => list.map((i) => [i, c as Category] as const)),
 );
 
+/**
+ * A record of the index as the gate reads it. A class, so that the content's lazy parse is one
+ * getter on the prototype rather than a closure and an accessor defined on every record of every
+ * page (an object literal with a getter is built by the runtime, not by the fast path).
+ */
+class IndexGateRecord implements GateRecord {
+  id: number;
+  facilityId: string;
+  patientId: string;
+  dataType: string;
+  category: Category;
+  careDate: string | null;
+  orderNo: string;
+  timestamp: string;
+  department: string | null;
+  condition: '0' | '1' | '2';
+  sha256: string;
+  path: string;
+  contentJson: string;
+  #parsed: unknown;
+
+  constructor(r: IndexedRecordRow, category: Category) {
+    this.id = r[0];
+    this.facilityId = r[1];
+    this.patientId = r[2];
+    this.dataType = r[3];
+    this.category = category;
+    this.careDate = r[5];
+    this.orderNo = r[6];
+    this.timestamp = r[7];
+    this.department = r[8];
+    this.condition = r[9];
+    this.sha256 = r[10];
+    this.path = r[11];
+    this.contentJson = r[12];
+  }
+
+  get record(): unknown {
+    return (this.#parsed ??= JSON.parse(this.contentJson));
+  }
+}
+
 /** The gate's reader over the record index (store/records): the only way the viewer reads records. */
 export function indexRecordReader(db: Db): RecordReader {
   return {
     async query(q) {
-      const r = await queryPatientRecords(db, { ...q, categories: q.categories.flatMap((c) => INDEX_CATEGORIES[c]) });
+      const r = await queryPatientRecordRows(db, { ...q, categories: q.categories.flatMap((c) => INDEX_CATEGORIES[c]) });
       const records: GateRecord[] = [];
-      for (const rec of r.records) {
-        const category = EXCHANGE_CATEGORY.get(rec.category);
+      for (const row of r.rows) {
+        const category = EXCHANGE_CATEGORY.get(row[4]);
         if (!category || !q.categories.includes(category)) continue;
-        // Built field by field: spreading `rec` would read (and so parse) its content.
-        records.push({
-          id: rec.id,
-          facilityId: rec.facilityId,
-          patientId: rec.patientId,
-          dataType: rec.dataType,
-          category,
-          careDate: rec.careDate,
-          orderNo: rec.orderNo,
-          timestamp: rec.timestamp,
-          department: rec.department,
-          condition: rec.condition,
-          sha256: rec.sha256,
-          path: rec.path,
-          contentJson: rec.contentJson,
-          get record() {
-            return rec.record;
-          },
-        });
+        records.push(new IndexGateRecord(row, category));
       }
       return { records, next: r.next };
     },
