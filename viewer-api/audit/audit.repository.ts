@@ -1,5 +1,6 @@
-import { sql, type Kysely, type Selectable, type Transaction } from 'kysely';
+import { type Kysely, type Selectable, type Transaction } from 'kysely';
 import type { Database } from '../../store/database.js';
+import { preparedQuery } from '../../store/db.js';
 import type { AuditEventTable } from '../viewer.tables.js';
 import type { AuditHead, AuditOutcome, AuditRecord } from './audit.chain.js';
 import { buildEntry, chainEntry, type AuditInput, type EntryBody } from './audit.entry.js';
@@ -79,6 +80,37 @@ export function appendAudit(db: Kysely<Database>, input: AuditInput, at: Date): 
 }
 
 /**
+ * The append of a batch, one statement (prepared: every group commit sends it, see preparedQuery).
+ * unnest of parallel arrays keeps the entries' order; text arrays carry every string exactly.
+ * `cur` locks the head row; under READ COMMITTED a locking read that waited for another writer
+ * returns the row as that writer committed it, so a failed append learns the real head here
+ * instead of reading it again in another round trip. $1, $2: the head the batch was chained
+ * from; $3-$20: the entries' columns; $21-$23: the new head.
+ */
+const APPEND_BATCH = `
+  with cur as (
+    select count, last_hash from audit_head where id = 1 for update
+  ), h as (
+    select 1 from cur where count = $1::bigint and last_hash = $2::text
+  ), ins as (
+    insert into audit_event (seq, at, action, outcome, reason, user_id, username, facility_id, role, address, device_id,
+                             endpoint, patient, purpose, break_glass_reason, detail, prev_hash, hash)
+    select x.* from unnest(
+      $3::bigint[], $4::timestamptz[], $5::text[], $6::text[], $7::text[], $8::bigint[], $9::text[], $10::text[], $11::text[],
+      $12::text[], $13::text[], $14::text[], $15::text[], $16::text[], $17::text[], $18::text[], $19::text[], $20::text[]
+    ) as x(seq, at, action, outcome, reason, user_id, username, facility_id, role, address, device_id,
+           endpoint, patient, purpose, break_glass_reason, detail, prev_hash, hash)
+    where exists (select 1 from h)
+    returning 1
+  ), upd as (
+    update audit_head set count = $21::bigint, last_hash = $22::text, updated_at = $23::timestamptz
+    where id = 1 and exists (select 1 from h)
+    returning 1
+  )
+  select (select count(*) from ins)::int as inserted, (select count(*) from upd)::int as updated,
+         (select count from cur) as head_count, (select last_hash from cur) as head_hash`;
+
+/**
  * Appends several entries in ONE statement (one round trip, one commit), chained in the order
  * given after `expected`, the head the caller believes current. The statement locks the head row
  * and writes only while it still is `expected`; when another writer moved the head meanwhile
@@ -102,38 +134,15 @@ export async function appendAuditBatch(
   const last = entries[entries.length - 1];
   if (!last) return { entries, head: expected };
   const col = <T>(f: (e: AuditRecord) => T) => entries.map(f);
-  // unnest of parallel arrays keeps the entries' order; text arrays carry every string exactly.
-  // `cur` locks the head row; under READ COMMITTED a locking read that waited for another writer
-  // returns the row as that writer committed it, so a failed append learns the real head here
-  // instead of reading it again in another round trip.
-  const r = await sql<{ inserted: number; updated: number; head_count: number | null; head_hash: string | null }>`
-    with cur as (
-      select count, last_hash from audit_head where id = 1 for update
-    ), h as (
-      select 1 from cur where count = ${expected.count} and last_hash = ${expected.lastHash}
-    ), ins as (
-      insert into audit_event (seq, at, action, outcome, reason, user_id, username, facility_id, role, address, device_id,
-                               endpoint, patient, purpose, break_glass_reason, detail, prev_hash, hash)
-      select x.* from unnest(
-        ${col((e) => e.seq)}::bigint[], ${col((e) => e.at)}::timestamptz[], ${col((e) => e.action)}::text[],
-        ${col((e) => e.outcome)}::text[], ${col((e) => e.reason)}::text[], ${col((e) => e.userId)}::bigint[],
-        ${col((e) => e.username)}::text[], ${col((e) => e.facilityId)}::text[], ${col((e) => e.role)}::text[],
-        ${col((e) => e.address)}::text[], ${col((e) => e.deviceId)}::text[], ${col((e) => e.endpoint)}::text[],
-        ${col((e) => e.patient)}::text[], ${col((e) => e.purpose)}::text[], ${col((e) => e.breakGlassReason)}::text[],
-        ${col((e) => e.detail)}::text[], ${col((e) => e.prevHash)}::text[], ${col((e) => e.hash)}::text[]
-      ) as x(seq, at, action, outcome, reason, user_id, username, facility_id, role, address, device_id,
-             endpoint, patient, purpose, break_glass_reason, detail, prev_hash, hash)
-      where exists (select 1 from h)
-      returning 1
-    ), upd as (
-      update audit_head set count = ${last.seq}, last_hash = ${last.hash}, updated_at = ${last.at}::timestamptz
-      where id = 1 and exists (select 1 from h)
-      returning 1
-    )
-    select (select count(*) from ins)::int as inserted, (select count(*) from upd)::int as updated,
-           (select count from cur) as head_count, (select last_hash from cur) as head_hash
-  `.execute(db);
-  const row = r.rows[0]!;
+  const rows = await preparedQuery<{ inserted: number; updated: number; head_count: number | null; head_hash: string | null }>(db, 'audit-append-batch', APPEND_BATCH, [
+    expected.count, expected.lastHash,
+    col((e) => e.seq), col((e) => e.at), col((e) => e.action), col((e) => e.outcome), col((e) => e.reason), col((e) => e.userId),
+    col((e) => e.username), col((e) => e.facilityId), col((e) => e.role), col((e) => e.address), col((e) => e.deviceId),
+    col((e) => e.endpoint), col((e) => e.patient), col((e) => e.purpose), col((e) => e.breakGlassReason), col((e) => e.detail),
+    col((e) => e.prevHash), col((e) => e.hash),
+    last.seq, last.hash, last.at,
+  ]);
+  const row = rows[0]!;
   if (row.updated !== 1) return { moved: row.head_count === null || row.head_hash === null ? undefined : { count: Number(row.head_count), lastHash: row.head_hash } };
   if (row.inserted !== entries.length) throw new Error(`audit batch stored ${row.inserted} of ${entries.length} entries`);
   return { entries, head: { count: last.seq, lastHash: last.hash } };
