@@ -38,8 +38,11 @@ export interface GateRecord {
   path: string;
   /** The content, parsed on first use. */
   readonly record: unknown;
-  /** The content as JSON text, as the index keeps it. */
-  contentJson: string;
+  /**
+   * The content as JSON text, as the index keeps it: a string, or its UTF-8 bytes (the timeline's
+   * reader hands them over as bytes: see records.reader.ts).
+   */
+  contentJson: string | Uint8Array;
 }
 
 export interface GateCursor {
@@ -110,8 +113,8 @@ export interface VisibleRecord {
   basis: DecisionBasis;
   /** The content (parsed from the stored JSON text on first use). */
   readonly content: unknown;
-  /** The content as JSON text (see recordsJson); a symbol key, so JSON.stringify leaves it out. */
-  readonly [CONTENT_JSON]: string;
+  /** The content as JSON text or its UTF-8 bytes (see recordsJson); a symbol key, so JSON.stringify leaves it out. */
+  readonly [CONTENT_JSON]: string | Uint8Array;
 }
 
 export const CONTENT_JSON: unique symbol = Symbol('contentJson');
@@ -159,7 +162,9 @@ export function recordHead(r: VisibleRecord) {
  * index stored: a timeline page is not parsed and serialised again record by record.
  */
 export function recordsJson(records: readonly VisibleRecord[]): string {
-  return recordsJsonParts(records, []).join('');
+  return recordsJsonParts(records, [])
+    .map((p) => (typeof p === 'string' ? p : Buffer.from(p.buffer, p.byteOffset, p.byteLength).toString('utf8')))
+    .join('');
 }
 
 /**
@@ -167,7 +172,7 @@ export function recordsJson(records: readonly VisibleRecord[]): string {
  * that a response can encode the pieces straight into its bytes (utf8Bytes) without first joining
  * them into one large string.
  */
-export function recordsJsonParts(records: readonly VisibleRecord[], out: string[]): string[] {
+export function recordsJsonParts(records: readonly VisibleRecord[], out: Array<string | Uint8Array>): Array<string | Uint8Array> {
   out.push('[');
   for (let i = 0; i < records.length; i++) {
     const r = records[i]!;
@@ -193,24 +198,49 @@ export function recordsJsonParts(records: readonly VisibleRecord[], out: string[
 
 /**
  * Scratch space of utf8Bytes, grown as needed and reused (it is written and copied out within one
- * synchronous call, so no two responses share it).
+ * synchronous call, so no two callers share it).
  */
 let scratch = Buffer.allocUnsafe(256 * 1024);
 
 /**
- * The UTF-8 bytes of text pieces, in one Buffer (no joined string in between). The pieces are
- * encoded in one pass into scratch space at least 3 bytes per UTF-16 unit long (no code unit
- * takes more; a surrogate pair takes 4 for its two), then copied out at their exact size: measuring
- * each piece first (Buffer.byteLength) would read every 4 KB content a second time.
+ * Encodes text pieces (and copies byte pieces) back to back into the scratch space, which is made
+ * at least 3 bytes per UTF-16 unit long (no code unit takes more; a surrogate pair takes 4 for its
+ * two): one pass, where measuring each piece first (Buffer.byteLength) would read it twice.
+ * Returns where each piece ends.
  */
-export function utf8Bytes(parts: readonly string[]): Buffer {
-  let units = 0;
-  for (const p of parts) units += p.length;
-  if (scratch.length < units * 3) scratch = Buffer.allocUnsafe(Math.max(units * 3, scratch.length * 2));
+function encodeIntoScratch(parts: ReadonlyArray<string | Uint8Array>): number[] {
+  let bound = 0;
+  for (const p of parts) bound += typeof p === 'string' ? p.length * 3 : p.length;
+  if (scratch.length < bound) scratch = Buffer.allocUnsafe(Math.max(bound, scratch.length * 2));
+  const ends: number[] = [];
   let at = 0;
-  for (const p of parts) at += scratch.write(p, at, 'utf8');
-  const out = Buffer.allocUnsafe(at);
-  scratch.copy(out, 0, 0, at);
+  for (const p of parts) {
+    if (typeof p === 'string') at += scratch.write(p, at, 'utf8');
+    else {
+      scratch.set(p, at);
+      at += p.length;
+    }
+    ends.push(at);
+  }
+  return ends;
+}
+
+/** The UTF-8 bytes of text (and byte) pieces, in one Buffer of their exact size (no joined string in between). */
+export function utf8Bytes(parts: ReadonlyArray<string | Uint8Array>): Buffer {
+  const ends = encodeIntoScratch(parts);
+  return copyOut(ends.length ? ends[ends.length - 1]! : 0);
+}
+
+/** The UTF-8 bytes of each text, as views into one Buffer of their exact total size. */
+export function utf8Each(texts: readonly string[]): Buffer[] {
+  const ends = encodeIntoScratch(texts);
+  const whole = copyOut(ends.length ? ends[ends.length - 1]! : 0);
+  return ends.map((end, i) => whole.subarray(i ? ends[i - 1]! : 0, end));
+}
+
+function copyOut(size: number): Buffer {
+  const out = Buffer.allocUnsafe(size);
+  scratch.copy(out, 0, 0, size);
   return out;
 }
 

@@ -2,7 +2,7 @@ import type { Db } from '../../store/db.js';
 import { queryPatientRecordRows, type IndexedRecordRow } from '../../store/records/records.repository.js';
 import type { Category as IndexCategory } from '../../ingest/records/types.js';
 import type { Category } from '../../consent/categories.js';
-import type { GateRecord, RecordReader } from './gate.js';
+import { utf8Each, type GateRecord, type RecordReader } from './gate.js';
 
 /**
  * The index files records under the reader's finer categories (ingest/records/data-types.ts:
@@ -31,6 +31,13 @@ export const EXCHANGE_CATEGORY = new Map<string, Category>(
  * A record of the index as the gate reads it. A class, so that the content's lazy parse is one
  * getter on the prototype rather than a closure and an accessor defined on every record of every
  * page (an object literal with a getter is built by the runtime, not by the fast path).
+ *
+ * The content is kept as its UTF-8 bytes (views into one Buffer per page, see utf8Each), not as
+ * the string the driver decoded: that string (4 KB of JSON, two bytes per character once it holds
+ * any Japanese) then dies at once, where a page's strings used to stay on the young heap until the
+ * answer was written, after the audit append; every scavenge meanwhile copied them, and promoted
+ * them to the old heap. The timeline copies the bytes into its answer, which it had to encode
+ * anyway; FHIR and the record views decode them again when they read `record`.
  */
 class IndexGateRecord implements GateRecord {
   id: number;
@@ -45,10 +52,10 @@ class IndexGateRecord implements GateRecord {
   condition: '0' | '1' | '2';
   sha256: string;
   path: string;
-  contentJson: string;
+  contentJson: Buffer;
   #parsed: unknown;
 
-  constructor(r: IndexedRecordRow, category: Category) {
+  constructor(r: IndexedRecordRow, category: Category, content: Buffer) {
     this.id = r[0];
     this.facilityId = r[1];
     this.patientId = r[2];
@@ -61,11 +68,11 @@ class IndexGateRecord implements GateRecord {
     this.condition = r[9];
     this.sha256 = r[10];
     this.path = r[11];
-    this.contentJson = r[12];
+    this.contentJson = content;
   }
 
   get record(): unknown {
-    return (this.#parsed ??= JSON.parse(this.contentJson));
+    return (this.#parsed ??= JSON.parse(this.contentJson.toString('utf8')));
   }
 }
 
@@ -74,12 +81,16 @@ export function indexRecordReader(db: Db): RecordReader {
   return {
     async query(q) {
       const r = await queryPatientRecordRows(db, { ...q, categories: q.categories.flatMap((c) => INDEX_CATEGORIES[c]) });
-      const records: GateRecord[] = [];
+      const rows: IndexedRecordRow[] = [];
+      const categories: Category[] = [];
       for (const row of r.rows) {
         const category = EXCHANGE_CATEGORY.get(row[4]);
         if (!category || !q.categories.includes(category)) continue;
-        records.push(new IndexGateRecord(row, category));
+        rows.push(row);
+        categories.push(category);
       }
+      const contents = utf8Each(rows.map((row) => row[12]));
+      const records: GateRecord[] = rows.map((row, i) => new IndexGateRecord(row, categories[i]!, contents[i]!));
       return { records, next: r.next };
     },
   };

@@ -93,7 +93,7 @@ export function patientsRouter(deps: {
     // The records' stored JSON goes out as it is (see recordsJson): no parse and re-serialisation;
     // and as bytes, encoded once (a string body is measured, then encoded again on writing),
     // piece by piece (not first joined into one 80 KB string).
-    const parts = [`{"patient":${JSON.stringify(view.regionalId)},"purpose":${JSON.stringify(view.purpose)},"records":`];
+    const parts: Array<string | Uint8Array> = [`{"patient":${JSON.stringify(view.regionalId)},"purpose":${JSON.stringify(view.purpose)},"records":`];
     recordsJsonParts(page.records, parts).push(`,"nextCursor":${JSON.stringify(page.nextCursor ?? null)}}`);
     ctx.type = 'application/json';
     ctx.body = utf8Bytes(parts);
