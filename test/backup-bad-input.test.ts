@@ -337,7 +337,10 @@ describe('the upload protocol refuses bad input (PGlite)', () => {
     const inOrder = await commitWith([sorted.slice(0, 4), sorted.slice(4)], true);
     expect(ex.backup.treesBuiltWhileReceiving).toBe(streamed0 + 1);
     const walkOrder = await commitWith([files.slice(0, 5), files.slice(5)]);
+    expect(ex.backup.treesBuiltWhileReceiving).toBe(streamed0 + 1);
+    // Batches stored out of order (requests in flight together) are put back in order.
     const reversed = await commitWith([sorted.slice(5), sorted.slice(0, 5)]);
+    expect(ex.backup.treesBuiltWhileReceiving).toBe(streamed0 + 2);
     // A batch partly sent before: the build cannot tell what it holds.
     const id = await fresh();
     expect((await a.call('POST', `/uploads/${id}/manifest`, { entries: sorted.slice(0, 3).map((f) => f.e) })).status).toBe(200);
@@ -346,13 +349,40 @@ describe('the upload protocol refuses bad input (PGlite)', () => {
     const c = await a.call('POST', `/uploads/${id}/commit`, { entries: files.length });
     expect(c.status).toBe(200);
     const partly = (await ex.backup.getSnapshot(c.body.snapshotId)).rootTree.toString('hex');
-    expect(ex.backup.treesBuiltWhileReceiving).toBe(streamed0 + 1);
+    expect(ex.backup.treesBuiltWhileReceiving).toBe(streamed0 + 2);
     expect(new Set([inOrder, walkOrder, reversed, partly]).size).toBe(1);
     // What a restore gives back is the files sent.
     const out = path.join(tmp.dir, 'restore-streamed');
     const res = await restoreSnapshot(ex.backup, await ex.backup.getSnapshot(c.body.snapshotId), { to: out });
     expect(res.failed).toEqual([]);
     for (const f of files) expect(fs.readFileSync(path.join(out, ...f.e.path.split('/')))).toEqual(f.data);
+  });
+
+  it('takes the manifest and blob batches of one upload sent all at once, and builds its trees while they arrive', async () => {
+    const files = Array.from({ length: 60 }, (_, i) => {
+      const data = Buffer.from(`MSH|^~\\&|concurrent ${i}|${'x'.repeat(i)}`);
+      return { e: entry(`standard/c${String(i % 7).padStart(2, '0')}/d${String(i).padStart(3, '0')}/m`, data), data };
+    });
+    files.sort((x, y) => Buffer.compare(Buffer.from(x.e.path), Buffer.from(y.e.path)));
+    const rootOf = async (concurrent: boolean) => {
+      const id = await fresh();
+      const batches = Array.from({ length: 6 }, (_, k) => files.slice(k * 10, k * 10 + 10));
+      const send = (b: typeof files) => a.call('POST', `/uploads/${id}/manifest`, { entries: b.map((f) => f.e) });
+      const manifests = concurrent ? await Promise.all(batches.map(send)) : await (async () => { const r = []; for (const b of batches) r.push(await send(b)); return r; })();
+      expect(manifests.map((m) => m.status)).toEqual(batches.map(() => 200));
+      const sendBlobs = (b: typeof files) => a.call('POST', `/uploads/${id}/blobs`, undefined, frames(b.map((f) => ({ data: f.data }))));
+      const blobs = await Promise.all(batches.map(sendBlobs));
+      expect(blobs.map((r) => r.status)).toEqual(batches.map(() => 200));
+      const c = await a.call('POST', `/uploads/${id}/commit`, { entries: files.length });
+      expect(c.status).toBe(200);
+      expect(c.body.files).toBe(files.length);
+      return (await ex.backup.getSnapshot(c.body.snapshotId)).rootTree.toString('hex');
+    };
+    const streamed0 = ex.backup.treesBuiltWhileReceiving;
+    const one = await rootOf(false);
+    const all = await rootOf(true);
+    expect(all).toBe(one);
+    expect(ex.backup.treesBuiltWhileReceiving).toBe(streamed0 + 2);
   });
 
   it('refuses a path that is both a file and a folder at commit, also when the trees are built as the manifest arrives', async () => {

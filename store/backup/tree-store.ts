@@ -103,22 +103,30 @@ export async function buildFromStaging(db: Db, uploadId: string, page = 20_000):
   return { ...done, trees: sink.count };
 }
 
+type StagedBatch = readonly { path: string; size: number | null; mtime: number | null; sha256: Buffer | null; deleted: boolean }[];
+
 /**
  * Builds a full upload's trees while its manifest arrives, so that the commit does not have to
  * read the whole manifest back and build them then (at 1M files, about a minute in which the
- * uploader waits). It takes the batches in the order the exchange stored them; the first batch
- * that does not continue the byte order of paths, or any error, gives up for good, and the
- * commit then builds from the staging table as before (`result` answers undefined). The trees
- * are stored as they finish, as buildFromStaging does: content-addressed, and named by nothing
- * until the snapshot's transaction commits.
+ * uploader waits). The uploader sends its batches in path order, but with several requests in
+ * flight they may be stored in another order: the last HELD stored batches wait, sorted by
+ * their first path, and a batch goes to the builder when HELD others have been stored after
+ * it (the rest at the commit). A batch that still does not continue the byte order of paths,
+ * or any error, gives up for good, and the commit then builds from the staging table as before
+ * (`result` answers undefined). The trees are stored as they finish, as buildFromStaging does:
+ * content-addressed, and named by nothing until the snapshot's transaction commits.
  */
 export class StreamingBuild {
+  /** Stored batches held back (10,000 entries at most each): the reordering it absorbs. */
+  static readonly HELD = 6;
   private readonly sink: TreeSink;
   private readonly builder: TreeBuilder;
   private queue: Promise<void> = Promise.resolve();
   private lastPath: string | undefined;
   private entries = 0;
   private finished = false;
+  /** Stored batches not yet built, sorted by first path. */
+  private held: StagedBatch[] = [];
   /** Why it gave up (for tests and logs); undefined while usable. */
   brokenBy: string | undefined;
 
@@ -128,30 +136,43 @@ export class StreamingBuild {
   }
 
   /** Adds one stored manifest batch (all of it newly staged). Never throws: a failure only ends the build. */
-  feed(batch: readonly { path: string; size: number | null; mtime: number | null; sha256: Buffer | null; deleted: boolean }[]): Promise<void> {
+  feed(batch: StagedBatch): Promise<void> {
     this.queue = this.queue.then(async () => {
-      if (this.brokenBy !== undefined) return;
+      if (this.brokenBy !== undefined || batch.length === 0) return;
       try {
         if (this.finished) throw new Error('manifest entries after the build finished');
-        for (const e of batch) {
-          if (e.deleted || e.sha256 === null || e.size === null || e.mtime === null) throw new Error('a deleted entry in a full manifest');
-          if (this.lastPath !== undefined && compareUtf8(this.lastPath, e.path) >= 0) throw new Error('manifest not in path order');
-          this.builder.add(e.path, { size: e.size, mtime: e.mtime, sha256: e.sha256 });
-          this.lastPath = e.path;
-          this.entries++;
-        }
-        if (this.sink.full) await this.sink.flush();
+        const first = batch[0]!.path;
+        let at = this.held.length;
+        while (at > 0 && compareUtf8(this.held[at - 1]![0]!.path, first) > 0) at--;
+        this.held.splice(at, 0, batch);
+        await this.drain(StreamingBuild.HELD);
       } catch (e) {
         this.brokenBy = (e as Error).message;
+        this.held = [];
       }
     });
     return this.queue;
+  }
+
+  /** Builds held batches, in order, until at most `keep` remain. */
+  private async drain(keep: number): Promise<void> {
+    while (this.held.length > keep) {
+      for (const e of this.held.shift()!) {
+        if (e.deleted || e.sha256 === null || e.size === null || e.mtime === null) throw new Error('a deleted entry in a full manifest');
+        if (this.lastPath !== undefined && compareUtf8(this.lastPath, e.path) >= 0) throw new Error('manifest not in path order');
+        this.builder.add(e.path, { size: e.size, mtime: e.mtime, sha256: e.sha256 });
+        this.lastPath = e.path;
+        this.entries++;
+      }
+      if (this.sink.full) await this.sink.flush();
+    }
   }
 
   /** Marks the build unusable (e.g. a batch only partly new). */
   giveUp(reason: string): void {
     this.queue = this.queue.then(() => {
       this.brokenBy ??= reason;
+      this.held = [];
     });
   }
 
@@ -163,12 +184,13 @@ export class StreamingBuild {
     let out: BuiltTree | undefined;
     this.queue = this.queue.then(async () => {
       if (this.brokenBy !== undefined || this.finished) return;
-      if (this.entries !== entries) {
-        this.brokenBy = `saw ${this.entries} entries of ${entries}`;
-        return;
-      }
-      this.finished = true;
       try {
+        await this.drain(0);
+        if (this.entries !== entries) {
+          this.brokenBy = `saw ${this.entries} entries of ${entries}`;
+          return;
+        }
+        this.finished = true;
         const done = this.builder.finish();
         await this.sink.flush();
         out = { ...done, trees: this.sink.count };
