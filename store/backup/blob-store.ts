@@ -2,7 +2,7 @@ import { createHash } from 'node:crypto';
 import type { Db } from '../db.js';
 import { ExchangeError } from '../errors.js';
 import type { PackStore } from './pack-store.js';
-import { compressBlobAsync, decompressBlob, dictionaryHash, trainDictionary, type Dictionary } from './compression.js';
+import { compressBlobAsync, dictionaryHash, trainDictionary, unpackBlob, type Dictionary } from './compression.js';
 import * as repo from './backup.repository.js';
 import { ingestPool } from './ingest-pool.js';
 
@@ -79,6 +79,12 @@ interface Compressed {
 
 export type BlobRead = { sha256: Buffer; data: Buffer } | { sha256: Buffer; error: string };
 
+/** Neighbouring blobs of one pack and their stored bytes read at once (`start`: the pack offset of `bytes`), or hashes the index lacks. */
+export type BlobSpan =
+  | { missing: Buffer[] }
+  | { blobs: repo.BlobLocation[]; start: number; bytes: Buffer; error?: undefined }
+  | { blobs: repo.BlobLocation[]; start: number; bytes?: undefined; error: string };
+
 /**
  * The content-addressed blob store: blobs compressed one by one into immutable packs of a few
  * MiB, indexed in PostgreSQL. A pack is written and fsynced before its index rows commit, so
@@ -88,6 +94,8 @@ export type BlobRead = { sha256: Buffer; data: Buffer } | { sha256: Buffer; erro
 export class BlobStore {
   private dictionary: Dictionary | undefined | null = null; // null: not loaded yet
   private readonly dictionaries = new Map<number, Buffer>();
+  /** The first dictionary being trained: batches stored meanwhile wait for it instead of training their own. */
+  private training: Promise<Dictionary | undefined> | undefined;
   private readonly packTarget: number;
   private readonly trainAfter: number;
 
@@ -201,10 +209,14 @@ export class BlobStore {
 
   /** The current dictionary; without one, trains one from these blobs when enough are small. */
   private async dictionaryFor(blobs: Buffer[]): Promise<Dictionary | undefined> {
-    const dict = await this.currentDictionary();
+    const dict = (await this.currentDictionary()) ?? (await this.training);
     if (dict) return dict;
     const small = blobs.filter(trainable);
-    return small.length >= this.trainAfter ? this.installDictionary(small.slice(0, 1000)) : undefined;
+    if (small.length < this.trainAfter) return undefined;
+    this.training ??= this.installDictionary(small.slice(0, 1000)).finally(() => {
+      this.training = undefined;
+    });
+    return this.training;
   }
 
   /** Cuts compressed blobs into packs, writes each durably, then indexes them in one transaction. */
@@ -278,29 +290,30 @@ export class BlobStore {
 
   /** Inflates and checks the stored bytes of one blob (read by the caller). */
   private async unpack(loc: repo.BlobLocation, stored: Buffer): Promise<Buffer> {
-    if (stored.length !== loc.length) throw new Error(`pack ${loc.objectName} is truncated`);
-    const dict = loc.dictionaryId === null ? undefined : await this.dictionaryContent(loc.dictionaryId);
-    let data: Buffer;
-    try {
-      data = decompressBlob(stored, loc.codec, dict, loc.size);
-    } catch (e) {
-      throw new Error(`stored bytes are damaged (${(e as Error).message})`);
-    }
-    if (!createHash('sha256').update(data).digest().equals(loc.sha256)) throw new Error('content does not match its hash');
-    return data;
+    return unpackBlob(loc, stored, loc.dictionaryId === null ? undefined : await this.dictionaryContent(loc.dictionaryId));
+  }
+
+  /** The dictionaries these blobs were compressed with, by id. */
+  async dictionariesOf(locs: readonly repo.BlobLocation[]): Promise<Map<number, Buffer>> {
+    const out = new Map<number, Buffer>();
+    for (const l of locs) if (l.dictionaryId !== null && !out.has(l.dictionaryId)) out.set(l.dictionaryId, await this.dictionaryContent(l.dictionaryId));
+    return out;
   }
 
   /**
-   * Reads many blobs in pack order, each comes back as bytes or an error. The blobs of a pack
-   * are read a span at a time (one read for neighbours less than SPAN_GAP apart, up to
-   * SPAN_MAX bytes), not one read per blob: restoring a tree reads each pack sequentially.
+   * Reads many blobs in pack order, as spans of stored bytes: the blobs of a pack are read a
+   * span at a time (one read for neighbours less than SPAN_GAP apart, up to SPAN_MAX bytes),
+   * not one read per blob, so restoring a tree reads each pack sequentially. A span that could
+   * not be read comes with its error; hashes the index does not hold come as `missing`. The
+   * stored bytes are not checked here (unpackBlob does that).
    */
-  async *readMany(hashes: Buffer[], batch = 5000): AsyncGenerator<BlobRead> {
+  async *readSpans(hashes: Buffer[], batch = 5000): AsyncGenerator<BlobSpan> {
     for (let i = 0; i < hashes.length; i += batch) {
       const chunk = hashes.slice(i, i + batch);
       const locs = await repo.blobLocations(this.db, chunk);
       const found = new Set(locs.map((l) => l.sha256.toString('hex')));
-      for (const h of chunk) if (!found.has(h.toString('hex'))) yield { sha256: h, error: 'blob is not in the index' };
+      const missing = chunk.filter((h) => !found.has(h.toString('hex')));
+      if (missing.length) yield { missing };
       locs.sort((a, b) => a.packId - b.packId || a.offset - b.offset);
       let j = 0;
       while (j < locs.length) {
@@ -314,27 +327,36 @@ export class BlobStore {
           end = Math.max(end, l.offset + l.length);
           k++;
         }
-        let span: Buffer | undefined;
-        let spanError: string | undefined;
+        const blobs = locs.slice(j, k);
+        j = k;
         try {
-          span = await this.packs.get(first.objectName, { offset: first.offset, length: end - first.offset });
-        } catch (e) {
-          spanError = (e as Error).message;
-        }
-        for (; j < k; j++) {
-          const loc = locs[j]!;
-          if (!span) {
-            yield { sha256: loc.sha256, error: spanError! };
-            continue;
-          }
           // A pack cut short on disk gives a short span: the blobs past its end are truncated.
-          const from = loc.offset - first.offset;
-          const stored = span.subarray(Math.min(from, span.length), Math.min(from + loc.length, span.length));
-          try {
-            yield { sha256: loc.sha256, data: await this.unpack(loc, stored) };
-          } catch (e) {
-            yield { sha256: loc.sha256, error: (e as Error).message };
-          }
+          yield { blobs, start: first.offset, bytes: await this.packs.get(first.objectName, { offset: first.offset, length: end - first.offset }) };
+        } catch (e) {
+          yield { blobs, start: first.offset, error: (e as Error).message };
+        }
+      }
+    }
+  }
+
+  /** Reads many blobs in pack order (readSpans), each comes back as its checked bytes or an error. */
+  async *readMany(hashes: Buffer[], batch = 5000): AsyncGenerator<BlobRead> {
+    for await (const s of this.readSpans(hashes, batch)) {
+      if ('missing' in s) {
+        for (const h of s.missing) yield { sha256: h, error: 'blob is not in the index' };
+        continue;
+      }
+      for (const loc of s.blobs) {
+        if (!s.bytes) {
+          yield { sha256: loc.sha256, error: s.error };
+          continue;
+        }
+        const from = loc.offset - s.start;
+        const stored = s.bytes.subarray(Math.min(from, s.bytes.length), Math.min(from + loc.length, s.bytes.length));
+        try {
+          yield { sha256: loc.sha256, data: await this.unpack(loc, stored) };
+        } catch (e) {
+          yield { sha256: loc.sha256, error: (e as Error).message };
         }
       }
     }
