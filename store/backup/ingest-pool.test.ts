@@ -1,8 +1,11 @@
 import { createHash, randomBytes } from 'node:crypto';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { ingestPool } from './ingest-pool.js';
 import { frameHeaders } from './blob-store.js';
-import { decompressBlob } from './compression.js';
+import { compressBlob, decompressBlob } from './compression.js';
 
 const frame = (data: Buffer, sha256 = createHash('sha256').update(data).digest()) => {
   const head = Buffer.alloc(36);
@@ -52,5 +55,43 @@ describe('blob frames (PROTOCOL.md §3)', () => {
     expect(() => frameHeaders(frame(Buffer.from('abc')).subarray(0, 37), 100)).toThrow(/truncated/);
     expect(() => frameHeaders(Buffer.alloc(20), 100)).toThrow(/truncated frame header/);
     expect(() => frameHeaders(frame(Buffer.alloc(101)), 100)).toThrow(/over the limit/);
+  });
+
+  it('restore a span: each blob checked and written to all its files with their mtimes; a damaged blob named, a failed write an error', async () => {
+    const root = fs.mkdtempSync(path.join(os.tmpdir(), 'hk-pool-restore-'));
+    const blobs = [0, 1, 2].map((i) => Buffer.from(`MSH|^~\\&|blob ${i}|`.repeat(20 + i)));
+    try {
+      const dict = { id: 7, hash: '', content: Buffer.from('MSH|^~\\&|blob '.repeat(100)) };
+      const stored = blobs.slice(0, 3).map((b) => compressBlob(b, dict));
+      const span = Buffer.concat(stored.map((c) => c.data));
+      let at = 0;
+      const locs = stored.map((c, i) => {
+        const l = { from: at, length: c.data.length, size: blobs[i]!.length, codec: c.codec, dictionaryId: c.dictionaryId, sha256: createHash('sha256').update(blobs[i]!).digest(), objectName: 'data/xx/x', files: [] as { path: string; mtime: number }[] };
+        at += c.data.length;
+        return l;
+      });
+      locs[0]!.files = [{ path: 'a/b/one', mtime: 1_700_000_000_123 }, { path: 'a/c/one-again', mtime: 1_600_000_000_000 }];
+      locs[1]!.files = [{ path: 'a/b/two', mtime: 1_700_000_000_000 }];
+      locs[2]!.files = [{ path: 'a/b/three', mtime: 1_700_000_000_000 }];
+      locs[2]!.sha256 = createHash('sha256').update('something else').digest();
+      const dicts = new Map([[7, dict.content]]);
+      const run = () => ingestPool().restore(root, span, locs, dicts);
+      const r = await run();
+      expect(r).toMatchObject({ files: 3, failed: [{ blob: 2, reason: 'content does not match its hash' }] });
+      expect(fs.readFileSync(path.join(root, 'a/b/one'))).toEqual(blobs[0]);
+      expect(fs.readFileSync(path.join(root, 'a/c/one-again'))).toEqual(blobs[0]);
+      expect(Math.floor(fs.statSync(path.join(root, 'a/b/one')).mtimeMs)).toBe(1_700_000_000_123);
+      expect(fs.existsSync(path.join(root, 'a/b/three'))).toBe(false);
+      // The folders are gone since the worker made them: made again.
+      fs.rmSync(path.join(root, 'a'), { recursive: true });
+      expect(await run()).toMatchObject({ files: 3 });
+      expect(fs.readFileSync(path.join(root, 'a/b/two'))).toEqual(blobs[1]);
+      // A file where a folder should be: the write fails and says why.
+      fs.rmSync(path.join(root, 'a'), { recursive: true });
+      fs.writeFileSync(path.join(root, 'a'), 'in the way');
+      expect(await run()).toMatchObject({ error: expect.stringMatching(/ENOTDIR|EEXIST|ENOENT/) });
+    } finally {
+      fs.rmSync(root, { recursive: true, force: true });
+    }
   });
 });

@@ -22,6 +22,37 @@ export interface SliceRequest {
   dictionary: { id: number; content: Uint8Array } | undefined;
 }
 
+/**
+ * Restoring (restore.ts): neighbouring blobs of one pack, as read, to inflate, check against
+ * their hashes and write to every file that holds them (open, write, set mtime, close, all
+ * synchronous on the worker; a folder made when a worker first needs it).
+ */
+export interface RestoreRequest {
+  kind: 'restore';
+  id: number;
+  /** The restore root; every file's path is checked to stay below it. */
+  root: string;
+  bytes: ArrayBuffer;
+  blobs: RestoreBlob[];
+  dictionaries: { id: number; content: Uint8Array }[];
+}
+
+export interface RestoreBlob {
+  /** Where its stored bytes are in `bytes` (past the end: the pack was cut short). */
+  from: number;
+  length: number;
+  size: number;
+  codec: number;
+  dictionaryId: number | null;
+  sha256: Uint8Array;
+  objectName: string;
+  /** The files to write with its bytes: `/`-separated paths below the root, mtimes in ms. */
+  files: { path: string; mtime: number }[];
+}
+
+/** Files written, or the blobs that could not be read (by index, with why); `error`: a write failed. */
+export type RestoreReply = { id: number; files: number; bytes: number; failed: { blob: number; reason: string }[] } | { id: number; error: string };
+
 export type SliceReply =
   | { id: number; out: Uint8Array; ends: Int32Array; codecs: Int8Array; dictIds: Int32Array }
   | { id: number; bad: number }
@@ -41,15 +72,19 @@ export interface IngestFrame {
 
 class IngestPool {
   private readonly workers: Worker[];
-  private readonly pending = new Map<number, { resolve: (r: SliceReply) => void; reject: (e: Error) => void }>();
+  private readonly pending = new Map<number, { resolve: (r: SliceReply & RestoreReply) => void; reject: (e: Error) => void; worker: number }>();
+  /** Messages in work per worker. */
+  private readonly busy: number[];
   private next = 0;
 
   constructor(size: number) {
+    this.busy = new Array<number>(size).fill(0);
     this.workers = Array.from({ length: size }, () => {
       const w = new Worker(new URL('./ingest.worker.mjs', import.meta.url), { execArgv: [] });
-      w.on('message', (m: SliceReply) => {
+      w.on('message', (m: SliceReply & RestoreReply) => {
         const p = this.pending.get(m.id);
         this.pending.delete(m.id);
+        if (p) this.busy[p.worker]! -= 1;
         if (this.pending.size === 0) for (const x of this.workers) x.unref();
         p?.resolve(m);
       });
@@ -68,7 +103,40 @@ class IngestPool {
     if (shared === this) shared = undefined; // the next batch starts new workers
   }
 
-  private slice(w: Worker, body: Buffer, frames: IngestFrame[], dict: Dictionary | undefined): Promise<SliceReply> {
+  /** Posts a message to worker `i`; the answer is the message back with the same id. */
+  private post<R>(i: number, msg: { id: number }, transfer: ArrayBuffer[]): Promise<R> {
+    const w = this.workers[i]!;
+    w.ref();
+    this.busy[i]! += 1;
+    return new Promise<R>((resolve, reject) => {
+      this.pending.set(msg.id, { resolve: resolve as (r: unknown) => void, reject, worker: i });
+      w.postMessage(msg, transfer);
+    });
+  }
+
+  /** Worker count. */
+  get size(): number {
+    return this.workers.length;
+  }
+
+  /** Inflates, checks and writes one span of blobs to their files, on the least busy worker. */
+  restore(root: string, bytes: Buffer, blobs: RestoreBlob[], dictionaries: Map<number, Buffer>): Promise<RestoreReply> {
+    const copy = new Uint8Array(bytes.length);
+    copy.set(bytes);
+    const used = new Set(blobs.map((b) => b.dictionaryId));
+    const req: RestoreRequest = {
+      kind: 'restore',
+      id: this.next++,
+      root,
+      bytes: copy.buffer,
+      blobs,
+      dictionaries: [...dictionaries].filter(([id]) => used.has(id)).map(([id, content]) => ({ id, content })),
+    };
+    const i = this.busy.indexOf(Math.min(...this.busy));
+    return this.post<RestoreReply>(i, req, [copy.buffer]);
+  }
+
+  private slice(i: number, body: Buffer, frames: IngestFrame[], dict: Dictionary | undefined): Promise<SliceReply> {
     const from = frames[0]!.start;
     const to = frames[frames.length - 1]!.start + 36 + frames[frames.length - 1]!.length;
     const copy = new Uint8Array(to - from);
@@ -81,13 +149,8 @@ class IngestPool {
       lengths[i] = f.length;
       compress[i] = f.compress ? 1 : 0;
     });
-    const id = this.next++;
-    w.ref();
-    return new Promise<SliceReply>((resolve, reject) => {
-      this.pending.set(id, { resolve, reject });
-      const req: SliceRequest = { id, bytes: copy.buffer, starts, lengths, compress, dictionary: dict && { id: dict.id, content: dict.content } };
-      w.postMessage(req, [copy.buffer]);
-    });
+    const req: SliceRequest = { id: this.next++, bytes: copy.buffer, starts, lengths, compress, dictionary: dict && { id: dict.id, content: dict.content } };
+    return this.post<SliceReply>(i, req, [copy.buffer]);
   }
 
   /** Checks every frame of a batch and compresses those marked, in frame order. */
@@ -110,7 +173,7 @@ class IngestPool {
       bytes += 36 + f.length;
     }
     slices.push(cur);
-    const replies = await Promise.all(slices.map((s, i) => this.slice(this.workers[i]!, body, s, dict)));
+    const replies = await Promise.all(slices.map((s, i) => this.slice(i, body, s, dict)));
     const blobs: ({ codec: 0 | 1; dictionaryId: number | null; data: Buffer } | undefined)[] = [];
     let base = 0;
     for (let k = 0; k < replies.length; k++) {

@@ -1,9 +1,9 @@
 import fs from 'node:fs';
-import fsp from 'node:fs/promises';
 import path from 'node:path';
 import { ExchangeError, badRequest } from '../errors.js';
 import type { BackupService } from './backup.service.js';
-import type { SnapshotRow } from './backup.repository.js';
+import type { BlobLocation, SnapshotRow } from './backup.repository.js';
+import { ingestPool, type RestoreBlob } from './ingest-pool.js';
 import { walkFiles, type SnapshotFile } from './tree-store.js';
 
 export interface RestoreOptions {
@@ -49,19 +49,20 @@ export function patientPrefixes(pid: string): string[] {
   return [`standard/${rel}`, `extended/${rel}`];
 }
 
-/** Files written at once: enough to keep libuv's thread pool and the disk busy. */
-const WRITE_CONCURRENCY = 32;
 /** Files taken from the tree walk per round of blob reads (their blobs read in pack order). */
 const RESTORE_BATCH = 10_000;
+/** Blobs handed to a worker at once, and spans in work per worker. */
+const JOB_BLOBS = 256;
+const JOBS_PER_WORKER = 3;
 
 /**
  * Writes a snapshot's tree byte for byte: folders, file contents (each re-hashed before it is
  * written), mtimes. Streams: files come from the tree walk in batches, each batch's blobs are
- * read pack by pack in pack order (one read per span of a pack), and files are written by a
- * bounded number of concurrent writes (open, write, set mtime, close on libuv's thread pool)
- * while the next blobs are read. A file whose blob is missing or damaged is not written; it is
- * named in `failed` and every other file is still restored. A write that fails (disk full, no
- * permission) stops the restore with that error.
+ * read pack by pack in pack order (one read per span of a pack), and the ingest workers inflate,
+ * check and write them (open, write, set mtime, close, synchronous on each worker) while this
+ * thread reads the next spans and walks the trees. A file whose blob is missing or damaged is
+ * not written; it is named in `failed` and every other file is still restored. A write that
+ * fails (disk full, no permission) stops the restore with that error.
  */
 export async function restoreSnapshot(backup: BackupService, snapshot: SnapshotRow, opts: RestoreOptions): Promise<RestoreResult> {
   const root = path.resolve(opts.to);
@@ -75,50 +76,40 @@ export async function restoreSnapshot(backup: BackupService, snapshot: SnapshotR
   const prefixes = opts.patients?.length ? opts.patients.flatMap(patientPrefixes) : undefined;
   const result: RestoreResult = { snapshotId: snapshot.id, facilityId: snapshot.facilityId, files: 0, bytes: 0, failed: [] };
   const progress = { files: 0, bytes: 0, totalFiles: snapshot.files, totalBytes: snapshot.bytes };
+  const pool = ingestPool();
 
-  // Folders: each made once; a folder's parent is made before it (mkdir without recursion).
-  const made = new Map<string, Promise<void>>([[root, Promise.resolve()]]);
-  const makeDir = (dir: string): Promise<void> => {
-    let p = made.get(dir);
-    if (!p) {
-      p = makeDir(path.dirname(dir)).then(() =>
-        fsp.mkdir(dir).catch((e: NodeJS.ErrnoException) => {
-          if (e.code !== 'EEXIST') throw e;
-        }),
-      );
-      made.set(dir, p);
-    }
-    return p;
+  const fail = (files: SnapshotFile[], reason: string) => {
+    for (const f of files) result.failed.push({ path: f.path, sha256: f.sha256.toString('hex'), reason });
+    progress.files += files.length;
   };
 
-  const writeFile = async (f: SnapshotFile, data: Buffer): Promise<void> => {
-    // Paths were checked at upload (no "..", not absolute); check again before writing.
-    const target = path.join(root, ...f.path.split('/'));
-    if (!target.startsWith(root + path.sep)) throw new Error(`refusing to write outside ${root}: ${f.path}`);
-    await makeDir(path.dirname(target));
-    const fh = await fsp.open(target, 'w', 0o644);
-    try {
-      await fh.writeFile(data);
-      // The manifest has whole milliseconds; a time in seconds as a double can fall a hair
-      // below the millisecond and truncate to the one before, so aim at its middle.
-      const t = (f.mtime + 0.5) / 1000;
-      await fh.utimes(t, t);
-    } finally {
-      await fh.close();
-    }
-    result.files += 1;
-    result.bytes += f.size;
-    progress.files += 1;
-    progress.bytes += f.size;
-  };
-
-  // Bounded concurrent writes: a slot is awaited before each write is started.
+  // Spans in work on the workers, bounded: a slot is awaited before each is handed over.
   const inFlight = new Set<Promise<void>>();
   let writeError: unknown;
-  const schedule = async (f: SnapshotFile, data: Buffer) => {
-    while (inFlight.size >= WRITE_CONCURRENCY) await Promise.race(inFlight);
+  const hand = async (bytes: Buffer, locs: BlobLocation[], start: number, byHash: Map<string, SnapshotFile[]>, dicts: Map<number, Buffer>) => {
+    while (inFlight.size >= pool.size * JOBS_PER_WORKER) await Promise.race(inFlight);
     if (writeError) throw writeError;
-    const p: Promise<void> = writeFile(f, data)
+    const held = locs.map((l) => byHash.get(l.sha256.toString('hex')) ?? []);
+    const blobs: RestoreBlob[] = locs.map((l, i) => ({
+      from: l.offset - start,
+      length: l.length,
+      size: l.size,
+      codec: l.codec,
+      dictionaryId: l.dictionaryId,
+      sha256: l.sha256,
+      objectName: l.objectName,
+      files: held[i]!.map((f) => ({ path: f.path, mtime: f.mtime })),
+    }));
+    const p: Promise<void> = pool
+      .restore(root, bytes, blobs, dicts)
+      .then((r) => {
+        if ('error' in r) throw new Error(r.error);
+        for (const x of r.failed) fail(held[x.blob]!, x.reason);
+        result.files += r.files;
+        result.bytes += r.bytes;
+        progress.files += r.files;
+        progress.bytes += r.bytes;
+      })
       .catch((e) => {
         writeError ??= e;
       })
@@ -128,13 +119,21 @@ export async function restoreSnapshot(backup: BackupService, snapshot: SnapshotR
 
   const writeBatch = async (batch: SnapshotFile[]) => {
     const byHash = groupByBlob(batch);
-    for await (const r of backup.blobs.readMany([...byHash.values()].map((l) => l[0]!.sha256))) {
-      const files = byHash.get(r.sha256.toString('hex')) ?? [];
-      for (const f of files) {
-        if ('error' in r) {
-          result.failed.push({ path: f.path, sha256: r.sha256.toString('hex'), reason: r.error });
-          progress.files += 1;
-        } else await schedule(f, r.data);
+    for await (const s of backup.blobs.readSpans([...byHash.values()].map((l) => l[0]!.sha256))) {
+      if ('missing' in s) {
+        for (const h of s.missing) fail(byHash.get(h.toString('hex')) ?? [], 'blob is not in the index');
+      } else if (!s.bytes) {
+        for (const l of s.blobs) fail(byHash.get(l.sha256.toString('hex')) ?? [], s.error);
+      } else {
+        const dicts = await backup.blobs.dictionariesOf(s.blobs);
+        for (let i = 0; i < s.blobs.length; i += JOB_BLOBS) {
+          const locs = s.blobs.slice(i, i + JOB_BLOBS);
+          const last = locs[locs.length - 1]!;
+          // The job's part of the span (a span cut short on disk may end before its blobs do).
+          const from = locs[0]!.offset - s.start;
+          const bytes = s.bytes.subarray(Math.min(from, s.bytes.length), Math.min(last.offset + last.length - s.start, s.bytes.length));
+          await hand(bytes, locs, locs[0]!.offset, byHash, dicts);
+        }
       }
     }
     opts.onProgress?.({ ...progress });
