@@ -108,6 +108,16 @@ describe('uploadTree against a server implementing PROTOCOL.md', () => {
     cache!.close();
   });
 
+  it('backs up an empty file, with and without overlap', async () => {
+    write(root, '999/901/9999013/-/ADT-00/empty', '');
+    for (const overlap of [false, true]) {
+      fs.rmSync(path.dirname(opts.cacheFile), { recursive: true, force: true });
+      const s = await uploadTree({ ...opts, overlap }, deps());
+      expect(server.snapshots.get(s.snapshotId)!.get('standard/999/901/9999013/-/ADT-00/empty')!.size).toBe(0);
+      snapshotMatchesDisk(s.snapshotId);
+    }
+  });
+
   it('a second run of an unchanged tree reads no file and sends no blob and no entry', async () => {
     const first = await uploadTree(opts, deps());
     const arrivals = server.blobArrivals.length;

@@ -66,7 +66,7 @@ export function hashFile(fs: TreeFs, abs: string, maxBytes: number, keepUpTo = 0
       if (total === before.size && sameVersion(before, after)) {
         const hashed = { ok: true as const, size: total, mtimeMs: after.mtimeMs, ino: after.ino, sha256: hash.digest('hex') };
         // One read (or none, for an empty file) left the whole file at the start of the buffer.
-        if (total <= keepUpTo && total < CHUNK && reads <= 1) return { ...hashed, bytes: Buffer.from(buf.subarray(0, total)) };
+        if (keepUpTo > 0 && total <= keepUpTo && total < CHUNK && reads <= 1) return { ...hashed, bytes: Buffer.from(buf.subarray(0, total)) };
         return hashed;
       }
       lastDetail = `changed while being read (size ${before.size} -> ${after.size}, read ${total} bytes)`;

@@ -158,7 +158,7 @@ export async function scanTree(opts: ScanOptions): Promise<ScanStats> {
         onProblem({ kind: h.reason === 'not-a-file' ? 'special' : h.reason, path: rel, detail: h.detail });
         continue;
       }
-      if (h.bytes && opts.keep!.take(h.sha256, h.bytes)) keptBytes += h.size;
+      if (h.bytes && opts.keep?.take(h.sha256, h.bytes)) keptBytes += h.size;
       stats.hashed++;
       stats.hashedBytes += h.size;
       files.push({ name, size: h.size, mtimeMs: h.mtimeMs, ino: h.ino, sha256: h.sha256 });
