@@ -696,11 +696,16 @@ async function runOnce(ctx: Ctx): Promise<Omit<UploadSummary, 'problems' | 'seco
     await writeAtomic(files.session, JSON.stringify(session));
     await fsp.rm(files.journal, { force: true });
   }
+  const scanKind: UploadSummary['scan'] = plan ? plan.scanKind : 'none';
+  if (plan && !opts.overlap) {
+    // Scan first (the upload is not held open meanwhile), then send from the finished scan's file.
+    await scanInto(ctx, plan, session, null);
+    plan = null;
+  }
   const closePlan = () => {
     plan?.prev?.close();
     plan?.extra?.close();
   };
-  const scanKind: UploadSummary['scan'] = plan ? plan.scanKind : 'none';
 
   // Open (or re-open) the upload.
   const open = async (s: SessionState) =>
@@ -759,16 +764,6 @@ async function runOnce(ctx: Ctx): Promise<Omit<UploadSummary, 'problems' | 'seco
   } catch (e) {
     closePlan();
     throw e;
-  }
-  if (plan && !opts.overlap) {
-    // Scan first, then send from the finished scan's file.
-    try {
-      await scanInto(ctx, plan, session, null);
-    } catch (e) {
-      await journalFh.close();
-      throw e;
-    }
-    plan = null;
   }
   const summary = await (async () => {
     try {
