@@ -53,7 +53,7 @@ export interface UploadOptions {
   blobBatchBytes?: number;
   /**
    * Scan and send at the same time (the manifest goes out as the scan produces it). Off by
-   * default: on the shared 2-core machine it measured slower than scanning first (see
+   * default for now: on the 2-core machine faster at load 2-4, slower at load 8-14 (see
    * bench/README.md, "Sending while scanning").
    */
   overlap?: boolean;
