@@ -7,7 +7,7 @@
  *   options: --database-url postgres://... (default: the embedded PGlite), --skip-restic,
  *            --with-indexing (let the exchange index the snapshots as it does in service),
  *            --skip-restore (stop after the nightly upload and backup: the 1M restores take long),
- *            --overlap (the uploader scans and sends at the same time)
+ *            --no-overlap (the uploader scans the whole tree before sending; by default it sends while it scans)
  *
  * Steps: generate (once; reused when the work folder has it), first upload (the real uploader,
  * `hakobune upload`, as a child process so its peak memory is its own), restic backup, one
@@ -37,8 +37,8 @@ const databaseUrl = arg('database-url');
 const skipRestic = args.includes('--skip-restic');
 const withIndexing = args.includes('--with-indexing');
 const skipRestore = args.includes('--skip-restore');
-/** Runs the uploader with --overlap (scan and send at the same time). */
-const overlap = args.includes('--overlap');
+/** The uploader sends while it scans (its default) unless --no-overlap. */
+const overlap = !args.includes('--no-overlap');
 const root = path.join(work, 'gen', 'F001');
 const repo = path.join(work, 'restic-repo');
 const HAKOBUNE = path.resolve(import.meta.dirname, '..', 'hakobune.js');
@@ -141,7 +141,7 @@ async function main() {
   if (!withIndexing) await exchange.jobs.close();
   const { token } = await exchange.backup.addFacility({ id: 'F001', name: 'Bench Hospital', kind: 'hospital' });
   const upload = () =>
-    timed(process.execPath, [HAKOBUNE, 'upload', '--server', url, '--facility', 'F001', '--root', root, '--cache', path.join(work, 'uploader.cache'), '--json', ...(overlap ? ['--overlap'] : [])], {
+    timed(process.execPath, [HAKOBUNE, 'upload', '--server', url, '--facility', 'F001', '--root', root, '--cache', path.join(work, 'uploader.cache'), '--json', ...(overlap ? [] : ['--no-overlap'])], {
       HAKOBUNE_UPLOAD_TOKEN: token,
       LOG_LEVEL: 'silent',
     });

@@ -54,7 +54,7 @@ describe('hakobune upload, killed and run again', () => {
     tmp.remove();
   });
 
-  const args = () => ['upload', '--server', server.url, '--facility', 'F001', '--root', root, '--cache', cache, '--json'];
+  const args = () => ['upload', '--server', server.url, '--facility', 'F001', '--root', root, '--cache', cache, '--json', '--no-overlap'];
   const env = () => ({ HAKOBUNE_UPLOAD_TOKEN: server.token });
 
   /** Runs the CLI and SIGKILLs it when its n-th blob batch reaches the exchange (which never answers that one). */
@@ -77,7 +77,7 @@ describe('hakobune upload, killed and run again', () => {
   }
 
   // Five processes start here; on a loaded 2-core machine each start takes seconds.
-  it('resumes after SIGKILL mid-upload without resending what the exchange already has', { timeout: 240_000 }, async () => {
+  it('with --no-overlap (scan first), resumes after SIGKILL mid-upload without resending what the exchange already has', { timeout: 240_000 }, async () => {
     // First run: killed while its second blob batch is in flight (the exchange never stores it).
     expect(await runAndKillAtBlobBatch(2)).toBe(1);
     expect(fs.existsSync(`${cache}.session`)).toBe(true);
@@ -114,7 +114,7 @@ describe('hakobune upload, killed and run again', () => {
     expect(JSON.parse(again.stdout)).toMatchObject({ manifest: 'delta', manifestEntries: 0, blobsSent: 0, hashedFiles: 0 });
   });
 
-  it('with --overlap, resumes after SIGKILL while the scan is still sending, without resending an entry or a blob', { timeout: 240_000 }, async () => {
+  it('by default (sending while scanning), resumes after SIGKILL while the scan is still sending, without resending an entry or a blob', { timeout: 240_000 }, async () => {
     // 240 files of 128 KiB (30 MiB): more than the scan may run ahead of the sender (one manifest
     // batch of 4 MiB of kept bytes in flight, one being built, 4 MiB queued), so the second
     // manifest batch goes out long before the scan ends.
@@ -128,7 +128,7 @@ describe('hakobune upload, killed and run again', () => {
       fs.mkdirSync(path.dirname(path.join(root2, rel)), { recursive: true });
       fs.writeFileSync(path.join(root2, rel), bytes);
     }
-    const args2 = ['upload', '--server', server.url, '--facility', 'F001', '--root', root2, '--cache', cache2, '--json', '--overlap'];
+    const args2 = ['upload', '--server', server.url, '--facility', 'F001', '--root', root2, '--cache', cache2, '--json'];
     const arrivalsBefore = server.blobArrivals.length;
     let run: Run | undefined;
     let seen = 0;

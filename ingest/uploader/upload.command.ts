@@ -68,7 +68,8 @@ export function configureUploadCommand(command: Command): Command {
     .option('--extended <dir>', 'the extended-storage root')
     .option('--cache <file>', 'the local cache file (default ~/.cache/hakobune/<facility>.cache)')
     .option('--changes <dir>', 'a transaction-storage folder (TR_*.DAT): rescan only the folders it names since the last run')
-    .option('--overlap', 'send the manifest and blobs while the scan runs (small files read once)')
+    .option('--overlap', 'send the manifest and blobs while the scan runs, small files read once (the default)')
+    .option('--no-overlap', 'scan the whole tree first, then send (the exchange holds no upload open during the scan)')
     .option('--progress', 'show a progress bar even when stderr is not a terminal')
     .option('--json', 'print the summary as JSON')
     .action(async (opts: UploadCliOptions) => {
@@ -85,7 +86,7 @@ export function configureUploadCommand(command: Command): Command {
       let summary: UploadSummary;
       try {
         summary = await uploadTree(
-          { server, facilityId: opts.facility, root: opts.root, extended: opts.extended, cacheFile, changesDir: opts.changes, overlap: opts.overlap === true },
+          { server, facilityId: opts.facility, root: opts.root, extended: opts.extended, cacheFile, changesDir: opts.changes, overlap: opts.overlap !== false },
           {
             transport: httpTransport({ server, token }),
             onProblem: (p) => {
