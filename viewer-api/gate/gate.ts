@@ -176,21 +176,9 @@ export function recordsJsonParts(records: readonly VisibleRecord[], out: Array<s
   out.push('[');
   for (let i = 0; i < records.length; i++) {
     const r = records[i]!;
-    // recordHead and the basis, as one literal (no intermediate object to spread).
-    const head = JSON.stringify({
-      id: r.id,
-      sourceFacilityId: r.sourceFacilityId,
-      localPatientId: r.localPatientId,
-      category: r.category,
-      dataType: r.dataType,
-      careDate: r.careDate,
-      timestamp: r.timestamp,
-      orderNo: r.orderNo,
-      department: r.department,
-      condition: r.condition,
-      basis: r.basis,
-    });
-    out.push(`${i ? ',' : ''}${head.slice(0, -1)},"content":`, r[CONTENT_JSON], '}');
+    // recordHead, then the basis and the content (no intermediate object spread to add them).
+    const head = JSON.stringify(recordHead(r));
+    out.push(`${i ? ',' : ''}${head.slice(0, -1)},"basis":${JSON.stringify(r.basis)},"content":`, r[CONTENT_JSON], '}');
   }
   out.push(']');
   return out;
