@@ -316,8 +316,12 @@ class Context {
 function checkInput(bundle: unknown, opts: Pick<DeidentifyOptions, 'scope' | 'cache'>): asserts bundle is FhirJson {
   if (!isObject(bundle) || bundle['resourceType'] !== 'Bundle') throw invalid('only a FHIR Bundle can be de-identified');
   if (bundle['entry'] !== undefined && !Array.isArray(bundle['entry'])) throw invalid('Bundle.entry must be an array');
-  const cache = opts.cache;
-  if (cache && (cache.scope.serviceId !== opts.scope.serviceId || cache.scope.subject !== opts.scope.subject || !Buffer.from(cache.scope.secret).equals(Buffer.from(opts.scope.secret)))) {
+  if (opts.cache) checkCacheScope(opts.cache, opts.scope);
+}
+
+/** Refuses a cache (or what was made from it) for another service, patient or key than the request's. */
+export function checkCacheScope(cache: DeidentificationCache, scope: PseudonymScope): void {
+  if (cache.scope.serviceId !== scope.serviceId || cache.scope.subject !== scope.subject || !Buffer.from(cache.scope.secret).equals(Buffer.from(scope.secret))) {
     throw new Error('a de-identification cache is only valid for the service, patient and key it was made for');
   }
 }

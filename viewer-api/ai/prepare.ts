@@ -2,7 +2,7 @@ import type { Category } from '../../consent/categories.js';
 import type { ClinicalRecord } from '../../ingest/records/types.js';
 import { bundleOf, identityOfRecords } from './bundle.js';
 import { createHash } from 'node:crypto';
-import { deidentificationCache, deidentify, deidentifyTemplate, type BirthDateNeed, type DeidentificationCache, type DeidentifiedTemplate, type DeidentifyReport, type FhirJson, type PseudonymEntry, type ReidentificationKey } from './deidentify.js';
+import { checkCacheScope, deidentificationCache, deidentify, deidentifyTemplate, type BirthDateNeed, type DeidentificationCache, type DeidentifiedTemplate, type DeidentifyReport, type FhirJson, type PseudonymEntry, type ReidentificationKey } from './deidentify.js';
 import { operationWrap } from './request-body.js';
 
 /**
@@ -116,9 +116,7 @@ export class PatientBundleCache {
     this.entries.set(req.cacheKey, e);
     const scope = { secret: this.secret, serviceId: req.serviceId, subject: req.subject };
     // The request's own scope: a cache made for another service or patient is refused.
-    if (e.cache.scope.serviceId !== scope.serviceId || e.cache.scope.subject !== scope.subject) {
-      throw new Error('a de-identification cache is only valid for the service, patient and key it was made for');
-    }
+    checkCacheScope(e.cache, scope);
     let template = e.templates.get(req.birthDate);
     if (!template) e.templates.set(req.birthDate, (template = deidentifyTemplate(e.bundle, { scope, birthDate: req.birthDate, now: req.now, cache: e.cache })));
     const [before, after] = operationWrap(req.operation);
