@@ -81,13 +81,7 @@ export class AiCallError extends Error {
   }
 }
 
-/** A Bundle already written as JSON text. */
-export interface SerializedBundle {
-  json: string;
-}
-
-const isSerialized = (b: FhirJson | SerializedBundle): b is SerializedBundle => typeof (b as SerializedBundle).json === 'string' && !('resourceType' in b);
-const isPrepared = (b: FhirJson | SerializedBundle | PreparedBody): b is PreparedBody => (b as PreparedBody).bytes instanceof Uint8Array && !('resourceType' in b);
+const isPrepared = (b: FhirJson | PreparedBody): b is PreparedBody => (b as PreparedBody).bytes instanceof Uint8Array && !('resourceType' in b);
 
 /** What goes out: the exact bytes and their SHA-256 (hex). */
 interface Outgoing {
@@ -204,11 +198,11 @@ export class AiClient {
 
   /**
    * Sends the de-identified Bundle to the service's declared operation and returns its answer.
-   * The Bundle may come as its JSON text (`{ json }`), or as the request body already encoded and
-   * hashed for this service's operation (PreparedBody, as the de-identification workers make it):
-   * those bytes are then sent as they are.
+   * The Bundle may also come as the request body already encoded and hashed for this service's
+   * operation (PreparedBody, as the de-identification workers make it): those bytes are then
+   * sent as they are.
    */
-  async call(service: AiService, bundle: FhirJson | SerializedBundle | PreparedBody, opts: { signal?: AbortSignal; onAttempt?: (a: AttemptLog) => void } = {}): Promise<AiCallResult> {
+  async call(service: AiService, bundle: FhirJson | PreparedBody, opts: { signal?: AbortSignal; onAttempt?: (a: AttemptLog) => void } = {}): Promise<AiCallResult> {
     try {
       return await this.attempt(service, bundle, opts);
     } catch (e) {
@@ -217,12 +211,12 @@ export class AiClient {
     }
   }
 
-  private sentOf(service: AiService, bundle: FhirJson | SerializedBundle | PreparedBody): { sha256: string; bytes: number } {
+  private sentOf(service: AiService, bundle: FhirJson | PreparedBody): { sha256: string; bytes: number } {
     const body = this.body(service, bundle);
     return { sha256: body.sha256, bytes: body.bytes.byteLength };
   }
 
-  private async attempt(service: AiService, bundle: FhirJson | SerializedBundle | PreparedBody, opts: { signal?: AbortSignal; onAttempt?: (a: AttemptLog) => void }): Promise<AiCallResult> {
+  private async attempt(service: AiService, bundle: FhirJson | PreparedBody, opts: { signal?: AbortSignal; onAttempt?: (a: AttemptLog) => void }): Promise<AiCallResult> {
     try {
       assertLocation(service);
     } catch (e) {
@@ -283,20 +277,13 @@ export class AiClient {
     }
   }
 
-  private body(service: AiService, bundle: FhirJson | SerializedBundle | PreparedBody): Outgoing {
+  private body(service: AiService, bundle: FhirJson | PreparedBody): Outgoing {
     if (isPrepared(bundle)) {
       if (bundle.operation !== service.operation) throw new Error(`the body was made for operation ${bundle.operation}, not ${service.operation}`);
       return bundle;
     }
-    const text = isSerialized(bundle) ? operationBody(service.operation, bundle.json) : JSON.stringify(this.input(service, bundle));
-    const bytes = Buffer.from(text, 'utf8');
+    const bytes = Buffer.from(operationBody(service.operation, JSON.stringify(bundle)), 'utf8');
     return { bytes, sha256: createHash('sha256').update(bytes).digest('hex') };
-  }
-
-  private input(service: AiService, bundle: FhirJson): FhirJson {
-    // FHIR R4 operations take their inputs in a Parameters resource (http.html#operation).
-    if (service.operation.includes('$')) return { resourceType: 'Parameters', parameter: [{ name: 'bundle', resource: bundle }] };
-    return bundle;
   }
 
   private async waitForToken(service: AiService, signal?: AbortSignal): Promise<void> {
