@@ -164,6 +164,27 @@ describe.each<Backend>(['embedded', 'postgres'])('viewer authentication on %s', 
     expect((await get(h, '/api/auth/me', token, { 'x-device-credential': alice.device })).status).toBe(200);
   });
 
+  it('checks the sessions of requests arriving together, each on its own (valid, revoked, unknown)', async () => {
+    const a = await tokenFor(h, alice);
+    const b = await tokenFor(h, bob);
+    const revoked = await tokenFor(h, alice);
+    expect((await fetch(`${h.url}/api/auth/logout`, { method: 'POST', headers: { authorization: `Bearer ${revoked}` } })).status).toBe(204);
+    const forged = 'hks_' + 'C'.repeat(43);
+    const asks = [a, b, revoked, forged, a, b, a, revoked, b, forged, a, a];
+    const answers = await Promise.all(asks.map(async (t) => {
+      const res = await get(h, '/api/auth/me', t);
+      return res.status === 200 ? ((await res.json()) as { user: { username: string } }).user.username : res.status;
+    }));
+    expect(answers).toEqual(asks.map((t) => (t === a ? 'alice' : t === b ? 'bob' : 401)));
+    // One statement for several token hashes answers each in order, a repeated or unknown one too.
+    const { findSessions } = await import('../viewer-api/auth/auth.repository.js');
+    const { secretDigest } = await import('../viewer-api/auth/tokens.js');
+    const got = await findSessions(h.exchange.db, [a, forged, b, a, revoked].map(secretDigest));
+    expect(got.map((s) => s && { user: s.user.username, revoked: s.revokedAt !== null })).toEqual([
+      { user: 'alice', revoked: false }, undefined, { user: 'bob', revoked: false }, { user: 'alice', revoked: false }, { user: 'alice', revoked: true },
+    ]);
+  });
+
   it('locks an account after repeated failures and unlocks it after the lockout time', async () => {
     const erin = await enrol(h, 'F001', 'erin', 'nurse');
     for (let i = 0; i < 5; i++) expect((await login(h, erin, { password: 'wrong wrong wrong' })).status).toBe(401);

@@ -255,6 +255,20 @@ export async function findSession(db: Q, tokenHash: string): Promise<SessionReco
   return sessionOf((await preparedQuery<SessionRow>(db, 'viewer-find-session', SESSION_SQL, [tokenHash]))[0]);
 }
 
+/** SESSION_SQL for several token hashes at once (`$1`, a text array). */
+const SESSIONS_SQL = SESSION_SQL.replace('where s.token_hash = $1', 'where s.token_hash = any($1::text[])');
+
+/**
+ * The sessions of several token hashes in one statement, one answer per hash in order (undefined:
+ * no such session): the session checks of requests arriving together (AuthService groups them).
+ */
+export async function findSessions(db: Q, tokenHashes: string[]): Promise<(SessionRecord | undefined)[]> {
+  if (tokenHashes.length === 1) return [await findSession(db, tokenHashes[0]!)];
+  const rows = await preparedQuery<SessionRow>(db, 'viewer-find-sessions', SESSIONS_SQL, [[...new Set(tokenHashes)]]);
+  const byHash = new Map(rows.map((r) => [r.token_hash, r]));
+  return tokenHashes.map((h) => sessionOf(byHash.get(h)));
+}
+
 /** Marks the session used now, unless it was marked less than `granularityMs` ago (saves a write per request). */
 export async function touchSession(db: Q, tokenHash: string, at: Date, granularityMs: number): Promise<void> {
   await db

@@ -9,6 +9,7 @@ import { RateLimiter, type RateLimit } from './rate-limit.js';
 import type { SecretBox } from './secret-box.js';
 import { randomId, randomToken, secretDigest } from './tokens.js';
 import * as repo from './auth.repository.js';
+import { grouped } from '../../store/group.js';
 
 /** Who is calling, established from a valid session. Handlers get this, never a row. */
 export interface Principal {
@@ -87,6 +88,9 @@ export function createAuthService(deps: AuthServiceDeps): AuthService {
   // Bad bearer tokens from one address are limited too: guessing tokens is guessing.
   const tokenLimiter = limiter('token', settings.loginAttemptsPerMinute, 60_000);
   const idleMs = settings.sessionIdleMinutes * 60_000;
+  // The session checks of requests arriving while one is read go together in the next statement
+  // (store/group.ts): each is still read after its request asked, and alone a check goes at once.
+  const sessions = grouped<string, repo.SessionRecord | undefined>((hashes) => repo.findSessions(db, hashes));
 
   async function login(req: LoginRequest): Promise<LoginResult> {
     const now = new Date(clock());
@@ -187,7 +191,7 @@ export function createAuthService(deps: AuthServiceDeps): AuthService {
     deviceCredential: string | undefined,
     address: string,
     endpoint: string,
-    lookup: (tokenHash: string) => Promise<repo.SessionRecord | undefined> = (h) => repo.findSession(db, h),
+    lookup: (tokenHash: string) => Promise<repo.SessionRecord | undefined> = sessions,
   ): Promise<Principal> {
     const now = clock();
     const deny = async (reason: string, s?: repo.SessionRecord): Promise<never> => {
