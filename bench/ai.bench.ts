@@ -319,7 +319,7 @@ async function exchangeMain() {
 async function clientsMain() {
   const { startStandIn } = await import('../viewer-api/ai/standin.js');
   const send = (m: ToParent) => process.send!(m);
-  const stand = await startStandIn({ delayMs: 200, countOnly: true });
+  const stand = await startStandIn({ delayMs: 200, countOnly: true, scanAnswers: { checkScans: 40 } });
   send({ type: 'standin', base: stand.base });
   const go = await new Promise<Go>((resolve) => process.on('message', (m: Go) => m.type === 'go' && resolve(m)));
   const db = new pg.Pool({ connectionString: go.dbUrl, max: 2, application_name: CLIENTS_APP });
