@@ -295,7 +295,21 @@ function patientFacilities(links: readonly Link[], regionalId: string, except: s
   return out.sort();
 }
 
-function masksFor(req: AccessRequest, ctx: DecisionContext, basis: DecisionBasis): Obligation[] {
+// The mask obligation of a (purpose, basis, category) under one policy's mask rules, made once:
+// a decision depends on nothing else for it, and a request decides it per linked ID and category
+// (frozen, shared by the decisions as AUDIT_NORMAL is).
+const maskCache = new WeakMap<DecisionContext['policy']['masks'], Map<string, readonly Obligation[]>>();
+
+function masksFor(req: AccessRequest, ctx: DecisionContext, basis: DecisionBasis): readonly Obligation[] {
+  let byKey = maskCache.get(ctx.policy.masks);
+  if (!byKey) maskCache.set(ctx.policy.masks, (byKey = new Map()));
+  const key = `${req.purpose}\u0000${basis}\u0000${req.category}`;
+  let out = byKey.get(key);
+  if (!out) byKey.set(key, (out = Object.freeze(computeMasks(req, ctx, basis).map((o) => Object.freeze(o.kind === 'mask' ? { ...o, fields: Object.freeze(o.fields) as string[] } : o)))));
+  return out;
+}
+
+function computeMasks(req: AccessRequest, ctx: DecisionContext, basis: DecisionBasis): Obligation[] {
   let fields: string[] | undefined;
   for (const m of ctx.policy.masks) {
     if (m.purposes && !m.purposes.includes(req.purpose)) continue;
