@@ -68,9 +68,36 @@ export function canonicalJson(value: unknown): string {
   }
 }
 
+// The members of an entry as hashed (all but prevHash and hash), in canonical order.
+const byCodeUnits = (a: string, b: string) => (a < b ? -1 : a > b ? 1 : 0);
+const HASHED_KEYS: readonly (keyof AuditRecord)[] = (
+  ['seq', 'at', 'action', 'outcome', 'reason', 'userId', 'username', 'facilityId', 'role', 'address', 'deviceId', 'endpoint', 'patient', 'purpose', 'breakGlassReason', 'detail'] as const
+).slice().sort(byCodeUnits);
+const HASHED_PREFIXES = HASHED_KEYS.map((k) => `${JSON.stringify(k)}:`);
+
+/**
+ * canonicalJson of an entry without prevHash and hash. An entry of exactly the stored members
+ * is written in their known order (no copy of it, no sort per entry); anything else (a row with
+ * extra members) the general way.
+ */
+export function hashedJson(entry: Omit<AuditRecord, 'hash'>): string {
+  const e = entry as unknown as Record<string, unknown>;
+  const keys = Object.keys(e);
+  if (keys.length === HASHED_KEYS.length + 1 && 'prevHash' in e && HASHED_KEYS.every((k) => k in e)) {
+    let out = '';
+    for (let i = 0; i < HASHED_KEYS.length; i++) {
+      const x = e[HASHED_KEYS[i]!];
+      if (x === undefined) continue;
+      out += `${out ? ',' : ''}${HASHED_PREFIXES[i]}${canonicalJson(x)}`;
+    }
+    return `{${out}}`;
+  }
+  const { prevHash: _prev, ...body } = entry;
+  return canonicalJson(body);
+}
+
 export function entryHash(entry: Omit<AuditRecord, 'hash'>): string {
-  const { prevHash, ...body } = entry;
-  return createHash('sha256').update(prevHash, 'utf8').update(canonicalJson(body), 'utf8').digest('hex');
+  return createHash('sha256').update(entry.prevHash, 'utf8').update(hashedJson(entry), 'utf8').digest('hex');
 }
 
 export interface AuditHead {

@@ -37,13 +37,34 @@ function clean(s: string | null | undefined): string | null {
   return t.length > MAX_TEXT ? t.slice(0, MAX_TEXT) + '…' : t;
 }
 
-function cleanDeep(v: unknown): unknown {
+export function cleanDeep(v: unknown): unknown {
   if (typeof v === 'string') return clean(v);
   if (Array.isArray(v)) return v.slice(0, 1000).map(cleanDeep);
   if (v && typeof v === 'object' && !(v instanceof Date)) {
     return Object.fromEntries(Object.entries(v).map(([k, x]) => [clean(k)!, cleanDeep(x)]));
   }
   return v;
+}
+
+/**
+ * canonicalJson(cleanDeep(v)), written in one walk without the cleaned copy (every request's
+ * entries pass here). A key that cleaning would change (rare: NUL, or longer than MAX_TEXT) takes
+ * the two-step way, which also settles keys that become equal once cleaned.
+ */
+export function cleanCanonicalJson(v: unknown): string {
+  if (typeof v === 'string') return JSON.stringify(clean(v));
+  if (Array.isArray(v)) return `[${v.slice(0, 1000).map((x) => (x === undefined ? 'null' : cleanCanonicalJson(x))).join(',')}]`;
+  if (v && typeof v === 'object' && !(v instanceof Date)) {
+    const entries = Object.entries(v);
+    for (const [k] of entries) if (k.length > MAX_TEXT || k.includes('\u0000')) return canonicalJson(cleanDeep(v));
+    let out = '';
+    for (const [k, x] of entries.sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0))) {
+      if (x === undefined) continue;
+      out += `${out ? ',' : ''}${JSON.stringify(k)}:${cleanCanonicalJson(x)}`;
+    }
+    return `{${out}}`;
+  }
+  return canonicalJson(v);
 }
 
 /** An entry's content, cleaned, before it takes its place in the chain (no seq, prev_hash or hash yet). */
@@ -66,7 +87,7 @@ export function entryBody(input: AuditInput, at: Date): EntryBody {
     patient: clean(input.patient),
     purpose: clean(input.purpose),
     breakGlassReason: clean(input.breakGlassReason),
-    detail: canonicalJson(cleanDeep(input.detail ?? {})),
+    detail: cleanCanonicalJson(input.detail ?? {}),
   };
 }
 

@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
-import { canonicalJson, ChainVerifier, GENESIS_HASH, type AuditRecord } from './audit.chain.js';
-import { buildEntry } from './audit.entry.js';
+import { canonicalJson, ChainVerifier, GENESIS_HASH, hashedJson, type AuditRecord } from './audit.chain.js';
+import { buildEntry, cleanCanonicalJson, cleanDeep } from './audit.entry.js';
 import { toAuditEvent } from './audit.fhir.js';
 import { loadFhirValidator } from '../../ingest/fhir/schema.js';
 
@@ -32,6 +32,28 @@ describe('canonical JSON', () => {
     expect(canonicalJson('日本"\n')).toBe('"日本\\"\\n"');
     expect(() => canonicalJson(NaN)).toThrow();
     expect(() => canonicalJson(() => 1)).toThrow();
+  });
+});
+
+describe('the one-walk writers', () => {
+  it('write exactly what the general canonical JSON writes', () => {
+    const details: unknown[] = [
+      {},
+      { request: 'r1', categories: ['labs', 'demographics'], attempts: [{ attempt: 1, outcome: 'ok', ms: 201.5 }], unknown: undefined, d: new Date(0) },
+      { 'z\u0000k': 'v\u0000', b: ['x'.repeat(2100), undefined, null, 3, true], nested: { y: { b: 1, a: [{}] }, x: '' }, B: 1, 'é': 2 },
+      { long: { ['k'.repeat(2001)]: 1, a: 2 } },
+      Array.from({ length: 1200 }, (_, i) => i),
+    ];
+    for (const d of details) expect(cleanCanonicalJson(d)).toBe(canonicalJson(cleanDeep(d)));
+    expect(() => cleanCanonicalJson({ f: () => 1 })).toThrow();
+    expect(() => cleanCanonicalJson({ n: Infinity })).toThrow();
+    for (const e of chain(3)) {
+      const { hash: _h, ...unhashed } = e;
+      const { prevHash: _p, ...body } = unhashed;
+      expect(hashedJson(unhashed)).toBe(canonicalJson(body));
+      expect(hashedJson({ ...unhashed, reason: undefined as unknown as null })).toBe(canonicalJson({ ...body, reason: undefined }));
+      expect(hashedJson({ ...unhashed, extra: 1 } as typeof unhashed)).toBe(canonicalJson({ ...body, extra: 1 }));
+    }
   });
 });
 
