@@ -1,5 +1,6 @@
 import { sql, type Kysely, type Selectable } from 'kysely';
 import type { Database } from '../store/database.js';
+import { conflict } from '../store/errors.js';
 import type { IdentityLinkEventTable, IdentityLocalPatientTable, IdentityMatchTable } from './consent.tables.js';
 import type { Link, LinkMethod, LocalKey, RegionalPatient } from './model.js';
 import type { IdentityRecord, MatchReason, Sex } from './match.js';
@@ -217,20 +218,30 @@ export async function linksOfPatient(db: Conn, regionalId: string): Promise<Link
   return rows.map(toLink);
 }
 
+/**
+ * Inserts a link. The caller has locked the local ID's link row, but an absent row locks nothing:
+ * two enrolments of one new local ID both find none, and the second insert meets the primary key
+ * (23505, unique_violation). That is a conflict for the caller to report, not an internal error.
+ */
 export async function insertLink(db: Conn, l: Link): Promise<void> {
-  await db
-    .insertInto('identity_link')
-    .values({
-      facility_id: l.facilityId,
-      local_id: l.localId,
-      regional_id: l.regionalId,
-      method: l.method,
-      score: l.score,
-      linked_by: l.linkedBy,
-      linked_at: new Date(l.linkedAt),
-      evidence: l.evidence,
-    })
-    .execute();
+  try {
+    await db
+      .insertInto('identity_link')
+      .values({
+        facility_id: l.facilityId,
+        local_id: l.localId,
+        regional_id: l.regionalId,
+        method: l.method,
+        score: l.score,
+        linked_by: l.linkedBy,
+        linked_at: new Date(l.linkedAt),
+        evidence: l.evidence,
+      })
+      .execute();
+  } catch (e) {
+    if ((e as { code?: string })?.code === '23505') throw conflict(`${l.facilityId}/${l.localId} was linked meanwhile`);
+    throw e;
+  }
 }
 
 export async function moveLink(db: Conn, key: LocalKey, to: string): Promise<void> {
