@@ -193,7 +193,15 @@ export async function createExchange(config: Config, opts: ExchangeOptions = {})
   const adminHygiene = securityHeaders({ tls: !!config.tls });
   routers.push(
     facilitiesRouter({ auth: viewer.auth, audit: viewer.audit, roles: viewer.roles, db, participation: consent.consent, hygiene: adminHygiene }),
-    consentAdminRouter({ auth: viewer.auth, audit: viewer.audit, roles: viewer.roles, identity: consent.identity, consent: consent.consent, hygiene: adminHygiene }),
+    consentAdminRouter({
+      auth: viewer.auth,
+      audit: viewer.audit,
+      roles: viewer.roles,
+      identity: consent.identity,
+      consent: consent.consent,
+      hygiene: adminHygiene,
+      facilityExists: async (id) => !!(await findFacility(db, id)),
+    }),
   );
   const ai = createAiModule({ db, config, log, clock: opts.clock ?? Date.now, audit: viewer.audit, auth: viewer.auth, roles: viewer.roles, contexts: consent.contexts, consent, queuePrefix: opts.jobs?.queuePrefix });
   routers.push(...ai.routers);

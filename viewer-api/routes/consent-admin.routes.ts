@@ -3,13 +3,14 @@ import type { Context, Middleware } from 'koa';
 import { z } from 'zod';
 import { badRequest, forbidden, isExchangeError, notFound } from '../../store/errors.js';
 import type { ConsentVersion, Link, LocalKey, RegionalPatient } from '../../consent/model.js';
-import type { MatchRow } from '../../consent/identity.repository.js';
+import type { AuditEntry, LinkEvent, MatchRow } from '../../consent/identity.repository.js';
+import type { MatchRunSummary, PatientHistory } from '../../consent/identity.service.js';
 import type { AuthService, Principal } from '../auth/auth.service.js';
 import type { AuditLog } from '../audit/audit.service.js';
 import { roleMay, type Action, type RolePolicy } from '../roles/roles.js';
 import { readJson } from '../http/body.js';
 import { principalOf, requireSession } from './session.js';
-import { parseQuery, regionalIdParam } from './params.js';
+import { parseQuery, REGIONAL_ID, regionalIdParam } from './params.js';
 import { actorName, FACILITY_ID } from './facilities.routes.js';
 
 /**
@@ -18,6 +19,10 @@ import { actorName, FACILITY_ID } from './facilities.routes.js';
  * matrix gives link.manage / consent.read / consent.manage) acts only on patients linked at its
  * own facility, sees only its own facility's links and decides only matches between its own
  * local IDs. A patient or match outside the caller's reach answers exactly like an unknown one.
+ * The same holds for enrol, relink, merge and split: a facility-bound role moves only its own
+ * facility's local IDs, and only to patients already linked at its facility (or to a new one);
+ * a merge by such a role needs every link of both patients to be its own. Running the matcher
+ * over the region, which links local IDs of every facility, is for the network administrator.
  * Every read, change, refusal and failure is in the audit trail.
  */
 
@@ -30,6 +35,14 @@ export interface IdentityAdmin {
   rejectMatch(actor: string, id: number, reason: string): Promise<void>;
   linkOf(key: LocalKey): Promise<Link | undefined>;
   unlink(actor: string, key: LocalKey, reason: string): Promise<void>;
+  enrol(actor: string, key: LocalKey, opts: { regionalId?: string; evidence: string; reason?: string }): Promise<Link>;
+  relink(actor: string, key: LocalKey, regionalId: string, reason: string): Promise<Link>;
+  merge(actor: string, from: string, into: string, reason: string): Promise<void>;
+  split(actor: string, regionalId: string, keys: LocalKey[], reason: string): Promise<RegionalPatient>;
+  rejectPair(actor: string, a: LocalKey, b: LocalKey, reason: string): Promise<void>;
+  history(regionalId: string): Promise<PatientHistory>;
+  localHistory(key: LocalKey): Promise<LinkEvent[]>;
+  runMatching(): Promise<MatchRunSummary>;
 }
 
 export interface ConsentAdmin {
@@ -61,6 +74,20 @@ const Unlink = z
     reason: z.string().trim().min(1).max(2000),
   })
   .strict();
+const localIdField = z.string().regex(LOCAL_ID, 'a local patient id is letters, digits, _ and -');
+const facilityIdField = z.string().regex(FACILITY_ID, 'a facility id is letters, digits, _ and -');
+const regionalIdField = z.string().regex(REGIONAL_ID, 'a patient id is 1-64 letters, digits, ".", "_" or "-"');
+const reasonField = z.string().trim().min(1).max(2000);
+const Key = z.object({ facilityId: facilityIdField, localId: localIdField }).strict();
+const Enrol = z
+  .object({ facilityId: facilityIdField, localId: localIdField, regionalId: regionalIdField.optional(), evidence: reasonField, reason: reasonField.optional() })
+  .strict();
+const Relink = z.object({ facilityId: facilityIdField, localId: localIdField, regionalId: regionalIdField, reason: reasonField }).strict();
+const Merge = z.object({ into: regionalIdField, reason: reasonField }).strict();
+const Split = z.object({ localIds: z.array(Key).min(1).max(500), reason: reasonField }).strict();
+const RejectPair = z.object({ a: Key, b: Key, reason: reasonField }).strict();
+const MatchRun = z.object({ reason: reasonField.optional() }).strict();
+const LocalHistoryQuery = z.object({ facilityId: facilityIdField, localId: localIdField }).strict();
 const QueueQuery = z
   .object({
     limit: z.coerce.number().int().min(1).max(500).default(50),
@@ -83,6 +110,16 @@ function matchBody(m: MatchRow) {
   return { id: m.id, a: m.a, b: m.b, score: m.score, reasons: m.reasons, status: m.status, createdAt: iso(m.createdAt) };
 }
 
+function eventBody(e: LinkEvent) {
+  return { ...e, at: iso(e.at) };
+}
+
+function identityAuditBody(a: AuditEntry) {
+  return { ...a, at: iso(a.at) };
+}
+
+const keyName = (k: LocalKey) => `${k.facilityId}/${k.localId}`;
+
 function consentBody(v: ConsentVersion) {
   return { ...v, recordedAt: iso(v.recordedAt), validFromIso: iso(v.validFrom), validToIso: iso(v.validTo) };
 }
@@ -101,6 +138,8 @@ export function consentAdminRouter(deps: {
   identity: IdentityAdmin;
   consent: ConsentAdmin;
   hygiene: Middleware;
+  /** Whether a facility is known to the exchange (enrolment names one). */
+  facilityExists(id: string): Promise<boolean>;
 }): Router {
   const r = new Router({ prefix: '/api/admin' });
   r.use(['/patients', '/links'], deps.hygiene, requireSession(deps.auth));
@@ -143,27 +182,44 @@ export function consentAdminRouter(deps: {
     return { patient: patient!, links };
   }
 
-  /** Runs a change, auditing its success or its failure (then rethrown). */
+  /**
+   * Runs a change, auditing its success or its failure (then rethrown). `patient` may be read off
+   * the result, for a change that makes the patient (an enrolment to a new regional patient).
+   */
   async function audited<T>(
     ctx: Context,
     p: Principal,
     action: string,
-    patient: string | null,
+    patient: string | null | ((v: T) => string | null),
     why: string | null,
     detail: Record<string, unknown>,
     fn: () => Promise<T>,
     outcome: (v: T) => Record<string, unknown> = () => ({}),
   ): Promise<T> {
-    const t = { ...trail(ctx, p, action, patient), reason: why };
+    const t = (v: T | undefined) => ({ ...trail(ctx, p, action, typeof patient === 'function' ? (v === undefined ? null : patient(v)) : patient), reason: why });
     let v: T;
     try {
       v = await fn();
     } catch (e) {
-      await deps.audit.record({ ...t, outcome: 'failure', detail: { ...detail, error: isExchangeError(e) ? e.message : 'internal error' } });
+      await deps.audit.record({ ...t(undefined), outcome: 'failure', detail: { ...detail, error: isExchangeError(e) ? e.message : 'internal error' } });
       throw e;
     }
-    await deps.audit.record({ ...t, outcome: 'success', detail: { ...detail, ...outcome(v) } });
+    await deps.audit.record({ ...t(v), outcome: 'success', detail: { ...detail, ...outcome(v) } });
     return v;
+  }
+
+  /** A facility-bound role acts only on its own facility's local IDs: anything else is refused (audited). */
+  async function ownKeys(ctx: Context, p: Principal, action: string, patient: string | null, keys: LocalKey[]): Promise<void> {
+    if (network(p)) return;
+    const foreign = keys.filter((k) => k.facilityId !== p.facilityId);
+    if (!foreign.length) return;
+    await deps.audit.record({
+      ...trail(ctx, p, action, patient),
+      outcome: 'denied',
+      reason: `local IDs of other facilities: ${[...new Set(foreign.map((k) => k.facilityId))].join(', ')}`,
+      detail: { localIds: foreign.map(keyName) },
+    });
+    throw forbidden("You may act only on your own facility's local IDs.");
   }
 
   // ---------------------------------------------------------------------------------------------
@@ -221,6 +277,134 @@ export function consentAdminRouter(deps: {
     const link = await deps.identity.linkOf(key);
     await audited(ctx, p, 'admin.link.unlink', link?.regionalId ?? null, body.reason, { ...key }, () => deps.identity.unlink(actorName(p), key, body.reason));
     ctx.body = { ...key, unlinkedFrom: link?.regionalId ?? null };
+  });
+
+  r.post('/links/enrol', async (ctx) => {
+    const action = 'admin.link.enrol';
+    const p = await authorise(ctx, 'link.manage', action, null);
+    const body = await readJson(ctx, Enrol, 8192);
+    const key = { facilityId: body.facilityId, localId: body.localId };
+    await ownKeys(ctx, p, action, body.regionalId ?? null, [key]);
+    // To an existing patient, a facility-bound role enrols only where its facility already has a link.
+    if (body.regionalId && !network(p)) await reachablePatient(ctx, p, action, body.regionalId);
+    const before = await deps.identity.linkOf(key);
+    const reason = body.reason ?? 'enrolment';
+    const link = await audited(
+      ctx,
+      p,
+      action,
+      (l) => l.regionalId,
+      reason,
+      { ...key, regionalId: body.regionalId ?? null, evidence: body.evidence },
+      async () => {
+        if (!(await deps.facilityExists(key.facilityId))) throw notFound(`no facility ${key.facilityId}`);
+        return deps.identity.enrol(actorName(p), key, { regionalId: body.regionalId, evidence: body.evidence, reason });
+      },
+      (l) => ({ linkedTo: l.regionalId, created: !before }),
+    );
+    ctx.status = before ? 200 : 201;
+    ctx.body = { created: !before, link: linkBody(link) };
+  });
+
+  r.post('/links/relink', async (ctx) => {
+    const action = 'admin.link.relink';
+    const p = await authorise(ctx, 'link.manage', action, null);
+    const body = await readJson(ctx, Relink, 4096);
+    const key = { facilityId: body.facilityId, localId: body.localId };
+    await ownKeys(ctx, p, action, body.regionalId, [key]);
+    if (!network(p)) await reachablePatient(ctx, p, action, body.regionalId);
+    const from = (await deps.identity.linkOf(key))?.regionalId ?? null;
+    const link = await audited(ctx, p, action, body.regionalId, body.reason, { ...key, from, to: body.regionalId }, () => deps.identity.relink(actorName(p), key, body.regionalId, body.reason));
+    ctx.body = { ...key, from, to: link.regionalId, link: linkBody(link) };
+  });
+
+  r.post('/links/reject-pair', async (ctx) => {
+    const action = 'admin.link.reject-pair';
+    const p = await authorise(ctx, 'link.manage', action, null);
+    const body = await readJson(ctx, RejectPair, 4096);
+    await ownKeys(ctx, p, action, null, [body.a, body.b]);
+    const pair = [keyName(body.a), keyName(body.b)];
+    await audited(ctx, p, action, null, body.reason, { pair }, () => deps.identity.rejectPair(actorName(p), body.a, body.b, body.reason));
+    ctx.body = { a: body.a, b: body.b, status: 'rejected' };
+  });
+
+  r.post('/links/match', async (ctx) => {
+    const action = 'admin.link.match';
+    const p = await authorise(ctx, 'link.manage', action, null);
+    if (!network(p)) {
+      await deps.audit.record({ ...trail(ctx, p, action, null), outcome: 'denied', reason: 'the matcher links local IDs of every facility' });
+      throw forbidden('Only a network administrator runs the matcher over the region.');
+    }
+    const body = await readJson(ctx, MatchRun, 4096);
+    const summary = await audited(ctx, p, action, null, body.reason ?? null, {}, () => deps.identity.runMatching(), (s) => ({ ...s }));
+    ctx.body = summary;
+  });
+
+  r.get('/links/history', async (ctx) => {
+    const q = parseQuery(ctx, LocalHistoryQuery);
+    const action = 'admin.link.history';
+    const p = await authorise(ctx, 'link.manage', action, null);
+    const key = { facilityId: q.facilityId, localId: q.localId };
+    await ownKeys(ctx, p, action, null, [key]);
+    const events = await deps.identity.localHistory(key);
+    if (!events.length) {
+      await deps.audit.record({ ...trail(ctx, p, action, null), outcome: 'failure', reason: 'never linked', detail: key });
+      throw notFound(`${keyName(key)} was never linked`);
+    }
+    await deps.audit.record({ ...trail(ctx, p, action, null), outcome: 'success', detail: { ...key, events: events.map((e) => e.id) } });
+    ctx.body = { ...key, events: events.map(eventBody) };
+  });
+
+  r.get('/patients/:id/links/history', async (ctx) => {
+    const id = regionalIdParam(ctx.params.id);
+    parseQuery(ctx, z.object({}).strict());
+    const action = 'admin.link.history';
+    const p = await authorise(ctx, 'link.manage', action, id);
+    await reachablePatient(ctx, p, action, id);
+    const h = await deps.identity.history(id);
+    const mine = <T extends { facilityId: string }>(xs: T[]) => xs.filter((x) => network(p) || x.facilityId === p.facilityId);
+    const events = mine(h.events);
+    await deps.audit.record({ ...trail(ctx, p, action, id), outcome: 'success', detail: { events: events.map((e) => e.id) } });
+    ctx.body = {
+      patient: h.patient.id,
+      mergedInto: h.patient.mergedInto,
+      links: mine(h.links).map(linkBody),
+      events: events.map(eventBody),
+      // The patient-level entries name other facilities' local IDs: network administrators only.
+      ...(network(p) ? { audit: h.audit.map(identityAuditBody) } : {}),
+    };
+  });
+
+  r.post('/patients/:id/merge', async (ctx) => {
+    const from = regionalIdParam(ctx.params.id);
+    const action = 'admin.patient.merge';
+    const p = await authorise(ctx, 'link.manage', action, from);
+    const body = await readJson(ctx, Merge, 4096);
+    let moving: Link[];
+    if (network(p)) {
+      moving = await deps.identity.linksOf(from);
+    } else {
+      moving = (await reachablePatient(ctx, p, action, from)).links;
+      const staying = (await reachablePatient(ctx, p, action, body.into)).links;
+      await ownKeys(ctx, p, action, from, [...moving, ...staying]);
+    }
+    await audited(ctx, p, action, body.into, body.reason, { from, into: body.into, links: moving.map(keyName) }, () => deps.identity.merge(actorName(p), from, body.into, body.reason));
+    const links = await deps.identity.linksOf(body.into);
+    ctx.body = { from, into: body.into, links: links.filter((l) => network(p) || l.facilityId === p.facilityId).map(linkBody) };
+  });
+
+  r.post('/patients/:id/split', async (ctx) => {
+    const id = regionalIdParam(ctx.params.id);
+    const action = 'admin.patient.split';
+    const p = await authorise(ctx, 'link.manage', action, id);
+    const body = await readJson(ctx, Split, 64 * 1024);
+    const keys = body.localIds.map((k) => ({ facilityId: k.facilityId, localId: k.localId }));
+    await ownKeys(ctx, p, action, id, keys);
+    if (!network(p)) await reachablePatient(ctx, p, action, id);
+    const created = await audited(ctx, p, action, id, body.reason, { moved: keys.map(keyName) }, () => deps.identity.split(actorName(p), id, keys, body.reason), (c) => ({ newPatient: c.id }));
+    const links = await deps.identity.linksOf(created.id);
+    ctx.status = 201;
+    ctx.body = { patient: id, newPatient: created.id, links: links.map(linkBody) };
   });
 
   // ---------------------------------------------------------------------------------------------
