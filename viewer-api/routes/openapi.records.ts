@@ -15,6 +15,9 @@ const patientId = { name: 'id', in: 'path', required: true, schema: { type: 'str
 const facilityId = (name: string) => ({ name, in: 'path', required: true, schema: { type: 'string', pattern: '^[A-Za-z0-9][A-Za-z0-9_-]{0,31}$' } });
 const hidden = { ...problem, description: 'no such record, or one the caller may not see (the same answer)' };
 const reason = { type: 'string', minLength: 1, maxLength: 2000 };
+const localId = { type: 'string', pattern: '^[A-Za-z0-9_-]{1,64}$' };
+const regional = { type: 'string', pattern: '^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$', description: 'regional patient id' };
+const localKey = { type: 'object', additionalProperties: false, required: ['facilityId', 'localId'], properties: { facilityId: { type: 'string' }, localId } };
 const evidence = {
   type: 'object',
   additionalProperties: false,
@@ -133,6 +136,83 @@ export function adminPaths(): Record<string, unknown> {
           properties: { facilityId: { type: 'string' }, localId: { type: 'string', pattern: '^[A-Za-z0-9_-]{1,64}$' }, reason },
         }),
         responses: { '200': json({ type: 'object' }), ...errors, '404': problem },
+      },
+    },
+    '/api/admin/links/enrol': {
+      post: {
+        summary:
+          'Link a local ID to a regional patient, or to a new one when regionalId is left out (link.manage; facility-bound roles: their own local IDs, to patients linked at their facility; audited). 201 when linked, 200 when it already was',
+        requestBody: json({
+          type: 'object',
+          additionalProperties: false,
+          required: ['facilityId', 'localId', 'evidence'],
+          properties: { facilityId: { type: 'string' }, localId, regionalId: regional, evidence: { ...reason, description: 'what was checked: insurance card, ID, signed form' }, reason },
+        }),
+        responses: { '200': json({ type: 'object' }), '201': json({ type: 'object' }), ...errors, '404': problem, '409': problem, '413': problem },
+      },
+    },
+    '/api/admin/links/relink': {
+      post: {
+        summary: 'Move a linked local ID to another regional patient (link.manage; facility-bound roles: their own local IDs, to patients linked at their facility; audited)',
+        requestBody: json({
+          type: 'object',
+          additionalProperties: false,
+          required: ['facilityId', 'localId', 'regionalId', 'reason'],
+          properties: { facilityId: { type: 'string' }, localId, regionalId: regional, reason },
+        }),
+        responses: { '200': json({ type: 'object' }), ...errors, '404': problem, '409': problem, '413': problem },
+      },
+    },
+    '/api/admin/links/reject-pair': {
+      post: {
+        summary: 'Record that two local patients are different people: the matcher never proposes them again (link.manage; facility-bound roles: two of their own local IDs; audited)',
+        requestBody: json({ type: 'object', additionalProperties: false, required: ['a', 'b', 'reason'], properties: { a: localKey, b: localKey, reason } }),
+        responses: { '200': json({ type: 'object' }), ...errors, '409': problem, '413': problem },
+      },
+    },
+    '/api/admin/links/match': {
+      post: {
+        summary: 'Run the matcher over every known local patient: auto-link as configured, queue the rest for review (network administrators; audited)',
+        requestBody: json({ type: 'object', additionalProperties: false, properties: { reason } }),
+        responses: { '200': json({ type: 'object', properties: { localPatients: { type: 'integer' }, candidates: { type: 'integer' }, autoLinked: { type: 'integer' }, queued: { type: 'integer' }, skipped: { type: 'integer' } } }), ...errors, '413': problem },
+      },
+    },
+    '/api/admin/links/history': {
+      get: {
+        summary: 'Every link event of one local ID (link.manage; facility-bound roles: their own local IDs)',
+        parameters: [
+          { name: 'facilityId', in: 'query', required: true, schema: { type: 'string' } },
+          { name: 'localId', in: 'query', required: true, schema: localId },
+        ],
+        responses: { '200': json({ type: 'object' }), ...errors, '404': problem },
+      },
+    },
+    '/api/admin/patients/{id}/links/history': {
+      get: {
+        summary: "A regional patient's links and every change to them; network administrators also get the patient-level identity audit (facility-bound roles: their own facility's links and events)",
+        parameters: [patientId],
+        responses: { '200': json({ type: 'object' }), ...errors, '404': problem },
+      },
+    },
+    '/api/admin/patients/{id}/merge': {
+      post: {
+        summary: "Merge this regional patient into another (one person): its links move to `into` (link.manage; facility-bound roles: only when every link of both is their own facility's; audited)",
+        parameters: [patientId],
+        requestBody: json({ type: 'object', additionalProperties: false, required: ['into', 'reason'], properties: { into: regional, reason } }),
+        responses: { '200': json({ type: 'object' }), ...errors, '404': problem, '409': problem, '413': problem },
+      },
+    },
+    '/api/admin/patients/{id}/split': {
+      post: {
+        summary: 'Split local IDs off this regional patient into a new one (two people); at least one local ID stays; consents stay with this patient (link.manage; facility-bound roles: their own local IDs; audited)',
+        parameters: [patientId],
+        requestBody: json({
+          type: 'object',
+          additionalProperties: false,
+          required: ['localIds', 'reason'],
+          properties: { localIds: { type: 'array', minItems: 1, maxItems: 500, items: localKey }, reason },
+        }),
+        responses: { '201': json({ type: 'object' }), ...errors, '404': problem, '409': problem, '413': problem },
       },
     },
     '/api/admin/patients/{id}/consents': {
