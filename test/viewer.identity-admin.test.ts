@@ -155,7 +155,7 @@ describe('patient identity administration over HTTP (PostgreSQL)', () => {
     const taken = await post('FB/net', '/api/admin/links/enrol', { facilityId: 'FA', localId: '1001', regionalId: onlyA, evidence: 'card' });
     expect(taken.status).toBe(409);
     expect(((await taken.json()) as { regionalId: string }).regionalId).toBe(shared);
-    expect(await newest()).toMatchObject({ action: 'admin.link.enrol', outcome: 'failure' });
+    expect(await newest()).toMatchObject({ action: 'admin.link.enrol', outcome: 'failure', patient: onlyA });
     expect((await linkOf('FA', '1001'))?.regionalId).toBe(shared);
 
     // Malformed bodies.

@@ -293,7 +293,7 @@ export function consentAdminRouter(deps: {
       ctx,
       p,
       action,
-      (l) => l.regionalId,
+      body.regionalId ?? ((l: Link) => l.regionalId),
       reason,
       { ...key, regionalId: body.regionalId ?? null, evidence: body.evidence },
       async () => {
