@@ -5,6 +5,8 @@ import { SecretBox } from './secret-box.js';
 import { tempDir } from '../../test/support/tmp.js';
 import path from 'node:path';
 import fs from 'node:fs';
+import { execFile } from 'node:child_process';
+import { pathToFileURL } from 'node:url';
 
 describe('passwords', () => {
   it('verifies the right password and refuses others', async () => {
@@ -81,8 +83,46 @@ describe('secret box', () => {
       expect(() => box.open(flipped, 'F001/alice')).toThrow();
       const other = SecretBox.fromKeyFile(path.join(tmp.dir, 'other.key'));
       expect(() => other.open(sealed, 'F001/alice')).toThrow();
+      expect(fs.readdirSync(path.join(tmp.dir, 'k'))).toEqual(['secret.key']);
     } finally {
       tmp.remove();
     }
   });
+
+  it('gives processes that start together one key (serve --workers)', async () => {
+    const tmp = tempDir();
+    try {
+      const dir = path.join(tmp.dir, 'keys');
+      const file = path.join(dir, 'secret.key');
+      const signals = path.join(tmp.dir, 'signals');
+      fs.mkdirSync(signals);
+      const module = pathToFileURL(path.resolve(import.meta.dirname, 'secret-box.ts')).href;
+      // Each process loads the code, says it is ready, and waits for the word to read the key
+      // file at the same moment as the others.
+      const script = [
+        `import fs from 'node:fs';`,
+        `const { SecretBox } = await import(${JSON.stringify(module)});`,
+        `fs.writeFileSync(${JSON.stringify(signals)} + '/ready.' + process.pid, '');`,
+        `while (!fs.existsSync(${JSON.stringify(path.join(signals, 'go'))}));`,
+        `process.stdout.write(SecretBox.fromKeyFile(${JSON.stringify(file)}).seal(Buffer.from('same'), 'a').toString('base64'));`,
+      ].join('\n');
+      const n = 6;
+      const runs = Array.from(
+        { length: n },
+        () =>
+          new Promise<{ code: number; out: string; err: string }>((resolve) => {
+            execFile(process.execPath, ['--import', 'tsx', '--input-type=module', '-e', script], (e, out, err) => resolve({ code: e ? 1 : 0, out, err }));
+          }),
+      );
+      while (fs.readdirSync(signals).length < n) await new Promise((r) => setTimeout(r, 20));
+      fs.writeFileSync(path.join(signals, 'go'), '');
+      const results = await Promise.all(runs);
+      for (const r of results) expect([r.code, r.err]).toEqual([0, '']);
+      const box = SecretBox.fromKeyFile(file);
+      for (const r of results) expect(box.open(Buffer.from(r.out, 'base64'), 'a').toString()).toBe('same');
+      expect(fs.readdirSync(dir)).toEqual(['secret.key']);
+    } finally {
+      tmp.remove();
+    }
+  }, 60_000);
 });

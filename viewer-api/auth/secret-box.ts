@@ -21,12 +21,18 @@ export class SecretBox {
       if ((e as NodeJS.ErrnoException).code !== 'ENOENT') throw e;
       fs.mkdirSync(path.dirname(file), { recursive: true });
       key = randomBytes(32);
+      // Written whole under a name of its own, then linked into place: processes starting
+      // together (serve --workers) read either no file or the whole key, never an empty one.
+      const tmp = `${file}.${process.pid}.${randomBytes(4).toString('hex')}.tmp`;
+      fs.writeFileSync(tmp, key.toString('base64') + '\n', { mode: 0o600, flag: 'wx' });
       try {
-        fs.writeFileSync(file, key.toString('base64') + '\n', { mode: 0o600, flag: 'wx' });
+        fs.linkSync(tmp, file);
       } catch (w) {
         // Another process created it first: use theirs.
         if ((w as NodeJS.ErrnoException).code !== 'EEXIST') throw w;
         key = Buffer.from(fs.readFileSync(file, 'utf8').trim(), 'base64');
+      } finally {
+        fs.rmSync(tmp, { force: true });
       }
     }
     if (key.length !== 32) throw new Error(`the secret key file ${file} must hold 32 bytes in base64`);
