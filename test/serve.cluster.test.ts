@@ -79,3 +79,25 @@ describe('hakobune serve --workers 2 (PostgreSQL and Redis)', () => {
     for (const pid of pids) expect(() => process.kill(pid, 0)).toThrow();
   }, 120_000);
 });
+
+describe('hakobune serve --workers: a worker that cannot start', () => {
+  it('fails the start at once with the reason, instead of waiting for it', async () => {
+    const tmp = tempDir('hakobune-cluster-bad-');
+    try {
+      const started = Date.now();
+      const lines: string[] = [];
+      await expect(
+        startCluster({
+          workers: 2,
+          // No such database: each worker's exchange fails while opening it.
+          env: { DATABASE_URL: `postgres://postgres@127.0.0.1:5432/hk_cluster_missing_${process.pid}`, REDIS_URL: TEST_REDIS_URL, HAKOBUNE_DATA_DIR: tmp.dir, PORT: '0', LOG_LEVEL: 'silent' },
+          warn: (line) => lines.push(line),
+        }),
+      ).rejects.toThrow(/exchange worker \d exited before it listened \(code [1-9]/);
+      // Before, the failed worker stayed connected to the primary, which waited for it forever.
+      expect(Date.now() - started).toBeLessThan(90_000);
+    } finally {
+      tmp.remove();
+    }
+  }, 120_000);
+});

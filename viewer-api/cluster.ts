@@ -174,12 +174,21 @@ export function isClusterWorker(): boolean {
 export async function runClusterWorker(config: Config): Promise<void> {
   const slot = Number(process.env[SLOT_ENV]);
   const extra = process.env[OPTIONS_ENV] ? (JSON.parse(process.env[OPTIONS_ENV]) as Pick<ExchangeOptions, 'jobs'>) : {};
-  const exchange: Exchange = await createExchange(config, { ...extra, background: slot === 0 });
+  let exchange: Exchange;
   let url: string;
   try {
-    url = await exchange.listen();
+    exchange = await createExchange(config, { ...extra, background: slot === 0 });
+    try {
+      url = await exchange.listen();
+    } catch (e) {
+      await exchange.stop();
+      throw e;
+    }
   } catch (e) {
-    await exchange.stop();
+    // The IPC channel would keep a worker that failed to start alive, and its primary waiting. A
+    // disconnect the worker asks for (unlike process.disconnect, which exits at once with 0) lets
+    // the CLI report the error and exit with its code; the primary then reports that exit.
+    cluster.worker?.disconnect();
     throw e;
   }
   let profiler: inspector.Session | undefined;
