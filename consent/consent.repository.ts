@@ -1,7 +1,7 @@
 import { sql, type Selectable } from 'kysely';
 import type { ConsentVersionTable } from './consent.tables.js';
 import { jsonb, toLink, type Conn } from './identity.repository.js';
-import { preparedQuery } from '../store/db.js';
+import { preparedRead } from '../store/db.js';
 import type { BreakGlassGrant, Link, ConsentVersion, DisasterDeclaration, FacilityKind, Participation } from './model.js';
 
 /** SQL of consent versions, facility participation, break-glass grants and disaster declarations. */
@@ -324,14 +324,14 @@ const DECISION_ROWS = decisionRowsSql({ regionalId: '$1', userId: '$2', since: '
 
 /**
  * Everything decide() needs about one patient and one requester, in ONE statement (the viewer
- * asks on every request, so round trips count; prepared, see preparedQuery): the survivor of a
+ * asks on every request, so round trips count; prepared, see preparedRead): the survivor of a
  * merge, its links, the consent versions of it and of the patients merged into it, the
  * requester's break-glass grants of the last 24 hours, and the disasters declared at `at`. The
  * same rows as linksOfPatient, consentVersionsForDecision, grantsForDecision and disastersAt.
  * Undefined: no such patient.
  */
 export async function decisionRows(db: Conn, regionalId: string, userId: string, at: number): Promise<DecisionRows | undefined> {
-  const [row] = await preparedQuery<{ survivor: string | null; links: unknown; consents: unknown; grants: unknown; disasters: unknown }>(
+  const [row] = await preparedRead<{ survivor: string | null; links: unknown; consents: unknown; grants: unknown; disasters: unknown }>(
     db, 'consent-decision-rows', DECISION_ROWS, [regionalId, userId, new Date(at - GRANT_WINDOW_MS), new Date(at)]);
   return decisionRowsOf(row);
 }

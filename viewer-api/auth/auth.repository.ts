@@ -1,6 +1,6 @@
 import type { Kysely } from 'kysely';
 import type { Database } from '../../store/database.js';
-import { preparedQuery } from '../../store/db.js';
+import { preparedRead } from '../../store/db.js';
 
 /** SQL of users, devices and sessions; turns rows into the plain types below. */
 type Q = Kysely<Database>;
@@ -250,9 +250,9 @@ export function sessionOf(r: SessionRow | undefined): SessionRecord | undefined 
   };
 }
 
-/** The session of a token hash (a prepared statement: see preparedQuery). */
+/** The session of a token hash (a prepared statement: see preparedRead). */
 export async function findSession(db: Q, tokenHash: string): Promise<SessionRecord | undefined> {
-  return sessionOf((await preparedQuery<SessionRow>(db, 'viewer-find-session', SESSION_SQL, [tokenHash]))[0]);
+  return sessionOf((await preparedRead<SessionRow>(db, 'viewer-find-session', SESSION_SQL, [tokenHash]))[0]);
 }
 
 /** SESSION_SQL for several token hashes at once (`$1`, a text array). */

@@ -1,4 +1,4 @@
-import { preparedQuery, type Db } from '../../store/db.js';
+import { preparedRead, type Db } from '../../store/db.js';
 import { decisionRowsOf, decisionRowsSql, GRANT_WINDOW_MS } from '../../consent/consent.repository.js';
 import { contextOf, type LoadedContext, type ParticipationCache } from '../../consent/decision-context.js';
 import type { ConsentPolicy } from '../../consent/policy.js';
@@ -35,7 +35,7 @@ export function createSessionContextLoader(db: Db, deps: { policy: ConsentPolicy
   return {
     async load(tokenHash, regionalId, at) {
       const [rows, participation] = await Promise.all([
-        preparedQuery<SessionRow & { survivor: string | null; links: unknown; consents: unknown; grants: unknown; disasters: unknown }>(
+        preparedRead<SessionRow & { survivor: string | null; links: unknown; consents: unknown; grants: unknown; disasters: unknown }>(
           db, 'viewer-session-and-context', SESSION_AND_CONTEXT, [tokenHash, regionalId, new Date(at - GRANT_WINDOW_MS), new Date(at)]),
         deps.participation.get(),
       ]);

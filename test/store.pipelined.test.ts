@@ -1,0 +1,84 @@
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { sql } from 'kysely';
+import pg from 'pg';
+import { PIPELINED_CONNECTIONS, postgresDb, preparedRead, preparedRows, type Db } from '../store/db.js';
+import { createTestDatabase, type TestDatabase } from './support/postgres.js';
+
+// The hot path's reads share a few pipelined connections (store/db.ts, PipelinedConnections).
+describe('pipelined reads on PostgreSQL', () => {
+  let tdb: TestDatabase;
+  let db: Db;
+  const backends = async () => {
+    const admin = new pg.Client({ connectionString: tdb.url });
+    await admin.connect();
+    try {
+      const r = await admin.query<{ pid: number }>('select pid from pg_stat_activity where datname = $1 and pid <> pg_backend_pid()', [tdb.name]);
+      return r.rows.map((x) => x.pid);
+    } finally {
+      await admin.end();
+    }
+  };
+
+  beforeAll(async () => {
+    tdb = await createTestDatabase();
+    db = postgresDb(tdb.url, 5);
+    await sql`create table t (id int primary key, v text not null)`.execute(db);
+  });
+  afterAll(async () => {
+    await db?.destroy();
+    await tdb?.drop();
+  });
+
+  it('answers each of many concurrent statements with its own rows, over at most the pipelined connections', async () => {
+    const answers = await Promise.all(
+      Array.from({ length: 300 }, (_, i) =>
+        preparedRead<{ n: number; pid: number }>(db, 'pipelined-test-echo', 'select $1::int as n, pg_backend_pid() as pid', [i]),
+      ),
+    );
+    expect(answers.map((rows) => rows[0]!.n)).toEqual(Array.from({ length: 300 }, (_, i) => i));
+    const pids = new Set(answers.map((rows) => rows[0]!.pid));
+    expect(pids.size).toBeGreaterThanOrEqual(1);
+    expect(pids.size).toBeLessThanOrEqual(PIPELINED_CONNECTIONS);
+    const rows = await preparedRows(db, 'pipelined-test-rows', 'select $1::int, $2::text', [7, 'seven']);
+    expect(rows).toEqual([[7, 'seven']]);
+  });
+
+  it('fails a bad statement alone: the statements around it on the same connections still answer', async () => {
+    const div = (d: number) => preparedRead<{ q: number }>(db, 'pipelined-test-div', 'select 10 / $1::int as q', [d]);
+    const results = await Promise.allSettled(Array.from({ length: 40 }, (_, i) => div(i % 10 === 3 ? 0 : 1)));
+    results.forEach((r, i) => {
+      if (i % 10 === 3) expect(r.status === 'rejected' && String(r.reason)).toMatch(/division by zero/);
+      else expect(r.status === 'fulfilled' && r.value[0]!.q).toBe(10);
+    });
+  });
+
+  it('sees every commit made before the statement was sent', async () => {
+    for (let i = 0; i < 20; i++) {
+      await db.insertInto('t' as never).values({ id: i, v: `v${i}` } as never).execute();
+      const rows = await preparedRead<{ v: string }>(db, 'pipelined-test-read-t', 'select v from t where id = $1', [i]);
+      expect(rows).toEqual([{ v: `v${i}` }]);
+    }
+  });
+
+  it('opens new connections after the server ends its connections', async () => {
+    await Promise.all(Array.from({ length: 20 }, () => preparedRead(db, 'pipelined-test-one', 'select 1 as one', [])));
+    const admin = new pg.Client({ connectionString: tdb.url });
+    await admin.connect();
+    await admin.query('select pg_terminate_backend(pid) from pg_stat_activity where datname = $1 and pid <> pg_backend_pid()', [tdb.name]);
+    await admin.end();
+    // The ended connections notice it (their socket closes) and are replaced on the next statement.
+    await new Promise((r) => setTimeout(r, 300));
+    const rows = await Promise.all(Array.from({ length: 20 }, (_, i) => preparedRead<{ n: number }>(db, 'pipelined-test-echo', 'select $1::int as n, pg_backend_pid() as pid', [i])));
+    expect(rows.map((r) => r[0]!.n)).toEqual(Array.from({ length: 20 }, (_, i) => i));
+  });
+
+  it('closes the pipelined connections with the handle', async () => {
+    const other = postgresDb(tdb.url, 2);
+    await Promise.all(Array.from({ length: 20 }, () => preparedRead(other, 'pipelined-test-one', 'select 1 as one', [])));
+    const before = (await backends()).length;
+    await other.destroy();
+    await new Promise((r) => setTimeout(r, 200));
+    expect((await backends()).length).toBeLessThan(before);
+    await expect(preparedRead(other, 'pipelined-test-one', 'select 1 as one', [])).rejects.toThrow();
+  });
+});
