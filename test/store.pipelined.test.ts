@@ -43,6 +43,26 @@ describe('pipelined reads on PostgreSQL', () => {
     expect(rows).toEqual([[7, 'seven']]);
   });
 
+  it('hands a column over as its UTF-8 bytes when asked, on pipelined connections and not', async () => {
+    const text = '{"note": "日本語 \ud83d\ude00 é"}';
+    const sqlText = 'select $1::int as n, $2::text as t, null::text as z';
+    const rows = await Promise.all(Array.from({ length: 30 }, (_, i) => preparedRows(db, 'pipelined-test-bytes', sqlText, [i, text], 1)));
+    rows.forEach((r, i) => {
+      expect(r).toHaveLength(1);
+      expect(r[0]![0]).toBe(i);
+      expect(Buffer.isBuffer(r[0]![1])).toBe(true);
+      expect((r[0]![1] as Buffer).equals(Buffer.from(text, 'utf8'))).toBe(true);
+    });
+    expect((await preparedRows(db, 'pipelined-test-bytes', sqlText, [1, text], 2))[0]).toEqual([1, text, null]);
+    const plain = postgresDb(tdb.url, 2, 0);
+    try {
+      const [row] = await preparedRows(plain, 'pipelined-test-bytes', sqlText, [5, text], 1);
+      expect(Buffer.isBuffer(row![1]) && (row![1] as Buffer).equals(Buffer.from(text, 'utf8'))).toBe(true);
+    } finally {
+      await plain.destroy();
+    }
+  });
+
   it('fails a bad statement alone: the statements around it on the same connections still answer', async () => {
     const div = (d: number) => preparedRead<{ q: number }>(db, 'pipelined-test-div', 'select 10 / $1::int as q', [d]);
     const results = await Promise.allSettled(Array.from({ length: 40 }, (_, i) => div(i % 10 === 3 ? 0 : 1)));

@@ -374,14 +374,26 @@ export async function queryPatientRecords(db: Db, q: RecordQuery): Promise<{ rec
  * JSON text): queryPatientRecords' page before it becomes objects, for a reader that builds its
  * own (the viewer's gate, on every timeline request).
  */
-export type IndexedRecordRow = [
+export type IndexedRecordRow<C extends string | Buffer = string> = [
   id: number, facilityId: string, patientId: string, dataType: string, category: Category, careDate: string | null,
   orderNo: string, timestamp: string, department: string | null, condition: '0' | '1' | '2', sha256: string,
-  path: string, contentJson: string,
+  path: string, contentJson: C,
 ];
 
 /** queryPatientRecords with each record as an IndexedRecordRow. */
 export async function queryPatientRecordRows(db: Db, q: RecordQuery): Promise<{ rows: IndexedRecordRow[]; next: RecordCursor | undefined }> {
+  return recordRows(db, q, false) as Promise<{ rows: IndexedRecordRow[]; next: RecordCursor | undefined }>;
+}
+
+/**
+ * queryPatientRecordRows with each content as its UTF-8 bytes (the viewer's gate, which sends
+ * them on as bytes: see preparedRows' bytesColumn).
+ */
+export async function queryPatientRecordByteRows(db: Db, q: RecordQuery): Promise<{ rows: IndexedRecordRow<Buffer>[]; next: RecordCursor | undefined }> {
+  return recordRows(db, q, true) as Promise<{ rows: IndexedRecordRow<Buffer>[]; next: RecordCursor | undefined }>;
+}
+
+async function recordRows(db: Db, q: RecordQuery, bytes: boolean): Promise<{ rows: IndexedRecordRow<string | Buffer>[]; next: RecordCursor | undefined }> {
   if (q.patients.length === 0) return { rows: [], next: undefined };
   // A prepared statement per shape (number of patients, which filters): the viewer makes this
   // query on every timeline request, and a few shapes cover them all.
@@ -417,10 +429,11 @@ export async function queryPatientRecordRows(db: Db, q: RecordQuery): Promise<{ 
      where ${where.join(' and ')}
      order by r.care_date desc nulls last, r.id desc limit ${limit}`,
     values,
+    bytes ? 12 : undefined,
   )) as [
     id: number, facilityId: string, patientId: string | null, dataType: string | null, category: string | null, careDate: string | null,
     orderNo: string | null, timestamp: string | null, department: string | null, condition: '0' | '1' | '2' | null, sha256: string,
-    path: string, contentJson: string | null,
+    path: string, contentJson: string | Buffer | null,
   ][];
   const page = rows.length > q.limit ? rows.slice(0, q.limit) : rows;
   // Empty columns as IndexedRecord has them (in place: the arrays are this call's own). Patient and
@@ -429,10 +442,10 @@ export async function queryPatientRecordRows(db: Db, q: RecordQuery): Promise<{ 
     r[6] ??= '';
     r[7] ??= '';
     r[9] ??= '1';
-    r[12] ??= 'null';
+    r[12] ??= bytes ? Buffer.from('null') : 'null';
   }
   const last = page[page.length - 1];
-  return { rows: page as IndexedRecordRow[], next: rows.length > q.limit && last ? { careDate: last[5], id: last[0] } : undefined };
+  return { rows: page as IndexedRecordRow<string | Buffer>[], next: rows.length > q.limit && last ? { careDate: last[5], id: last[0] } : undefined };
 }
 
 /**

@@ -219,13 +219,6 @@ export function utf8Bytes(parts: ReadonlyArray<string | Uint8Array>): Buffer {
   return copyOut(ends.length ? ends[ends.length - 1]! : 0);
 }
 
-/** The UTF-8 bytes of each text, as views into one Buffer of their exact total size. */
-export function utf8Each(texts: readonly string[]): Buffer[] {
-  const ends = encodeIntoScratch(texts);
-  const whole = copyOut(ends.length ? ends[ends.length - 1]! : 0);
-  return ends.map((end, i) => whole.subarray(i ? ends[i - 1]! : 0, end));
-}
-
 function copyOut(size: number): Buffer {
   const out = Buffer.allocUnsafe(size);
   scratch.copy(out, 0, 0, size);

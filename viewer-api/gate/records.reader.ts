@@ -1,8 +1,8 @@
 import type { Db } from '../../store/db.js';
-import { queryPatientRecordRows, type IndexedRecordRow } from '../../store/records/records.repository.js';
+import { queryPatientRecordByteRows, type IndexedRecordRow } from '../../store/records/records.repository.js';
 import type { Category as IndexCategory } from '../../ingest/records/types.js';
 import type { Category } from '../../consent/categories.js';
-import { utf8Each, type GateRecord, type RecordReader } from './gate.js';
+import type { GateRecord, RecordReader } from './gate.js';
 
 /**
  * The index files records under the reader's finer categories (ingest/records/data-types.ts:
@@ -32,7 +32,7 @@ export const EXCHANGE_CATEGORY = new Map<string, Category>(
  * getter on the prototype rather than a closure and an accessor defined on every record of every
  * page (an object literal with a getter is built by the runtime, not by the fast path).
  *
- * The content is kept as its UTF-8 bytes (views into one Buffer per page, see utf8Each), not as
+ * The content is kept as its UTF-8 bytes (the reader asks for them: see preparedRows' bytesColumn), not as
  * the string the driver decoded: that string (4 KB of JSON, two bytes per character once it holds
  * any Japanese) then dies at once, where a page's strings used to stay on the young heap until the
  * answer was written, after the audit append; every scavenge meanwhile copied them, and promoted
@@ -55,7 +55,7 @@ class IndexGateRecord implements GateRecord {
   contentJson: Buffer;
   #parsed: unknown;
 
-  constructor(r: IndexedRecordRow, category: Category, content: Buffer) {
+  constructor(r: IndexedRecordRow<Buffer>, category: Category) {
     this.id = r[0];
     this.facilityId = r[1];
     this.patientId = r[2];
@@ -68,7 +68,7 @@ class IndexGateRecord implements GateRecord {
     this.condition = r[9];
     this.sha256 = r[10];
     this.path = r[11];
-    this.contentJson = content;
+    this.contentJson = r[12];
   }
 
   get record(): unknown {
@@ -80,17 +80,13 @@ class IndexGateRecord implements GateRecord {
 export function indexRecordReader(db: Db): RecordReader {
   return {
     async query(q) {
-      const r = await queryPatientRecordRows(db, { ...q, categories: q.categories.flatMap((c) => INDEX_CATEGORIES[c]) });
-      const rows: IndexedRecordRow[] = [];
-      const categories: Category[] = [];
+      const r = await queryPatientRecordByteRows(db, { ...q, categories: q.categories.flatMap((c) => INDEX_CATEGORIES[c]) });
+      const records: GateRecord[] = [];
       for (const row of r.rows) {
         const category = EXCHANGE_CATEGORY.get(row[4]);
         if (!category || !q.categories.includes(category)) continue;
-        rows.push(row);
-        categories.push(category);
+        records.push(new IndexGateRecord(row, category));
       }
-      const contents = utf8Each(rows.map((row) => row[12]));
-      const records: GateRecord[] = rows.map((row, i) => new IndexGateRecord(row, categories[i]!, contents[i]!));
       return { records, next: r.next };
     },
   };
