@@ -264,7 +264,7 @@ const SESSIONS_SQL = SESSION_SQL.replace('where s.token_hash = $1', 'where s.tok
  */
 export async function findSessions(db: Q, tokenHashes: string[]): Promise<(SessionRecord | undefined)[]> {
   if (tokenHashes.length === 1) return [await findSession(db, tokenHashes[0]!)];
-  const rows = await preparedQuery<SessionRow>(db, 'viewer-find-sessions', SESSIONS_SQL, [[...new Set(tokenHashes)]]);
+  const rows = await preparedRead<SessionRow>(db, 'viewer-find-sessions', SESSIONS_SQL, [[...new Set(tokenHashes)]]);
   const byHash = new Map(rows.map((r) => [r.token_hash, r]));
   return tokenHashes.map((h) => sessionOf(byHash.get(h)));
 }
