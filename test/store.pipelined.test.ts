@@ -1,7 +1,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { sql } from 'kysely';
 import pg from 'pg';
-import { PIPELINED_CONNECTIONS, postgresDb, preparedRead, preparedRows, type Db } from '../store/db.js';
+import { base64Column, PIPELINED_CONNECTIONS, postgresDb, preparedRead, preparedRows, type Db } from '../store/db.js';
 import { createTestDatabase, type TestDatabase } from './support/postgres.js';
 
 // The hot path's reads share a few pipelined connections (store/db.ts, PipelinedConnections).
@@ -43,21 +43,25 @@ describe('pipelined reads on PostgreSQL', () => {
     expect(rows).toEqual([[7, 'seven']]);
   });
 
-  it('hands a column over as its UTF-8 bytes when asked, on pipelined connections and not', async () => {
-    const text = '{"note": "日本語 \ud83d\ude00 é"}';
-    const sqlText = 'select $1::int as n, $2::text as t, null::text as z';
+  it('hands a column selected as base64 over as its bytes when asked, on pipelined connections and not', async () => {
+    // Longer than one of PostgreSQL's 76-character base64 lines, with Japanese, an emoji and an accent.
+    const text = `{"note": "${'日本語 \ud83d\ude00 é '.repeat(12)}"}`;
+    const sqlText = `select $1::int as n, ${base64Column('$2::text')} as t, null::text as z`;
     const rows = await Promise.all(Array.from({ length: 30 }, (_, i) => preparedRows(db, 'pipelined-test-bytes', sqlText, [i, text], 1)));
     rows.forEach((r, i) => {
       expect(r).toHaveLength(1);
       expect(r[0]![0]).toBe(i);
       expect(Buffer.isBuffer(r[0]![1])).toBe(true);
-      expect((r[0]![1] as Buffer).equals(Buffer.from(text, 'utf8'))).toBe(true);
+      expect((r[0]![1] as Buffer).toString('utf8')).toBe(text);
     });
-    expect((await preparedRows(db, 'pipelined-test-bytes', sqlText, [1, text], 2))[0]).toEqual([1, text, null]);
+    // A null stays null.
+    const nulls = `select $1::int as n, ${base64Column('null::text')} as t`;
+    expect((await preparedRows(db, 'pipelined-test-bytes-null', nulls, [1], 1))[0]).toEqual([1, null]);
     const plain = postgresDb(tdb.url, 2, 0);
     try {
       const [row] = await preparedRows(plain, 'pipelined-test-bytes', sqlText, [5, text], 1);
-      expect(Buffer.isBuffer(row![1]) && (row![1] as Buffer).equals(Buffer.from(text, 'utf8'))).toBe(true);
+      expect(Buffer.isBuffer(row![1]) && (row![1] as Buffer).toString('utf8')).toBe(text);
+      expect((await preparedRows(plain, 'pipelined-test-bytes-null', nulls, [1], 1))[0]).toEqual([1, null]);
     } finally {
       await plain.destroy();
     }

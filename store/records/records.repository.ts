@@ -1,5 +1,5 @@
 import { sql, type Expression, type SqlBool } from 'kysely';
-import { preparedRows, type Db } from '../db.js';
+import { base64Column, preparedRows, type Db } from '../db.js';
 import type { ClinicalRecord, Category } from '../../ingest/records/types.js';
 import type { Finding } from '../../ingest/quality/findings.js';
 
@@ -422,9 +422,9 @@ async function recordRows(db: Db, q: RecordQuery, bytes: boolean): Promise<{ row
   // Rows as arrays (see preparedRows), in the order of the select list.
   const rows = (await preparedRows(
     db,
-    `patient-records-${shape}`,
+    `patient-records-${shape}${bytes ? '-bytes' : ''}`,
     `select r.id, r.facility_id, r.patient_id, r.data_type, r.category, r.care_date::text as care_date, r.order_no, r.message_ts,
-       r.department, r.condition_flag, r.sha256, r.path, r.content::text as content_json
+       r.department, r.condition_flag, r.sha256, r.path, ${bytes ? base64Column('r.content::text') : 'r.content::text'} as content_json
      from record as r inner join record_index_state as s on s.facility_id = r.facility_id
      where ${where.join(' and ')}
      order by r.care_date desc nulls last, r.id desc limit ${limit}`,
