@@ -1,7 +1,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { IdentityRecord } from '../consent/match.js';
 import { verifyAuditChain } from '../viewer-api/audit/audit.service.js';
-import { enrol, get, lastAudit, startViewer, tokenFor, type TestUser, type ViewerHarness } from './viewer.support.js';
+import { get, lastAudit, signIn, startViewer, type TestUser, type ViewerHarness } from './viewer.support.js';
 
 /**
  * Administration over HTTP from the consent service: facilities and their participation, a
@@ -61,16 +61,18 @@ describe('identity links, consents and participation over HTTP (PostgreSQL)', ()
     ]);
     const run = await identity.runMatching();
     expect(run.queued).toBeGreaterThanOrEqual(2);
-    for (const [f, name, role] of [
-      ['FB', 'net', 'network_admin'],
-      ['FA', 'admin', 'facility_admin'],
-      ['FB', 'clerk', 'clerk'],
-      ['FB', 'doctor', 'physician'],
-      ['FB', 'carer', 'care_worker'],
-    ] as const) {
-      u[`${f}/${name}`] = await enrol(h, f, name, role);
-      tokens[`${f}/${name}`] = await tokenFor(h, u[`${f}/${name}`]!);
-    }
+    await signIn(
+      h,
+      [
+        ['FB', 'net', 'network_admin'],
+        ['FA', 'admin', 'facility_admin'],
+        ['FB', 'clerk', 'clerk'],
+        ['FB', 'doctor', 'physician'],
+        ['FB', 'carer', 'care_worker'],
+      ] as const,
+      u,
+      tokens,
+    );
   }, 240_000);
   afterAll(async () => h?.close());
 

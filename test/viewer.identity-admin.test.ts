@@ -6,7 +6,7 @@ import type { IdentityRecord } from '../consent/match.js';
 import { readStoredFile } from '../ingest/records/read.js';
 import { verifyAuditChain } from '../viewer-api/audit/audit.service.js';
 import { SAMPLES_ROOT } from './support/tmp.js';
-import { enrol, get, lastAudit, startViewer, tokenFor, type TestUser, type ViewerHarness } from './viewer.support.js';
+import { get, lastAudit, signIn, startViewer, type TestUser, type ViewerHarness } from './viewer.support.js';
 
 /**
  * Patient identity administration over HTTP: enrol, relink, merge, split, reject a pair, link
@@ -68,16 +68,18 @@ describe('patient identity administration over HTTP (PostgreSQL)', () => {
     await enrolled('FB', '2001', shared);
     onlyA = await enrolled('FA', '1002');
     onlyB = await enrolled('FB', '2002');
-    for (const [f, name, role] of [
-      ['FB', 'net', 'network_admin'],
-      ['FA', 'admin', 'facility_admin'],
-      ['FB', 'clerk', 'clerk'],
-      ['FB', 'doctor', 'physician'],
-      ['FA', 'doctor', 'physician'],
-    ] as const) {
-      u[`${f}/${name}`] = await enrol(h, f, name, role);
-      tokens[`${f}/${name}`] = await tokenFor(h, u[`${f}/${name}`]!);
-    }
+    await signIn(
+      h,
+      [
+        ['FB', 'net', 'network_admin'],
+        ['FA', 'admin', 'facility_admin'],
+        ['FB', 'clerk', 'clerk'],
+        ['FB', 'doctor', 'physician'],
+        ['FA', 'doctor', 'physician'],
+      ] as const,
+      u,
+      tokens,
+    );
   }, 240_000);
   afterAll(async () => h?.close());
 

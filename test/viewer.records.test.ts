@@ -7,7 +7,7 @@ import { facilityQualityReport } from '../ingest/quality/quality.report.js';
 import { verifyAuditChain } from '../viewer-api/audit/audit.service.js';
 import { SAMPLES_ROOT, tempDir } from './support/tmp.js';
 import { backupTree, scanTree } from './index.support.js';
-import { enrol, get, lastAudit, startViewer, tokenFor, type TestUser, type ViewerHarness } from './viewer.support.js';
+import { get, lastAudit, signIn, startViewer, type TestUser, type ViewerHarness } from './viewer.support.js';
 
 /**
  * One record by id over HTTP (detail, original message, document files), the quality report and
@@ -110,10 +110,7 @@ describe('records by id, documents, quality and name search over HTTP (PostgreSQ
       ['FB', 'netadmin', 'network_admin'],
       ['FB', 'auditor', 'auditor'],
     ];
-    for (const [f, name, role] of people) {
-      u[`${f}/${name}`] = await enrol(h, f, name, role);
-      tokens[`${f}/${name}`] = await tokenFor(h, u[`${f}/${name}`]!);
-    }
+    await signIn(h, people, u, tokens);
   }, 300_000);
   afterAll(async () => {
     await h?.close();

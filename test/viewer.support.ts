@@ -100,6 +100,22 @@ export async function tokenFor(h: ViewerHarness, u: TestUser): Promise<string> {
   return ((await res.json()) as { token: string }).token;
 }
 
+/**
+ * Enrols each (facility, username, role) and logs them in, filling `users` and `tokens` under
+ * "facility/username" (the keys the tests use to act as someone).
+ */
+export async function signIn(
+  h: ViewerHarness,
+  people: readonly (readonly [facilityId: string, username: string, role: string])[],
+  users: Record<string, TestUser>,
+  tokens: Record<string, string>,
+): Promise<void> {
+  for (const [f, name, role] of people) {
+    const user = (users[`${f}/${name}`] = await enrol(h, f, name, role));
+    tokens[`${f}/${name}`] = await tokenFor(h, user);
+  }
+}
+
 export function get(h: ViewerHarness, path: string, token?: string, headers: Record<string, string> = {}): Promise<Response> {
   return fetch(`${h.url}${path}`, { headers: { ...(token ? { authorization: `Bearer ${token}` } : {}), ...headers } });
 }
