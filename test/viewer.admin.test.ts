@@ -63,6 +63,68 @@ describe('administration of users and devices over HTTP (embedded)', () => {
     expect((await post(adminB, `/api/admin/devices/${other.deviceId}/revoke`)).status).toBe(409);
   });
 
+  it("lists a facility's users without secrets, and shows the role matrix to administrators only", async () => {
+    const res = await get(h, '/api/admin/users', tokens.get(adminA));
+    expect(res.status).toBe(200);
+    const text = await res.text();
+    const { users } = JSON.parse(text) as { users: Array<{ username: string; role: string; facilityId: string }> };
+    expect(users.map((u) => u.username)).toEqual(expect.arrayContaining(['admin', 'nurse']));
+    expect(users.every((u) => u.facilityId === 'FA')).toBe(true);
+    expect(text).not.toMatch(/password|totp|scrypt/i);
+    expect((await get(h, '/api/admin/users?facility=FB', tokens.get(adminA))).status).toBe(403);
+    expect((await get(h, '/api/admin/users?facility=FB', tokens.get(netAdmin))).status).toBe(200);
+    expect((await get(h, '/api/admin/users', tokens.get(nurseA))).status).toBe(403);
+    expect((await get(h, '/api/admin/users?facility=F%27%3B--', tokens.get(adminA))).status).toBe(400);
+    const roles = (await (await get(h, '/api/admin/roles', tokens.get(adminA))).json()) as { roles: Array<{ role: string; categories: string[]; actions: string[] }> };
+    expect(roles.roles).toHaveLength(9);
+    expect(roles.roles.find((r) => r.role === 'pharmacist')!.categories).toContain('prescriptions');
+    expect((await get(h, '/api/admin/roles', tokens.get(nurseA))).status).toBe(403);
+  });
+
+  it("changes a user's role with a reason, effective from their next request, and audits it", async () => {
+    const clerk = await enrol(h, 'FA', 'clerk2', 'clerk');
+    const clerkToken = await tokenFor(h, clerk);
+    const me = async () => ((await (await get(h, '/api/auth/me', clerkToken)).json()) as { user: { role: string } }).user.role;
+    expect(await me()).toBe('clerk');
+    const res = await post(adminA, '/api/admin/users/FA/clerk2/role', { role: 'nurse', reason: 'qualified as a nurse' });
+    expect(res.status).toBe(200);
+    expect(await res.json()).toEqual({ facilityId: 'FA', username: 'clerk2', from: 'clerk', to: 'nurse', changed: true });
+    // The same session, the next request: the new role.
+    expect(await me()).toBe('nurse');
+    const entry = await h.exchange.db.selectFrom('audit_event').selectAll().where('action', '=', 'admin.user.role').where('outcome', '=', 'success').orderBy('seq', 'desc').executeTakeFirstOrThrow();
+    expect(entry.reason).toBe('qualified as a nurse');
+    expect([entry.username, entry.facility_id, entry.role]).toEqual(['admin', 'FA', 'facility_admin']);
+    expect(JSON.parse(String(entry.detail))).toMatchObject({ from: 'clerk', to: 'nurse', changed: true });
+    // Asking for the role it has changes nothing, and says so.
+    expect(await (await post(adminA, '/api/admin/users/FA/clerk2/role', { role: 'nurse', reason: 'again' })).json()).toMatchObject({ changed: false });
+  });
+
+  it("refuses role changes that are not the caller's to make, and bad requests, clearly", async () => {
+    const audBefore = await h.exchange.db.selectFrom('audit_event').select(['seq']).where('action', '=', 'admin.user.role').where('outcome', '=', 'denied').execute();
+    const status = async (u: TestUser, path: string, body: unknown) => (await post(u, path, body)).status;
+    // One's own role, a network-wide role given or taken by a facility administrator, another facility.
+    expect(await status(adminA, '/api/admin/users/FA/admin/role', { role: 'physician', reason: 'x' })).toBe(403);
+    expect(await status(adminA, '/api/admin/users/FA/clerk2/role', { role: 'network_admin', reason: 'x' })).toBe(403);
+    expect(await status(netAdmin, '/api/admin/users/FA/clerk2/role', { role: 'auditor', reason: 'audits the ward' })).toBe(200);
+    expect(await status(adminA, '/api/admin/users/FA/clerk2/role', { role: 'nurse', reason: 'x' })).toBe(403);
+    expect(await status(adminA, '/api/admin/users/FB/admin/role', { role: 'nurse', reason: 'x' })).toBe(403);
+    expect(await status(nurseA, '/api/admin/users/FA/admin/role', { role: 'nurse', reason: 'x' })).toBe(403);
+    const audAfter = await h.exchange.db.selectFrom('audit_event').select(['seq', 'reason']).where('action', '=', 'admin.user.role').where('outcome', '=', 'denied').execute();
+    expect(audAfter.length - audBefore.length).toBe(3);
+    // Bad input: unknown role, no reason, extra fields, not JSON, unknown user, malformed facility.
+    expect(await status(netAdmin, '/api/admin/users/FA/clerk2/role', { role: 'surgeon', reason: 'x' })).toBe(400);
+    expect(await status(netAdmin, '/api/admin/users/FA/clerk2/role', { role: 'nurse' })).toBe(400);
+    expect(await status(netAdmin, '/api/admin/users/FA/clerk2/role', { role: 'nurse', reason: '   ' })).toBe(400);
+    expect(await status(netAdmin, '/api/admin/users/FA/clerk2/role', { role: 'nurse', reason: 'x', admin: true })).toBe(400);
+    const notJson = await fetch(`${h.url}/api/admin/users/FA/clerk2/role`, { method: 'POST', headers: { authorization: `Bearer ${tokens.get(netAdmin)}`, 'content-type': 'application/json' }, body: '{"role": nurse' });
+    expect(notJson.status).toBe(400);
+    expect(notJson.headers.get('content-type')).toMatch(/problem\+json/);
+    expect(await status(netAdmin, '/api/admin/users/FA/nobody/role', { role: 'nurse', reason: 'x' })).toBe(404);
+    expect(await status(netAdmin, '/api/admin/users/F%20A/clerk2/role', { role: 'nurse', reason: 'x' })).toBe(400);
+    // None of it changed the role.
+    expect((await get(h, '/api/admin/users', tokens.get(adminA)).then((r) => r.json()) as { users: Array<{ username: string; role: string }> }).users.find((u) => u.username === 'clerk2')!.role).toBe('auditor');
+  });
+
   it('disables a user: their session ends at once', async () => {
     const before = await get(h, '/api/auth/me', tokens.get(nurseA));
     expect(before.status).toBe(200);

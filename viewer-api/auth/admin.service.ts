@@ -55,6 +55,15 @@ export interface AdminService {
   revokeDevice(ctx: AdminContext, deviceId: string): Promise<void>;
   listDevices(facilityId: string): Promise<repo.DeviceRecord[]>;
   getDevice(deviceId: string): Promise<repo.DeviceRecord | undefined>;
+  listUsers(facilityId: string): Promise<repo.UserListing[]>;
+  /** The user's role now, or undefined for no such user. */
+  userRole(facilityId: string, username: string): Promise<string | undefined>;
+  /**
+   * Gives a user another role (audited with the reason). The role is read with the session on
+   * every request, so it holds from the user's next request on; their sessions stay. With
+   * `expected`, the role the caller's checks were made on: a role changed since is a conflict.
+   */
+  setUserRole(ctx: AdminContext, facilityId: string, username: string, role: string, reason: string, expected?: string): Promise<{ from: string; to: string; changed: boolean }>;
 }
 
 export interface AdminServiceDeps {
@@ -165,6 +174,30 @@ export function createAdminService(deps: AdminServiceDeps): AdminService {
       await trail(ctx, 'admin.device.revoke', { target: { deviceId, facilityId: d.facilityId } });
     },
 
+    async setUserRole(ctx, facilityId, username, role, reason, expected) {
+      if (!isRole(role)) throw badRequest(`unknown role "${role}"; roles: ${ROLES.join(', ')}`);
+      const why = reason.trim();
+      if (!why || why.length > 2000) throw badRequest('a reason is 1-2000 characters');
+      const u = await userOrThrow(facilityId, username);
+      const meanwhile = () => conflict(`the role of ${username} at ${facilityId} changed meanwhile: read it again`);
+      if (expected !== undefined && u.role !== expected) throw meanwhile();
+      const changed = u.role !== role;
+      if (changed && !(await repo.setUserRole(db, u.id, u.role, role))) throw meanwhile();
+      await audit.record({
+        action: 'admin.user.role',
+        outcome: 'success',
+        actor: ctx.actor,
+        address: ctx.address,
+        deviceId: ctx.deviceId ?? null,
+        endpoint: ctx.endpoint,
+        reason: why,
+        detail: { target: { userId: u.id, facilityId, username }, from: u.role, to: role, changed },
+      });
+      return { from: u.role, to: role, changed };
+    },
+
+    listUsers: (facilityId) => repo.listUsers(db, facilityId),
+    userRole: async (facilityId, username) => (await repo.findUser(db, facilityId, username))?.role,
     listDevices: (facilityId) => repo.listDevices(db, facilityId),
     getDevice: (deviceId) => repo.findDevice(db, deviceId),
   };

@@ -130,6 +130,43 @@ export async function acceptLogin(db: Q, userId: number, totpStep: number): Prom
   return Number(r.numUpdatedRows) === 1;
 }
 
+/** A user as administrators see it: never the password hash or the TOTP secret. */
+export interface UserListing {
+  userId: number;
+  facilityId: string;
+  username: string;
+  displayName: string;
+  role: string;
+  disabledAt: Date | null;
+  lockedUntil: Date | null;
+  createdAt: Date;
+}
+
+export async function listUsers(db: Q, facilityId: string): Promise<UserListing[]> {
+  const rows = await db
+    .selectFrom('viewer_user')
+    .select(['id', 'facility_id', 'username', 'display_name', 'role', 'disabled_at', 'locked_until', 'created_at'])
+    .where('facility_id', '=', facilityId)
+    .orderBy('username')
+    .execute();
+  return rows.map((r) => ({
+    userId: r.id,
+    facilityId: r.facility_id,
+    username: r.username,
+    displayName: r.display_name,
+    role: r.role,
+    disabledAt: r.disabled_at,
+    lockedUntil: r.locked_until,
+    createdAt: r.created_at,
+  }));
+}
+
+/** Sets a user's role if it is still `from` (a change made meanwhile is not overwritten); whether it was. */
+export async function setUserRole(db: Q, userId: number, from: string, to: string): Promise<boolean> {
+  const r = await db.updateTable('viewer_user').set({ role: to }).where('id', '=', userId).where('role', '=', from).executeTakeFirst();
+  return Number(r.numUpdatedRows) === 1;
+}
+
 export async function setUserDisabled(db: Q, userId: number, at: Date | null): Promise<void> {
   await db.updateTable('viewer_user').set({ disabled_at: at }).where('id', '=', userId).execute();
 }

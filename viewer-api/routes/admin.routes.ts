@@ -27,6 +27,8 @@ const NewUser = z
   })
   .strict();
 const NewDevice = z.object({ facilityId: FACILITY.optional(), label: z.string().min(1).max(200) }).strict();
+const RoleChange = z.object({ role: z.enum(ROLES), reason: z.string().trim().min(1).max(2000) }).strict();
+const iso = (d: Date | null) => d?.toISOString() ?? null;
 
 export function adminRouter(deps: { auth: AuthService; admin: AdminService; audit: AuditLog; roles: RolePolicy; hygiene: Middleware }): Router {
   const r = new Router({ prefix: '/api/admin' });
@@ -80,6 +82,51 @@ export function adminRouter(deps: { auth: AuthService; admin: AdminService; audi
       }
     });
   }
+
+  r.get('/users', async (ctx) => {
+    const q = parseQuery(ctx, z.object({ facility: FACILITY.optional() }).strict());
+    const facilityId = q.facility ?? principalOf(ctx).facilityId;
+    await authorise(ctx, 'user.manage', facilityId);
+    const list = await deps.admin.listUsers(facilityId);
+    ctx.body = { users: list.map((u) => ({ ...u, disabledAt: iso(u.disabledAt), lockedUntil: iso(u.lockedUntil), createdAt: iso(u.createdAt) })) };
+  });
+
+  r.post('/users/:facility/:username/role', async (ctx) => {
+    const facilityId = FACILITY.safeParse(ctx.params.facility);
+    if (!facilityId.success) throw badRequest('malformed facility id');
+    const p = await authorise(ctx, 'user.manage', facilityId.data);
+    const body = await readJson(ctx, RoleChange, 4096);
+    const username = ctx.params.username!;
+    const refuse = async (reason: string, message: string): Promise<never> => {
+      await deps.audit.record({
+        action: 'admin.user.role',
+        outcome: 'denied',
+        reason,
+        actor: p,
+        address: p.address,
+        deviceId: p.deviceId,
+        endpoint: `${ctx.method} ${ctx.path}`,
+        detail: { facilityId: facilityId.data, username, to: body.role },
+      });
+      throw forbidden(message);
+    };
+    // No one raises or lowers their own role: a second administrator does it, on the record.
+    if (facilityId.data === p.facilityId && username === p.username) await refuse('own role', 'You may not change your own role.');
+    const current = await deps.admin.userRole(facilityId.data, username);
+    if (current === undefined) throw notFound(`no user ${username} at facility ${facilityId.data}`);
+    // Network-wide roles are given and taken by a network administrator only.
+    if (p.role !== 'network_admin' && (NETWORK_ROLES.includes(body.role) || NETWORK_ROLES.includes(current as Role))) {
+      await refuse(`a network-wide role (${NETWORK_ROLES.includes(body.role) ? body.role : current}) is the network administrator's to give or take`, 'Only a network administrator may give or take this role.');
+    }
+    const change = await deps.admin.setUserRole(context(ctx, p), facilityId.data, username, body.role, body.reason, current);
+    ctx.body = { facilityId: facilityId.data, username, ...change };
+  });
+
+  /** The role matrix in force (the built-in one, or the configured override): which categories and actions each role has. */
+  r.get('/roles', async (ctx) => {
+    await authorise(ctx, 'user.manage', principalOf(ctx).facilityId);
+    ctx.body = { roles: ROLES.map((role) => ({ role, categories: deps.roles[role].categories, actions: deps.roles[role].actions })) };
+  });
 
   r.post('/devices', async (ctx) => {
     const body = await readJson(ctx, NewDevice, 4096);

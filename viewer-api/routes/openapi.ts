@@ -62,12 +62,21 @@ export function openApiDocument(clinical: boolean): Record<string, unknown> {
       get: { summary: 'Export audit entries as a FHIR R4 Bundle of AuditEvent (auditors)', responses: { '200': { description: 'FHIR Bundle' }, ...errors } },
     },
     '/api/admin/users': {
+      get: { summary: "A facility's users and their roles (never secrets)", parameters: [{ name: 'facility', in: 'query', schema: { type: 'string' } }], responses: { '200': json({ type: 'object' }), ...errors } },
       post: {
         summary: "Enrol a user (facility admin: own facility; network admin: any); answers the TOTP secret once",
         requestBody: json({ type: 'object', required: ['username', 'displayName', 'role', 'password'], properties: { facilityId: { type: 'string' }, username: { type: 'string' }, displayName: { type: 'string' }, role: { type: 'string', enum: [...ROLES] }, password: { type: 'string', minLength: 12 } } }),
         responses: { '201': json({ type: 'object' }), ...errors, '409': problem },
       },
     },
+    '/api/admin/users/{facility}/{username}/role': {
+      post: {
+        summary: "Give a user another role, with a reason (facility admin: own facility, not network-wide roles; never one's own); holds from the user's next request",
+        requestBody: json({ type: 'object', required: ['role', 'reason'], properties: { role: { type: 'string', enum: [...ROLES] }, reason: { type: 'string' } } }),
+        responses: { '200': json({ type: 'object', properties: { from: { type: 'string' }, to: { type: 'string' }, changed: { type: 'boolean' } } }), ...errors, '404': problem, '409': problem },
+      },
+    },
+    '/api/admin/roles': { get: { summary: 'The role matrix in force: categories and actions of each role', responses: { '200': json({ type: 'object' }), ...errors } } },
     '/api/admin/users/{facility}/{username}/disable': { post: { summary: 'Disable a user and end their sessions', responses: { '200': json({ type: 'object' }), ...errors, '404': problem } } },
     '/api/admin/users/{facility}/{username}/enable': { post: { summary: 'Enable a user', responses: { '200': json({ type: 'object' }), ...errors, '404': problem } } },
     '/api/admin/users/{facility}/{username}/revoke-sessions': { post: { summary: "End a user's sessions", responses: { '200': json({ type: 'object' }), ...errors, '404': problem } } },
