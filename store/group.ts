@@ -1,9 +1,10 @@
 /**
- * Group commit: calls made while a statement is in flight wait and go together in the next one.
- * With many requests in flight, one statement and one commit then serve many of them instead of
- * one each; alone, a call goes at once. Each call resolves only when its own statement has
- * completed (a caller answers only once its row is committed). `run` must be all-or-nothing
- * (one statement) and answer one output per input, in order.
+ * Group commit: calls made while a statement is in flight (with `concurrency` above 1, while that
+ * many are) wait and go together in the next one. With many requests in flight, one statement and
+ * one commit then serve many of them instead of one each; alone, a call goes at once. Each call
+ * resolves only when its own statement has completed (a caller answers only once its row is
+ * committed). `run` must be all-or-nothing (one statement) and answer one output per input, in
+ * order.
  *
  * When a group's statement fails, by default the group is run again one call at a time, so that
  * one bad call (a row the database refuses) fails alone: the AI flow's insert, claim and finish
@@ -13,11 +14,13 @@
  */
 export function grouped<I, O>(
   run: (items: I[]) => Promise<O[]>,
-  { maxGroup = 256, retryEach = true }: { maxGroup?: number; retryEach?: boolean } = {},
+  { maxGroup = 256, retryEach = true, concurrency = 1 }: { maxGroup?: number; retryEach?: boolean; concurrency?: number } = {},
 ): (item: I) => Promise<O> {
+  if (!Number.isInteger(concurrency) || concurrency < 1) throw new Error('a grouped statement needs a concurrency of at least 1');
   type Waiting = { item: I; resolve: (o: O) => void; reject: (e: unknown) => void };
   let queue: Waiting[] = [];
-  let draining = false;
+  /** Statements in flight. */
+  let running = 0;
 
   const runChecked = async (items: I[]): Promise<O[]> => {
     const out = await run(items);
@@ -25,29 +28,36 @@ export function grouped<I, O>(
     return out;
   };
 
-  async function drain(): Promise<void> {
-    draining = true;
+  async function runGroup(group: Waiting[]): Promise<void> {
     try {
-      while (queue.length) {
-        const group = queue.length <= maxGroup ? queue : queue.slice(0, maxGroup);
-        queue = queue.length <= maxGroup ? [] : queue.slice(maxGroup);
-        try {
-          const out = await runChecked(group.map((w) => w.item));
-          group.forEach((w, i) => w.resolve(out[i]!));
-        } catch (e) {
-          if (group.length === 1 || !retryEach) for (const w of group) w.reject(e);
-          else await Promise.all(group.map((w) => runChecked([w.item]).then((out) => w.resolve(out[0]!), w.reject)));
-        }
-      }
-    } finally {
-      draining = false;
+      const out = await runChecked(group.map((w) => w.item));
+      group.forEach((w, i) => w.resolve(out[i]!));
+    } catch (e) {
+      if (group.length === 1 || !retryEach) for (const w of group) w.reject(e);
+      else await Promise.all(group.map((w) => runChecked([w.item]).then((out) => w.resolve(out[0]!), w.reject)));
+    }
+  }
+
+  // Starts the waiting calls' statements while fewer than `concurrency` are in flight. With a
+  // concurrency above 1, a call need not wait for the statement in flight to end before its own
+  // starts (the AI flow's rows are independent of each other); the audit log's appends, chained
+  // one after the other, go one at a time.
+  function pump(): void {
+    while (running < concurrency && queue.length) {
+      const group = queue.length <= maxGroup ? queue : queue.slice(0, maxGroup);
+      queue = queue.length <= maxGroup ? [] : queue.slice(maxGroup);
+      running++;
+      void runGroup(group).finally(() => {
+        running--;
+        pump();
+      });
     }
   }
 
   return (item) =>
     new Promise<O>((resolve, reject) => {
       queue.push({ item, resolve, reject });
-      if (!draining) void drain();
+      pump();
     });
 }
 

@@ -88,6 +88,9 @@ interface SealedKey {
   sources: PermittedSource[];
 }
 
+/** Statements of one kind (insert, claim, finish, consent reads) in flight at once for the requests in flight. */
+const GROUPS_IN_FLIGHT = 2;
+
 const aadKey = (id: string) => `ai-request:${id}:key`;
 
 function viewOf(r: repo.AiRequestRow): AiRequestView {
@@ -131,7 +134,7 @@ export function createAiFlow(deps: AiFlowDeps): AiFlow {
   // flight are read together, one statement for many patients (store/group.ts): each read starts after
   // its request asked.
   const consent = deps.consent;
-  const decisionRows = grouped<{ regionalId: string; userId: string; at: number }, DecisionRows | undefined>((asks) => repo.decisionRowsMany(db, asks));
+  const decisionRows = grouped<{ regionalId: string; userId: string; at: number }, DecisionRows | undefined>((asks) => repo.decisionRowsMany(db, asks), { concurrency: GROUPS_IN_FLIGHT });
   const loadContext: DecisionContextLoader['load'] = consent
     ? async (regionalId, requester, at) => {
         const [rows, participation] = await Promise.all([decisionRows({ regionalId, userId: requester.userId, at }), consent.participation.get()]);
@@ -150,19 +153,22 @@ export function createAiFlow(deps: AiFlowDeps): AiFlow {
   const shift = deps.shiftDays ?? randomShiftDays;
   const preparer = deps.preparer ?? createInlinePreparer(deps.pseudonymKey, undefined, box);
   // The statements every request makes, grouped across the requests in flight (store/group.ts).
+  // Each request's rows are its own, so a group need not wait for the one in flight: a few go at
+  // once (of the flow's pool of connections), and a request waits for one statement, not two.
+  const inFlight = { concurrency: GROUPS_IN_FLIGHT };
   const insert = grouped<repo.NewAiRequest, void>(async (rs) => {
     await repo.insertRequests(db, rs);
     return rs.map(() => undefined);
-  });
+  }, inFlight);
   const claim = grouped<string, (repo.ClaimedRequest & { at: number }) | undefined>(async (ids) => {
     // One clock for the group: the decision is taken as of the claim.
     const at = clock();
     return (await repo.claimRequests(db, ids, at)).map((c) => c && { ...c, at });
-  });
+  }, inFlight);
   const finish = grouped<repo.RequestOutcome, void>(async (fs) => {
     await repo.finishRequests(db, fs);
     return fs.map(() => undefined);
-  });
+  }, inFlight);
 
   async function fetchRecords(patients: { facilityId: string; patientId: string }[], categories: IndexCategory[], limit: number): Promise<ClinicalRecord[]> {
     const out: ClinicalRecord[] = [];

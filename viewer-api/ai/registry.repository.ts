@@ -1,5 +1,5 @@
 import { sql, type Selectable } from 'kysely';
-import { preparedQuery, type Db } from '../../store/db.js';
+import { preparedRead, type Db } from '../../store/db.js';
 import type { Category } from '../../consent/categories.js';
 import type { Role } from '../roles/roles.js';
 import type { SecretBox } from '../auth/secret-box.js';
@@ -93,8 +93,9 @@ export async function updateService(db: Db, box: SecretBox, s: AiService): Promi
 }
 
 export async function findService(db: Db, box: SecretBox, id: string): Promise<AiService | undefined> {
-  // Every AI request reads its service twice (submit, send): a prepared statement.
-  const [r] = await preparedQuery<Selectable<AiServiceTable>>(db, 'ai-service-find', 'select * from ai_service where id = $1', [id]);
+  // Every AI request reads its service twice (submit, send): a prepared statement, over the
+  // pipelined connections (it only reads) rather than a round trip on a pooled one.
+  const [r] = await preparedRead<Selectable<AiServiceTable>>(db, 'ai-service-find', 'select * from ai_service where id = $1', [id]);
   return r && toService(r, box);
 }
 

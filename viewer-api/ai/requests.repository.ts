@@ -1,5 +1,5 @@
 import type { Selectable } from 'kysely';
-import { preparedQuery, type Db } from '../../store/db.js';
+import { preparedQuery, preparedRead, type Db } from '../../store/db.js';
 import { decisionRowsOf, decisionRowsSql, GRANT_WINDOW_MS, type DecisionRows } from '../../consent/consent.repository.js';
 import type { AiRequestTable } from './ai.tables.js';
 
@@ -180,7 +180,8 @@ const DECISION_MANY = `
     lateral (${decisionRowsSql({ regionalId: 'v.regional_id', userId: 'v.user_id', since: 't.since', at: 't.at' })}) d`;
 
 export async function decisionRowsMany(db: Db, asks: readonly { regionalId: string; userId: string; at: number }[]): Promise<(DecisionRows | undefined)[]> {
-  const rows = await preparedQuery<{ ctx_regional_id: string; ctx_user_id: string; survivor: string | null; links: unknown; consents: unknown; grants: unknown; disasters: unknown }>(
+  // Read only: over the pipelined connections, without waiting for a pooled one.
+  const rows = await preparedRead<{ ctx_regional_id: string; ctx_user_id: string; survivor: string | null; links: unknown; consents: unknown; grants: unknown; disasters: unknown }>(
     db,
     'ai-decision-rows-many',
     DECISION_MANY,
