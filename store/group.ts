@@ -1,7 +1,8 @@
 /**
  * Group commit: calls made while a statement is in flight (with `concurrency` above 1, while that
  * many are) wait and go together in the next one. With many requests in flight, one statement and
- * one commit then serve many of them instead of one each; alone, a call goes at once. Each call
+ * one commit then serve many of them instead of one each; alone, a call goes at once (with
+ * `atTurnEnd`, at the end of the event loop's turn, with the other calls of that turn). Each call
  * resolves only when its own statement has completed (a caller answers only once its row is
  * committed). `run` must be all-or-nothing (one statement) and answer one output per input, in
  * order.
@@ -14,13 +15,14 @@
  */
 export function grouped<I, O>(
   run: (items: I[]) => Promise<O[]>,
-  { maxGroup = 256, retryEach = true, concurrency = 1 }: { maxGroup?: number; retryEach?: boolean; concurrency?: number } = {},
+  { maxGroup = 256, retryEach = true, concurrency = 1, atTurnEnd = false }: { maxGroup?: number; retryEach?: boolean; concurrency?: number; atTurnEnd?: boolean } = {},
 ): (item: I) => Promise<O> {
   if (!Number.isInteger(concurrency) || concurrency < 1) throw new Error('a grouped statement needs a concurrency of at least 1');
   type Waiting = { item: I; resolve: (o: O) => void; reject: (e: unknown) => void };
   let queue: Waiting[] = [];
   /** Statements in flight. */
   let running = 0;
+  let scheduled = false;
 
   const runChecked = async (items: I[]): Promise<O[]> => {
     const out = await run(items);
@@ -57,7 +59,17 @@ export function grouped<I, O>(
   return (item) =>
     new Promise<O>((resolve, reject) => {
       queue.push({ item, resolve, reject });
-      pump();
+      if (!atTurnEnd) return pump();
+      // With `atTurnEnd`, a statement starts at the end of the event loop's turn rather than at
+      // the first call: the calls of one turn (the continuations of the requests a statement just
+      // answered) then go together, instead of the first alone and the others waiting for it.
+      if (!scheduled && running < concurrency) {
+        scheduled = true;
+        setImmediate(() => {
+          scheduled = false;
+          pump();
+        });
+      }
     });
 }
 

@@ -50,6 +50,24 @@ describe('grouped statements', () => {
     expect(await Promise.all(c)).toEqual([30, 40]);
   });
 
+  it('with atTurnEnd, sends the calls of one turn together', async () => {
+    const g = gate();
+    const call = grouped(g.run, { atTurnEnd: true });
+    const out = [1, 2, 3].map((i) => call(i));
+    expect(g.groups).toEqual([]);
+    await turn();
+    expect(g.groups).toEqual([[1, 2, 3]]);
+    const more = [call(4), call(5)];
+    await turn();
+    expect(g.groups).toEqual([[1, 2, 3]]);
+    g.release.shift()!();
+    expect(await Promise.all(out)).toEqual([10, 20, 30]);
+    await turn();
+    expect(g.groups).toEqual([[1, 2, 3], [4, 5]]);
+    g.release.shift()!();
+    expect(await Promise.all(more)).toEqual([40, 50]);
+  });
+
   it('refuses a concurrency below 1', () => {
     expect(() => grouped(async (xs: number[]) => xs, { concurrency: 0 })).toThrow(/concurrency/);
     expect(() => grouped(async (xs: number[]) => xs, { concurrency: 1.5 })).toThrow(/concurrency/);

@@ -134,7 +134,7 @@ export function createAiFlow(deps: AiFlowDeps): AiFlow {
   // flight are read together, one statement for many patients (store/group.ts): each read starts after
   // its request asked.
   const consent = deps.consent;
-  const decisionRows = grouped<{ regionalId: string; userId: string; at: number }, DecisionRows | undefined>((asks) => repo.decisionRowsMany(db, asks), { concurrency: GROUPS_IN_FLIGHT });
+  const decisionRows = grouped<{ regionalId: string; userId: string; at: number }, DecisionRows | undefined>((asks) => repo.decisionRowsMany(db, asks), { concurrency: GROUPS_IN_FLIGHT, atTurnEnd: true });
   const loadContext: DecisionContextLoader['load'] = consent
     ? async (regionalId, requester, at) => {
         const [rows, participation] = await Promise.all([decisionRows({ regionalId, userId: requester.userId, at }), consent.participation.get()]);
@@ -155,7 +155,8 @@ export function createAiFlow(deps: AiFlowDeps): AiFlow {
   // The statements every request makes, grouped across the requests in flight (store/group.ts).
   // Each request's rows are its own, so a group need not wait for the one in flight: a few go at
   // once (of the flow's pool of connections), and a request waits for one statement, not two.
-  const inFlight = { concurrency: GROUPS_IN_FLIGHT };
+  // A group starts at the end of the event loop's turn, with every call of that turn.
+  const inFlight = { concurrency: GROUPS_IN_FLIGHT, atTurnEnd: true };
   const insert = grouped<repo.NewAiRequest, void>(async (rs) => {
     await repo.insertRequests(db, rs);
     return rs.map(() => undefined);

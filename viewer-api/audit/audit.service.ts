@@ -56,7 +56,9 @@ export function createAuditLog(db: Db, clock: Clock): AuditLog {
       }
       return items.map(() => undefined);
     },
-    { maxGroup: MAX_BATCH, retryEach: false },
+    // The entries of one turn of the event loop go together (the requests a statement just
+    // answered record theirs in the same turn), not the first alone and the rest after it.
+    { maxGroup: MAX_BATCH, retryEach: false, atTurnEnd: true },
   );
 
   return {
