@@ -122,12 +122,6 @@ export function adminRouter(deps: { auth: AuthService; admin: AdminService; audi
     ctx.body = { facilityId: facilityId.data, username, ...change };
   });
 
-  /** The role matrix in force (the built-in one, or the configured override): which categories and actions each role has. */
-  r.get('/roles', async (ctx) => {
-    await authorise(ctx, 'user.manage', principalOf(ctx).facilityId);
-    ctx.body = { roles: ROLES.map((role) => ({ role, categories: deps.roles[role].categories, actions: deps.roles[role].actions })) };
-  });
-
   r.post('/devices', async (ctx) => {
     const body = await readJson(ctx, NewDevice, 4096);
     const facilityId = body.facilityId ?? principalOf(ctx).facilityId;

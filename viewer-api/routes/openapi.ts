@@ -76,7 +76,6 @@ export function openApiDocument(clinical: boolean): Record<string, unknown> {
         responses: { '200': json({ type: 'object', properties: { from: { type: 'string' }, to: { type: 'string' }, changed: { type: 'boolean' } } }), ...errors, '404': problem, '409': problem },
       },
     },
-    '/api/admin/roles': { get: { summary: 'The role matrix in force: categories and actions of each role', responses: { '200': json({ type: 'object' }), ...errors } } },
     '/api/admin/users/{facility}/{username}/disable': { post: { summary: 'Disable a user and end their sessions', responses: { '200': json({ type: 'object' }), ...errors, '404': problem } } },
     '/api/admin/users/{facility}/{username}/enable': { post: { summary: 'Enable a user', responses: { '200': json({ type: 'object' }), ...errors, '404': problem } } },
     '/api/admin/users/{facility}/{username}/revoke-sessions': { post: { summary: "End a user's sessions", responses: { '200': json({ type: 'object' }), ...errors, '404': problem } } },
