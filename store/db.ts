@@ -66,7 +66,7 @@ export async function preparedQuery<R>(db: Db, name: string, text: string, value
  */
 export async function preparedRead<R>(db: Db, name: string, text: string, values: readonly unknown[]): Promise<R[]> {
   const pipe = pipelines.get(db);
-  if (pipe) return (await pipe.query<R & pg.QueryResultRow>({ name, text, values: values as unknown[] })).rows;
+  if (pipe) return pipe.rows<R>({ name, text, values: values as unknown[] });
   return preparedQuery<R>(db, name, text, values);
 }
 
@@ -82,10 +82,16 @@ export async function preparedRead<R>(db: Db, name: string, text: string, values
  */
 export async function preparedRows(db: Db, name: string, text: string, values: readonly unknown[], bytesColumn?: number): Promise<unknown[][]> {
   const pipe = pipelines.get(db);
-  if (pipe) return pipe.rows(name, text, values as unknown[], bytesColumn);
+  if (pipe) return pipe.rows<unknown[]>({ name, text, values: values as unknown[], rowMode: 'array' } as pg.QueryConfig, bytesColumn);
   const rows = (await db.executeQuery<Record<string, unknown>>(CompiledQuery.raw(text, values as unknown[]))).rows.map((r) => Object.values(r));
-  if (bytesColumn !== undefined) for (const r of rows) if (typeof r[bytesColumn] === 'string') r[bytesColumn] = Buffer.from(r[bytesColumn], 'base64');
+  if (bytesColumn !== undefined) for (const r of rows) base64ToBytes(r, bytesColumn);
   return rows;
+}
+
+/** Turns a row's base64 column (see base64Column) into its bytes, in place; null stays null. */
+function base64ToBytes(row: unknown[], column: number): void {
+  const v = row[column];
+  if (typeof v === 'string') row[column] = Buffer.from(v, 'base64');
 }
 
 /** A text expression selected as base64 (PostgreSQL's, lines of 76 characters): for preparedRows' bytesColumn. */
@@ -128,12 +134,27 @@ class PipelinedConnections {
     this.#slots = new Array<PipelinedConnection | undefined>(size).fill(undefined);
   }
 
-  query<R extends pg.QueryResultRow>(config: pg.QueryConfig | pg.Query): Promise<pg.QueryResult<R>> {
-    if (this.#closed) {
-      const e = new Error('the database handle is closed');
-      if (config instanceof pg.Query) (config as unknown as { handleError(e: Error): void }).handleError(e);
-      return Promise.reject(e);
-    }
+  /**
+   * The rows of one statement, sent on the connection with the fewest in flight. With
+   * `bytesColumn` (rows as arrays), that base64 column is turned into its bytes as each row
+   * arrives: the driver decodes every field to a string, and a pipelined read often ends in the
+   * middle of an answer (its backend is still writing it), so the rows decoded so far wait for the
+   * rest until a later turn of the event loop. Large strings that wait like that outlive a scavenge
+   * and are promoted to V8's old space: a timeline page's contents on every request. As bytes, the
+   * strings die at once.
+   */
+  rows<R>(config: pg.QueryConfig, bytesColumn?: number): Promise<R[]> {
+    return new Promise((resolve, reject) => {
+      const query = new pg.Query(config, undefined, (err: Error | undefined, res: pg.QueryResult) => (err ? reject(err) : resolve(res.rows as R[])));
+      if (bytesColumn !== undefined) query.on('row', (row: unknown[]) => base64ToBytes(row, bytesColumn));
+      this.#send(query);
+    });
+  }
+
+  /** Writes a statement behind those in flight on its connection, held until the end of the turn. */
+  #send(query: pg.Query): void {
+    const q = query as unknown as { callback: (err: Error | undefined, res: unknown) => void; handleError(e: Error): void };
+    if (this.#closed) return q.handleError(new Error('the database handle is closed'));
     const c = this.#pick();
     c.inFlight++;
     if (!c.corked) {
@@ -146,46 +167,13 @@ class PipelinedConnections {
         stream.uncork();
       });
     }
-    const done = () => {
+    // The query answers through its callback, whether it succeeds or fails: count it out there.
+    const callback = q.callback;
+    q.callback = (err, res) => {
       c.inFlight--;
+      callback(err, res);
     };
-    if (config instanceof pg.Query) {
-      // A query object answers through its own callback; count it out when it ends either way.
-      const q = config as unknown as { callback: (err: Error | null, res: unknown) => void };
-      const callback = q.callback;
-      q.callback = (err, res) => {
-        done();
-        callback(err, res);
-      };
-      c.client.query(config);
-      return Promise.resolve(undefined as unknown as pg.QueryResult<R>);
-    }
-    const q = c.client.query<R>(config);
-    q.then(done, done);
-    return q;
-  }
-
-  /**
-   * Rows as arrays; the text of `bytesColumn` is turned into its UTF-8 bytes as each row arrives.
-   * The driver decodes every field to a string; a pipelined read often ends in the middle of an
-   * answer (its backend is still writing it), and the rows decoded so far then wait for the rest
-   * until a later turn of the event loop. Large strings that wait like that outlive a scavenge and
-   * are promoted to V8's old space: a timeline page's contents (about 44 KB of JSON, two bytes a
-   * character once any Japanese is in it) on every request. As bytes, the strings die at once.
-   */
-  rows(name: string, text: string, values: unknown[], bytesColumn: number | undefined): Promise<unknown[][]> {
-    return new Promise((resolve, reject) => {
-      const query = new pg.Query({ name, text, values, rowMode: 'array' } as pg.QueryConfig, undefined, (err: Error | undefined, res: pg.QueryResult<unknown[]>) =>
-        err ? reject(err) : resolve(res.rows),
-      );
-      if (bytesColumn !== undefined) {
-        query.on('row', (row: unknown[]) => {
-          const v = row[bytesColumn];
-          if (typeof v === 'string') row[bytesColumn] = Buffer.from(v, 'base64');
-        });
-      }
-      this.query(query).catch(() => {});
-    });
+    c.client.query(query);
   }
 
   /** The connection with the fewest statements in flight (the first of equals), opened if needed. */

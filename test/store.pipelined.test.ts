@@ -103,6 +103,6 @@ describe('pipelined reads on PostgreSQL', () => {
     await other.destroy();
     await new Promise((r) => setTimeout(r, 200));
     expect((await backends()).length).toBeLessThan(before);
-    await expect(preparedRead(other, 'pipelined-test-one', 'select 1 as one', [])).rejects.toThrow();
+    await expect(preparedRead(other, 'pipelined-test-one', 'select 1 as one', [])).rejects.toThrow(/the database handle is closed/);
   });
 });
