@@ -46,6 +46,9 @@ export interface AuditRecord {
  * white space, ECMAScript number and string serialisation. Undefined members are left out;
  * non-finite numbers are refused (JSON cannot carry them).
  */
+/** The order of canonical JSON's keys: by UTF-16 code units. */
+export const byCodeUnits = (a: string, b: string) => (a < b ? -1 : a > b ? 1 : 0);
+
 export function canonicalJson(value: unknown): string {
   if (value === null) return 'null';
   switch (typeof value) {
@@ -60,7 +63,7 @@ export function canonicalJson(value: unknown): string {
       if (value instanceof Date) return JSON.stringify(value.toISOString());
       const entries = Object.entries(value as Record<string, unknown>)
         .filter(([, v]) => v !== undefined)
-        .sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0));
+        .sort(([a], [b]) => byCodeUnits(a, b));
       return `{${entries.map(([k, v]) => `${JSON.stringify(k)}:${canonicalJson(v)}`).join(',')}}`;
     }
     default:
@@ -69,7 +72,6 @@ export function canonicalJson(value: unknown): string {
 }
 
 // The members of an entry as hashed (all but prevHash and hash), in canonical order.
-const byCodeUnits = (a: string, b: string) => (a < b ? -1 : a > b ? 1 : 0);
 const HASHED_KEYS: readonly (keyof AuditRecord)[] = (
   ['seq', 'at', 'action', 'outcome', 'reason', 'userId', 'username', 'facilityId', 'role', 'address', 'deviceId', 'endpoint', 'patient', 'purpose', 'breakGlassReason', 'detail'] as const
 ).slice().sort(byCodeUnits);

@@ -1,4 +1,4 @@
-import { canonicalJson, entryHash, type AuditOutcome, type AuditRecord } from './audit.chain.js';
+import { byCodeUnits, canonicalJson, entryHash, type AuditOutcome, type AuditRecord } from './audit.chain.js';
 
 /** Who did something: a signed-in user, or (for the command line) an operator of the machine. */
 export interface AuditActor {
@@ -58,7 +58,7 @@ export function cleanCanonicalJson(v: unknown): string {
     const entries = Object.entries(v);
     for (const [k] of entries) if (k.length > MAX_TEXT || k.includes('\u0000')) return canonicalJson(cleanDeep(v));
     let out = '';
-    for (const [k, x] of entries.sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0))) {
+    for (const [k, x] of entries.sort(([a], [b]) => byCodeUnits(a, b))) {
       if (x === undefined) continue;
       out += `${out ? ',' : ''}${JSON.stringify(k)}:${cleanCanonicalJson(x)}`;
     }
