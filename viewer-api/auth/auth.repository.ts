@@ -254,15 +254,18 @@ export async function insertSession(
     .execute();
 }
 
-/** The session check of every request, the token hash given as `$1`. */
-export const SESSION_SQL = `
+/** The session check's statement, for the sessions whose token hash meets `match`. */
+const sessionSql = (match: string) => `
   select s.id, s.token_hash, s.user_id, s.device_id, s.created_at, s.last_seen_at, s.expires_at, s.revoked_at,
          u.username, u.display_name, u.facility_id as user_facility, u.role, u.disabled_at,
          d.facility_id as device_facility, d.revoked_at as device_revoked_at, d.credential_hash
   from viewer_session s
   join viewer_user u on u.id = s.user_id
   join viewer_device d on d.id = s.device_id
-  where s.token_hash = $1`;
+  where s.token_hash ${match}`;
+
+/** The session check of every request, the token hash given as `$1`. */
+export const SESSION_SQL = sessionSql('= $1');
 
 /** A row of SESSION_SQL (every column null: no session). */
 export interface SessionRow {
@@ -293,7 +296,7 @@ export async function findSession(db: Q, tokenHash: string): Promise<SessionReco
 }
 
 /** SESSION_SQL for several token hashes at once (`$1`, a text array). */
-const SESSIONS_SQL = SESSION_SQL.replace('where s.token_hash = $1', 'where s.token_hash = any($1::text[])');
+const SESSIONS_SQL = sessionSql('= any($1::text[])');
 
 /**
  * The sessions of several token hashes in one statement, one answer per hash in order (undefined:
