@@ -36,6 +36,9 @@ export function adminRouter(deps: { auth: AuthService; admin: AdminService; audi
   r.use(requireSession(deps.auth));
 
   const context = (ctx: Context, p: Principal): AdminContext => ({ actor: p, address: p.address, deviceId: p.deviceId, endpoint: `${ctx.method} ${ctx.path}` });
+  /** Records a refusal: who asked, from where, for what, and why not. */
+  const denied = (ctx: Context, p: Principal, action: string, reason: string, detail?: Record<string, unknown>) =>
+    deps.audit.record({ ...context(ctx, p), action, outcome: 'denied', reason, detail });
 
   /** Checks the action and the facility; a refusal is audited and says only that it is refused. */
   async function authorise(ctx: Context, action: Action, facilityId: string): Promise<Principal> {
@@ -43,16 +46,8 @@ export function adminRouter(deps: { auth: AuthService; admin: AdminService; audi
     const own = facilityId === p.facilityId;
     const ok = roleMay(deps.roles, p.role, action) && (own || p.role === 'network_admin');
     if (!ok) {
-      await deps.audit.record({
-        action: `admin.${action}`,
-        outcome: 'denied',
-        reason: roleMay(deps.roles, p.role, action) ? `facility ${facilityId} is not the administrator's` : `role ${p.role} may not ${action}`,
-        actor: p,
-        address: p.address,
-        deviceId: p.deviceId,
-        endpoint: `${ctx.method} ${ctx.path}`,
-        detail: { facilityId },
-      });
+      const why = roleMay(deps.roles, p.role, action) ? `facility ${facilityId} is not the administrator's` : `role ${p.role} may not ${action}`;
+      await denied(ctx, p, `admin.${action}`, why, { facilityId });
       throw forbidden('You may not administer this.');
     }
     return p;
@@ -98,16 +93,7 @@ export function adminRouter(deps: { auth: AuthService; admin: AdminService; audi
     const body = await readJson(ctx, RoleChange, 4096);
     const username = ctx.params.username!;
     const refuse = async (reason: string, message: string): Promise<never> => {
-      await deps.audit.record({
-        action: 'admin.user.role',
-        outcome: 'denied',
-        reason,
-        actor: p,
-        address: p.address,
-        deviceId: p.deviceId,
-        endpoint: `${ctx.method} ${ctx.path}`,
-        detail: { facilityId: facilityId.data, username, to: body.role },
-      });
+      await denied(ctx, p, 'admin.user.role', reason, { facilityId: facilityId.data, username, to: body.role });
       throw forbidden(message);
     };
     // No one raises or lowers their own role: a second administrator does it, on the record.
@@ -135,7 +121,7 @@ export function adminRouter(deps: { auth: AuthService; admin: AdminService; audi
     const facilityId = q.facility ?? principalOf(ctx).facilityId;
     await authorise(ctx, 'device.manage', facilityId);
     const list = await deps.admin.listDevices(facilityId);
-    ctx.body = { devices: list.map((d) => ({ ...d, createdAt: d.createdAt.toISOString(), revokedAt: d.revokedAt?.toISOString() ?? null })) };
+    ctx.body = { devices: list.map((d) => ({ ...d, createdAt: iso(d.createdAt), revokedAt: iso(d.revokedAt) })) };
   });
 
   r.post('/devices/:id/revoke', async (ctx) => {
@@ -146,17 +132,7 @@ export function adminRouter(deps: { auth: AuthService; admin: AdminService; audi
     if (!roleMay(deps.roles, p.role, 'device.manage')) await authorise(ctx, 'device.manage', p.facilityId);
     // Another facility's device answers exactly like a missing one: no probing of other facilities.
     if (!device || (device.facilityId !== p.facilityId && p.role !== 'network_admin')) {
-      if (device) {
-        await deps.audit.record({
-          action: 'admin.device.manage',
-          outcome: 'denied',
-          reason: `device ${id} belongs to facility ${device.facilityId}`,
-          actor: p,
-          address: p.address,
-          deviceId: p.deviceId,
-          endpoint: `${ctx.method} ${ctx.path}`,
-        });
-      }
+      if (device) await denied(ctx, p, 'admin.device.manage', `device ${id} belongs to facility ${device.facilityId}`);
       throw notFound(`no device ${id}`);
     }
     await deps.admin.revokeDevice(context(ctx, p), id);
