@@ -3,7 +3,6 @@ import { badRequest, conflict, notFound } from '../store/errors.js';
 import {
   band,
   DEFAULT_MATCH_CONFIG,
-  findCandidates,
   localKey,
   nameKeys,
   normaliseRecord,
@@ -16,6 +15,7 @@ import {
   type MatchConfig,
 } from './match.js';
 import * as repo from './identity.repository.js';
+import { inlineSearch, type CandidateSearch, type SearchProgress } from './match-search.js';
 import type { AuditEntry, Conn, LinkEvent, MatchRow } from './identity.repository.js';
 import type { Link, LocalKey, RegionalPatient } from './model.js';
 
@@ -48,6 +48,15 @@ export interface MatchRunSummary {
   autoLinked: number;
   queued: number;
   skipped: number;
+}
+
+/** What a run of the matcher is doing: read, searched, applied so far. */
+export interface MatchProgress {
+  phase: 'reading' | 'searching' | 'applying';
+  localPatients: number;
+  search?: SearchProgress;
+  candidates?: number;
+  applied?: number;
 }
 
 export interface ObserveResult {
@@ -484,20 +493,43 @@ export function createIdentityService(deps: IdentityServiceDeps) {
       return n;
     },
 
-    /** Matches every local patient against every other (blocking keeps it near-linear). */
-    async runMatching(): Promise<MatchRunSummary> {
-      const records: IdentityRecord[] = [];
-      let after: LocalKey | null = null;
-      for (;;) {
-        const page = await repo.pageLocalPatients(db, after, 5000);
-        records.push(...page);
-        if (page.length < 5000) break;
-        after = page[page.length - 1];
+    /**
+     * Matches every local patient against every other (blocking keeps it near-linear). The
+     * candidate search runs where `search` puts it (inline by default: the command line; the
+     * exchange's job gives a worker thread); the plan is applied in slices of 500 pairs, one
+     * transaction each. `progress` hears of each step (awaited: a slow listener slows the run).
+     */
+    async runMatching(opts: { search?: CandidateSearch; progress?: (p: MatchProgress) => Promise<void> } = {}): Promise<MatchRunSummary> {
+      const search = opts.search ?? inlineSearch;
+      const progress = opts.progress ?? (async () => {});
+      let localPatients = 0;
+      async function* pages(): AsyncGenerator<IdentityRecord[]> {
+        let after: LocalKey | null = null;
+        for (;;) {
+          const page = await repo.pageLocalPatients(db, after, 5000);
+          localPatients += page.length;
+          await progress({ phase: 'reading', localPatients });
+          if (page.length) yield page;
+          if (page.length < 5000) break;
+          after = page[page.length - 1];
+        }
+        await progress({ phase: 'searching', localPatients });
       }
-      const { candidates } = findCandidates(records, config);
+      // Search progress arrives as events; each is written before the next one is heard of.
+      let searching = Promise.resolve();
+      const candidates = await search(
+        pages(),
+        config,
+        opts.progress &&
+          ((s) => {
+            searching = searching.then(() => progress({ phase: 'searching', localPatients, search: s })).catch(() => undefined);
+          }),
+      );
+      await searching;
       let autoLinked = 0;
       let queued = 0;
       let skipped = 0;
+      await progress({ phase: 'applying', localPatients, candidates: candidates.length, applied: 0 });
       // In slices, so one transaction does not hold the whole region.
       for (let i = 0; i < candidates.length; i += 500) {
         const slice = candidates.slice(i, i + 500);
@@ -505,8 +537,9 @@ export function createIdentityService(deps: IdentityServiceDeps) {
         autoLinked += r.autoLinked.length;
         queued += r.queued.length;
         skipped += r.skipped;
+        await progress({ phase: 'applying', localPatients, candidates: candidates.length, applied: i + slice.length });
       }
-      return { localPatients: records.length, candidates: candidates.length, autoLinked, queued, skipped };
+      return { localPatients, candidates: candidates.length, autoLinked, queued, skipped };
     },
 
     /** Everything that happened to a patient's identity. */

@@ -349,6 +349,8 @@ export function comparePairs(
   records: readonly NormalisedRecord[],
   floor: number,
   visit: (i: number, j: number, s: PairScore) => void,
+  /** Called after each block of two or more records (blocks done, blocks of two or more). */
+  onBlock?: (done: number, total: number) => void,
 ): BlockStats {
   const recordKeys: string[][] = new Array(records.length);
   const blocks = new Map<string, number[]>();
@@ -366,9 +368,13 @@ export function comparePairs(
   let oversizedBlocks = 0;
   const usable = (k: string) => (blocks.get(k) as number[]).length <= MAX_BLOCK;
   const keys = [...blocks.keys()].sort();
+  let searchable = 0;
+  if (onBlock) for (const list of blocks.values()) if (list.length >= 2) searchable++;
+  let done = 0;
   for (const k of keys) {
     const list = blocks.get(k) as number[];
     if (list.length < 2) continue;
+    if (onBlock) onBlock(++done, searchable);
     if (list.length > MAX_BLOCK) {
       oversizedBlocks++;
       continue;
@@ -398,7 +404,12 @@ export function comparePairs(
 }
 
 /** Candidates of a whole population (review band and above), sorted by score then keys. */
-export function findCandidates(records: readonly IdentityRecord[], config: MatchConfig = DEFAULT_MATCH_CONFIG): { candidates: Candidate[]; stats: BlockStats } {
+export function findCandidates(
+  records: readonly IdentityRecord[],
+  config: MatchConfig = DEFAULT_MATCH_CONFIG,
+  /** Progress of the search: blocks started of all, candidates so far. */
+  onBlock?: (done: number, total: number, candidates: number) => void,
+): { candidates: Candidate[]; stats: BlockStats } {
   validateMatchConfig(config);
   const norm = records.map(normaliseRecord);
   // Sort so the output does not depend on the input order.
@@ -408,7 +419,7 @@ export function findCandidates(records: readonly IdentityRecord[], config: Match
     const b = band(s.score, config);
     if (b === 'none') return;
     candidates.push({ a: strip(norm[i]), b: strip(norm[j]), score: s.score, band: b, reasons: s.reasons });
-  });
+  }, onBlock && ((done, total) => onBlock(done, total, candidates.length)));
   candidates.sort((p, q) => q.score - p.score || cmp(pairKey(p.a, p.b), pairKey(q.a, q.b)));
   return { candidates, stats };
 }
