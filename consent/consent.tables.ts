@@ -144,6 +144,32 @@ export interface DisasterDeclarationTable {
   ended_by: string | null;
 }
 
+/** A run of the matcher over the region (migration 0015): status, progress and its summary. */
+export interface IdentityMatchRunTable {
+  id: string;
+  status: 'queued' | 'running' | 'done' | 'failed';
+  reason: string | null;
+  user_id: number | null;
+  username: string;
+  user_facility_id: string | null;
+  role: string;
+  phase: 'reading' | 'searching' | 'applying' | null;
+  local_patients: Generated<number>;
+  blocks_searched: number | null;
+  blocks: number | null;
+  candidates: number | null;
+  applied: Generated<number>;
+  auto_linked: number | null;
+  queued: number | null;
+  skipped: number | null;
+  error: string | null;
+  attempts: Generated<number>;
+  created_at: Instant;
+  started_at: Instant | null;
+  updated_at: Instant;
+  finished_at: Instant | null;
+}
+
 export interface ConsentTables {
   regional_patient: RegionalPatientTable;
   identity_local_patient: IdentityLocalPatientTable;
@@ -155,4 +181,5 @@ export interface ConsentTables {
   facility_participation: FacilityParticipationTable;
   break_glass_grant: BreakGlassGrantTable;
   disaster_declaration: DisasterDeclarationTable;
+  identity_match_run: IdentityMatchRunTable;
 }

@@ -5,7 +5,7 @@ import { unindexedSnapshots } from '../store/records/records.repository.js';
 import { BullmqRunner } from './bullmq.js';
 import { InProcessRunner } from './in-process.js';
 import { indexSnapshot, type IndexOptions, type IndexResult, type SnapshotSource } from './index-snapshot.js';
-import type { JobRunner, Processors, RetryPolicy } from './runner.js';
+import { PermanentJobError, type JobContext, type JobRunner, type Processors, type RetryPolicy } from './runner.js';
 import { runRestoreRequest, type RestoreJobDeps } from './restore-job.js';
 import { runRestoreDrill, runVerifyDrill, type DrillDeps } from './drill.js';
 
@@ -34,6 +34,8 @@ export interface Jobs {
   enqueueIndexing(snapshotId: string): Promise<void>;
   /** Queues the preparation of a restore request (1 = first: a declared disaster). */
   enqueueRestore(requestId: string, priority: number): Promise<void>;
+  /** Queues a run of the identity matcher (idempotent per run). */
+  enqueueMatchRun(runId: string): Promise<void>;
   /** Starts executing jobs here and queues every snapshot not yet indexed; returns that count. */
   start(): Promise<number>;
   /** Queues every snapshot whose indexing has not finished. */
@@ -66,6 +68,8 @@ export function createJobs(
      * published, so that a failure here is retried too); must be idempotent.
      */
     afterIndexed?: (r: IndexResult) => Promise<void>;
+    /** Runs of the identity matcher: the job, and the runs a start must queue again. */
+    matchRuns?: { execute(runId: string, ctx: JobContext): Promise<unknown>; pending(): Promise<string[]> };
   },
   opts: JobsOptions = {},
 ): Jobs {
@@ -98,19 +102,31 @@ export function createJobs(
       return { drill: r.id, outcome: r.outcome };
     };
   }
+  const matchRuns = deps.matchRuns;
+  if (matchRuns) {
+    processors['identity-match'] = (payload, ctx) => {
+      if (!payload || typeof payload.runId !== 'string') throw new PermanentJobError('identity-match needs a runId');
+      return matchRuns.execute(payload.runId, ctx);
+    };
+  }
   const runner: JobRunner = deps.config.redisUrl
     ? new BullmqRunner(processors, log, { redisUrl: deps.config.redisUrl, prefix: opts.queuePrefix, retry: opts.retry })
     : new InProcessRunner(processors, log, opts.retry);
   const enqueueIndexing = (snapshotId: string) => runner.enqueue('index-snapshot', { snapshotId }, { jobId: `index-${snapshotId}` });
+  const enqueueMatchRun = (runId: string) => runner.enqueue('identity-match', { runId }, { jobId: `match-${runId}` });
   const catchUp = async () => {
     const ids = await unindexedSnapshots(deps.db);
     for (const id of ids) await enqueueIndexing(id);
+    // A run whose job was lost with its process (the in-process runner's queue) is queued again;
+    // its job claims it only if it is still queued, or silent long enough to be abandoned.
+    if (matchRuns) for (const id of await matchRuns.pending()) await enqueueMatchRun(id);
     return ids.length;
   };
   return {
     runner,
     enqueueIndexing,
     enqueueRestore: (requestId, priority) => runner.enqueue('restore', { requestId }, { jobId: `restore-${requestId}`, priority }),
+    enqueueMatchRun,
     catchUp,
     async start() {
       await runner.startWorkers();

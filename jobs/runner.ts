@@ -14,9 +14,11 @@ export interface JobPayloads {
   'restore-drill': Record<string, never>;
   /** A sampled verification of the store: the share of packs read back. */
   'verify-sample': { subset: number };
+  /** A run of the identity matcher over the region (consent/match-runs.ts). */
+  'identity-match': { runId: string };
 }
 export type JobName = keyof JobPayloads;
-export const JOB_NAMES: readonly JobName[] = ['index-snapshot', 'restore', 'restore-drill', 'verify-sample'];
+export const JOB_NAMES: readonly JobName[] = ['index-snapshot', 'restore', 'restore-drill', 'verify-sample', 'identity-match'];
 
 export interface JobContext {
   /** 1 for the first attempt. */

@@ -379,14 +379,39 @@ describe('patient identity administration over HTTP (PostgreSQL)', () => {
     }
     expect((await post('FB/net', '/api/admin/links/match', { reason: 'x', autoLinkAt: 1 })).status).toBe(400);
     expect((await post('FB/net', '/api/admin/links/match', 'go', 'text/plain')).status).toBe(400);
+    // The run is a job: 202 with the run queued, then polled until it is done.
     const run = await post('FB/net', '/api/admin/links/match', { reason: 'FB loaded its patients' });
-    expect(run.status).toBe(200);
-    const s = (await run.json()) as { localPatients: number; candidates: number; autoLinked: number; queued: number; skipped: number };
+    expect(run.status).toBe(202);
+    const asked = (await run.json()) as { id: string; status: string; reason: string; requestedBy: Record<string, unknown>; requestedAt: string };
+    expect(asked).toMatchObject({ status: 'queued', reason: 'FB loaded its patients', requestedBy: { username: 'net', facilityId: 'FB', role: 'network_admin' } });
+    expect(asked.id).toMatch(/^MR-[0-9A-F]{16}$/);
+    expect(run.headers.get('location')).toBe(`/api/admin/links/match/${asked.id}`);
+    expect(await newest()).toMatchObject({ action: 'admin.link.match', outcome: 'success', reason: 'FB loaded its patients', role: 'network_admin' });
+    expect((await newest()).detail).toMatchObject({ runId: asked.id, status: 'queued' });
+    let done: { status: string; summary: { localPatients: number; candidates: number; autoLinked: number; queued: number; skipped: number } | null; progress: Record<string, unknown>; error: string | null };
+    for (const until = Date.now() + 60_000; ; ) {
+      const r = await as('FB/net', `/api/admin/links/match/${asked.id}`);
+      expect(r.status).toBe(200);
+      done = (await r.json()) as typeof done;
+      if (done.status === 'done' || done.status === 'failed' || Date.now() > until) break;
+      await new Promise((resolve) => setTimeout(resolve, 50));
+    }
+    expect([done.status, done.error]).toEqual(['done', null]);
+    const s = done.summary!;
     expect(s.localPatients).toBe(4);
     expect(s.queued).toBeGreaterThanOrEqual(5);
     expect(s.skipped).toBe(1);
-    expect(await newest()).toMatchObject({ action: 'admin.link.match', outcome: 'success', reason: 'FB loaded its patients', role: 'network_admin' });
-    expect((await newest()).detail).toMatchObject({ localPatients: 4, queued: s.queued });
+    expect(done.progress).toMatchObject({ phase: null, localPatients: 4, candidates: s.candidates, applied: s.candidates, toApply: s.candidates });
+    // The outcome is audited by the job, as the administrator who asked.
+    const finish = await h.exchange.db.selectFrom('audit_event').selectAll().where('action', '=', 'identity.match.finish').orderBy('seq', 'desc').limit(1).executeTakeFirstOrThrow();
+    expect(finish).toMatchObject({ outcome: 'success', user_id: u['FB/net']!.userId, role: 'network_admin', endpoint: 'job identity-match' });
+    expect(JSON.parse(finish.detail)).toMatchObject({ runId: asked.id, localPatients: 4, queued: s.queued, skipped: 1 });
+    // Other roles may not look at runs either.
+    expect((await as('FA/admin', `/api/admin/links/match/${asked.id}`)).status).toBe(403);
+    expect(await newest()).toMatchObject({ action: 'admin.link.match.read', outcome: 'denied' });
+    expect((await as('FB/clerk', '/api/admin/links/match')).status).toBe(403);
+    const list = (await (await as('FB/net', '/api/admin/links/match')).json()) as { runs: Array<{ id: string; status: string }> };
+    expect(list.runs[0]).toMatchObject({ id: asked.id, status: 'done' });
     const queue = (await (await as('FB/net', '/api/admin/links/review?limit=500')).json()) as { matches: Array<{ a: { localId: string }; b: { localId: string } }> };
     const pairs = queue.matches.map((m) => [m.a.localId, m.b.localId].sort().join('~'));
     expect(pairs).toContain('5001~5002');

@@ -394,6 +394,8 @@ describe('records by id, documents, quality and name search over HTTP (PostgreSQ
       ['/api/admin/links/relink', 'post'],
       ['/api/admin/links/reject-pair', 'post'],
       ['/api/admin/links/match', 'post'],
+      ['/api/admin/links/match', 'get'],
+      ['/api/admin/links/match/{run}', 'get'],
       ['/api/admin/links/history', 'get'],
       ['/api/admin/patients/{id}/links/history', 'get'],
       ['/api/admin/patients/{id}/merge', 'post'],

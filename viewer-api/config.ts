@@ -35,6 +35,11 @@ export interface Config {
   retention: RetentionSettings;
   /** Scheduled restore drills and sampled verification of the store. */
   drills: DrillSettings;
+  /**
+   * Heap limit (MB) of the matcher's worker thread (HAKOBUNE_MATCH_HEAP_MB): a region too big
+   * for it fails the run with a clear message instead of growing the process. Unset: Node's default.
+   */
+  matchHeapMb?: number;
 }
 
 export interface RetentionSettings {
@@ -118,6 +123,7 @@ const EnvSchema = z.object({
   DATABASE_POOL_SIZE: z.coerce.number().int().min(1).max(1000).optional(),
   REDIS_URL: urlOf(['redis:', 'rediss:']).optional(),
   HAKOBUNE_RESTORE_ROOT: z.string().min(1).optional(),
+  HAKOBUNE_MATCH_HEAP_MB: z.coerce.number().int().min(16).max(1024 * 1024).optional(),
   HOST: z.string().trim().min(1).default('127.0.0.1'),
   PORT: z.coerce.number().int().min(0).max(65535).default(8080),
   LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
@@ -227,6 +233,7 @@ export function readConfig(env: NodeJS.ProcessEnv = process.env): Config {
       : undefined,
     masterKeys: e.HAKOBUNE_MASTER_KEYS,
     restoreRoot: e.HAKOBUNE_RESTORE_ROOT ? path.resolve(e.HAKOBUNE_RESTORE_ROOT) : undefined,
+    matchHeapMb: e.HAKOBUNE_MATCH_HEAP_MB,
     retention: {
       policy: e.HAKOBUNE_RETENTION,
       lockDays: e.HAKOBUNE_DELETE_LOCK_DAYS,

@@ -23,6 +23,8 @@ import { findFacility } from '../store/backup/backup.repository.js';
 import { backupSource, createJobs, type Jobs, type JobsOptions } from '../jobs/jobs.js';
 import { findRun } from '../store/records/records.repository.js';
 import { feedDemographics } from '../consent/identity-feed.js';
+import { createMatchRuns, type MatchRuns } from '../consent/match-runs.js';
+import { workerSearch } from '../consent/match-search.js';
 import { createAiModule, type AiModule } from './ai/ai.module.js';
 import { restoreRouter } from './routes/restore.routes.js';
 import { retentionRouter } from './routes/retention.routes.js';
@@ -50,6 +52,8 @@ export interface Exchange {
   readonly consent: ConsentModule;
   /** Background jobs (BullMQ with REDIS_URL, in-process otherwise): snapshot indexing. */
   readonly jobs: Jobs;
+  /** Runs of the identity matcher over the region (background jobs with progress). */
+  readonly matchRuns: MatchRuns;
   /** AI services: registry, analysis requests (de-identified, queued) and their endpoints. */
   readonly ai: AiModule;
   /** Starts the HTTP server; resolves with the URL it answers on. */
@@ -113,6 +117,8 @@ export async function createExchange(config: Config, opts: ExchangeOptions = {})
         const run = await findRun(db, r.snapshotId);
         if (run) await feedDemographics(db, consent.identity, r.facilityId, run.seq);
       },
+      // Runs of the matcher over the region (matchRuns is built below, before any job runs).
+      matchRuns: { execute: (id, ctx) => matchRuns.execute(id, ctx), pending: () => matchRuns.pending() },
     },
     opts.jobs,
   );
@@ -164,6 +170,16 @@ export async function createExchange(config: Config, opts: ExchangeOptions = {})
     throw e;
   }
   routers.push(...viewer.routers);
+  // The matcher over the region: a job, its candidate search in a worker thread of its own.
+  const matchRuns = createMatchRuns({
+    db,
+    identity: consent.identity,
+    audit: viewer.audit,
+    log,
+    enqueue: (id) => jobs.enqueueMatchRun(id),
+    search: workerSearch(config.matchHeapMb ? { resourceLimits: { maxOldGenerationSizeMb: config.matchHeapMb } } : {}),
+    now: clock,
+  });
   routers.push(
     restoreRouter({
       auth: viewer.auth,
@@ -198,6 +214,7 @@ export async function createExchange(config: Config, opts: ExchangeOptions = {})
       audit: viewer.audit,
       roles: viewer.roles,
       identity: consent.identity,
+      matchRuns,
       consent: consent.consent,
       hygiene: adminHygiene,
       facilityExists: async (id) => !!(await findFacility(db, id)),
@@ -230,6 +247,7 @@ export async function createExchange(config: Config, opts: ExchangeOptions = {})
     consent,
     viewer,
     jobs,
+    matchRuns,
     ai,
     async listen() {
       if (server) throw new Error('the exchange is already listening');

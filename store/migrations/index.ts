@@ -11,6 +11,7 @@ import * as m0009_patient_name_search from './0009_patient_name_search.js';
 import * as m0012_record_content_json from './0012_record_content_json.js';
 import * as m0013_blob_index_hash from './0013_blob_index_hash.js';
 import * as m0014_tree_hash_index from './0014_tree_hash_index.js';
+import * as m0015_identity_match_runs from './0015_identity_match_runs.js';
 
 /**
  * The exchange's migrations, in order. Each is frozen once it has landed: a change to the schema
@@ -30,4 +31,5 @@ export const migrations: Record<string, Migration> = {
   '0012_record_content_json': m0012_record_content_json,
   '0013_blob_index_hash': m0013_blob_index_hash,
   '0014_tree_hash_index': m0014_tree_hash_index,
+  '0015_identity_match_runs': m0015_identity_match_runs,
 };

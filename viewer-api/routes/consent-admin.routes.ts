@@ -4,7 +4,8 @@ import { z } from 'zod';
 import { badRequest, forbidden, isExchangeError, notFound } from '../../store/errors.js';
 import type { ConsentVersion, Link, LocalKey, RegionalPatient } from '../../consent/model.js';
 import type { AuditEntry, LinkEvent, MatchRow } from '../../consent/identity.repository.js';
-import type { MatchRunSummary, PatientHistory } from '../../consent/identity.service.js';
+import type { PatientHistory } from '../../consent/identity.service.js';
+import { MATCH_RUN_ID, type MatchRun, type Requester } from '../../consent/match-runs.js';
 import type { AuthService, Principal } from '../auth/auth.service.js';
 import type { AuditLog } from '../audit/audit.service.js';
 import { roleMay, type Action, type RolePolicy } from '../roles/roles.js';
@@ -42,7 +43,13 @@ export interface IdentityAdmin {
   rejectPair(actor: string, a: LocalKey, b: LocalKey, reason: string): Promise<void>;
   history(regionalId: string): Promise<PatientHistory>;
   localHistory(key: LocalKey): Promise<LinkEvent[]>;
-  runMatching(): Promise<MatchRunSummary>;
+}
+
+/** Runs of the matcher over the region (consent/match-runs.ts): asked for here, done by a job. */
+export interface MatchRunsAdmin {
+  request(by: Requester, reason: string | null): Promise<MatchRun>;
+  get(id: string): Promise<MatchRun | undefined>;
+  list(limit: number): Promise<MatchRun[]>;
 }
 
 export interface ConsentAdmin {
@@ -54,6 +61,7 @@ export interface ConsentAdmin {
 
 const NO_SUCH_PATIENT = 'No such patient.';
 const NO_SUCH_MATCH = 'No such match.';
+const NO_SUCH_RUN = 'No such match run.';
 const LOCAL_ID = /^[A-Za-z0-9_-]{1,64}$/;
 /** A consent body may carry the signed form (base64); the body limit bounds it. */
 const CONSENT_BODY_LIMIT = 4 * 1024 * 1024;
@@ -86,7 +94,8 @@ const Relink = z.object({ facilityId: facilityIdField, localId: localIdField, re
 const Merge = z.object({ into: regionalIdField, reason: reasonField }).strict();
 const Split = z.object({ localIds: z.array(Key).min(1).max(500), reason: reasonField }).strict();
 const RejectPair = z.object({ a: Key, b: Key, reason: reasonField }).strict();
-const MatchRun = z.object({ reason: reasonField.optional() }).strict();
+const MatchRunRequest = z.object({ reason: reasonField.optional() }).strict();
+const RunListQuery = z.object({ limit: z.coerce.number().int().min(1).max(100).default(20) }).strict();
 const LocalHistoryQuery = z.object({ facilityId: facilityIdField, localId: localIdField }).strict();
 const QueueQuery = z
   .object({
@@ -108,6 +117,29 @@ function linkBody(l: Link) {
 
 function matchBody(m: MatchRow) {
   return { id: m.id, a: m.a, b: m.b, score: m.score, reasons: m.reasons, status: m.status, createdAt: iso(m.createdAt) };
+}
+
+function matchRunBody(r: MatchRun) {
+  return {
+    id: r.id,
+    status: r.status,
+    reason: r.reason,
+    requestedBy: { username: r.requestedBy.username, facilityId: r.requestedBy.facilityId, role: r.requestedBy.role },
+    requestedAt: iso(r.requestedAt),
+    startedAt: iso(r.startedAt),
+    finishedAt: iso(r.finishedAt),
+    progress: {
+      phase: r.progress.phase,
+      localPatients: r.progress.localPatients,
+      blocksSearched: r.progress.blocksSearched,
+      blocks: r.progress.blocks,
+      candidates: r.progress.candidates,
+      applied: r.progress.applied,
+      toApply: r.status === 'done' || r.progress.phase === 'applying' ? r.progress.candidates : null,
+    },
+    summary: r.summary,
+    error: r.error,
+  };
 }
 
 function eventBody(e: LinkEvent) {
@@ -136,6 +168,7 @@ export function consentAdminRouter(deps: {
   audit: AuditLog;
   roles: RolePolicy;
   identity: IdentityAdmin;
+  matchRuns: MatchRunsAdmin;
   consent: ConsentAdmin;
   hygiene: Middleware;
   /** Whether a facility is known to the exchange (enrolment names one). */
@@ -328,16 +361,51 @@ export function consentAdminRouter(deps: {
     ctx.body = { a: body.a, b: body.b, status: 'rejected' };
   });
 
-  r.post('/links/match', async (ctx) => {
-    const action = 'admin.link.match';
+  /** Running the matcher, and seeing its runs, is for network administrators (refusals audited). */
+  async function networkAdmin(ctx: Context, action: string): Promise<Principal> {
     const p = await authorise(ctx, 'link.manage', action, null);
     if (!network(p)) {
       await deps.audit.record({ ...trail(ctx, p, action, null), outcome: 'denied', reason: 'the matcher links local IDs of every facility' });
       throw forbidden('Only a network administrator runs the matcher over the region.');
     }
-    const body = await readJson(ctx, MatchRun, 4096);
-    const summary = await audited(ctx, p, action, null, body.reason ?? null, {}, () => deps.identity.runMatching(), (s) => ({ ...s }));
-    ctx.body = summary;
+    return p;
+  }
+
+  // The matcher runs as a background job (minutes of CPU for a large region, off this event
+  // loop): the request is answered 202 with the run, which is then polled.
+  r.post('/links/match', async (ctx) => {
+    const action = 'admin.link.match';
+    const p = await networkAdmin(ctx, action);
+    const body = await readJson(ctx, MatchRunRequest, 4096);
+    const by = { userId: p.userId, username: p.username, facilityId: p.facilityId, role: p.role };
+    const run = await audited(ctx, p, action, null, body.reason ?? null, {}, () => deps.matchRuns.request(by, body.reason ?? null), (x) => ({ runId: x.id, status: x.status }));
+    ctx.status = 202;
+    ctx.set('Location', `/api/admin/links/match/${run.id}`);
+    ctx.body = matchRunBody(run);
+  });
+
+  r.get('/links/match', async (ctx) => {
+    const q = parseQuery(ctx, RunListQuery);
+    const action = 'admin.link.match.read';
+    const p = await networkAdmin(ctx, action);
+    const runs = await deps.matchRuns.list(q.limit);
+    await deps.audit.record({ ...trail(ctx, p, action, null), outcome: 'success', detail: { runIds: runs.map((x) => x.id) } });
+    ctx.body = { runs: runs.map(matchRunBody) };
+  });
+
+  r.get('/links/match/:run', async (ctx) => {
+    const id = ctx.params.run;
+    if (!id || !MATCH_RUN_ID.test(id)) throw badRequest('a match run id is MR- and 16 hexadecimal digits (A-F upper case)');
+    parseQuery(ctx, z.object({}).strict());
+    const action = 'admin.link.match.read';
+    const p = await networkAdmin(ctx, action);
+    const run = await deps.matchRuns.get(id);
+    if (!run) {
+      await deps.audit.record({ ...trail(ctx, p, action, null), outcome: 'failure', reason: `no match run ${id}`, detail: { runId: id } });
+      throw notFound(NO_SUCH_RUN);
+    }
+    await deps.audit.record({ ...trail(ctx, p, action, null), outcome: 'success', detail: { runId: id, status: run.status } });
+    ctx.body = matchRunBody(run);
   });
 
   r.get('/links/history', async (ctx) => {

@@ -25,6 +25,39 @@ const evidence = {
   properties: { mediaType: { type: 'string', example: 'application/pdf' }, base64: { type: 'string', description: 'the signed form, base64' } },
 };
 
+const count = { type: 'integer', minimum: 0 };
+const matchRun = {
+  type: 'object',
+  properties: {
+    id: { type: 'string', pattern: '^MR-[0-9A-F]{16}$' },
+    status: { type: 'string', enum: ['queued', 'running', 'done', 'failed'] },
+    reason: { type: 'string', nullable: true },
+    requestedBy: { type: 'object', properties: { username: { type: 'string' }, facilityId: { type: 'string', nullable: true }, role: { type: 'string' } } },
+    requestedAt: { type: 'string', format: 'date-time' },
+    startedAt: { type: 'string', format: 'date-time', nullable: true },
+    finishedAt: { type: 'string', format: 'date-time', nullable: true },
+    progress: {
+      type: 'object',
+      properties: {
+        phase: { type: 'string', enum: ['reading', 'searching', 'applying'], nullable: true },
+        localPatients: { ...count, description: 'local patients read' },
+        blocksSearched: { ...count, nullable: true },
+        blocks: { ...count, nullable: true, description: 'blocks of two or more local patients to search' },
+        candidates: { ...count, nullable: true, description: 'candidate pairs found so far' },
+        applied: { ...count, description: 'candidate pairs applied' },
+        toApply: { ...count, nullable: true, description: 'candidate pairs to apply in all (once the search is over)' },
+      },
+    },
+    summary: {
+      type: 'object',
+      nullable: true,
+      description: 'once done',
+      properties: { localPatients: count, candidates: count, autoLinked: count, queued: count, skipped: count },
+    },
+    error: { type: 'string', nullable: true, description: 'why a failed run failed' },
+  },
+};
+
 export function recordPaths(): Record<string, unknown> {
   return {
     '/api/records/{id}': {
@@ -172,9 +205,27 @@ export function adminPaths(): Record<string, unknown> {
     },
     '/api/admin/links/match': {
       post: {
-        summary: 'Run the matcher over every known local patient: auto-link as configured, queue the rest for review (network administrators; audited)',
+        summary:
+          'Ask for a run of the matcher over every known local patient (network administrators; audited): answered 202 with the run (Location: its status); a background job searches in a worker thread, auto-links as configured and queues the rest for review. 409 while another run is queued or running (one at a time across the network; a run silent for ten minutes is abandoned)',
         requestBody: json({ type: 'object', additionalProperties: false, properties: { reason } }),
-        responses: { '200': json({ type: 'object', properties: { localPatients: { type: 'integer' }, candidates: { type: 'integer' }, autoLinked: { type: 'integer' }, queued: { type: 'integer' }, skipped: { type: 'integer' } } }), ...errors, '413': problem },
+        responses: {
+          '202': { ...json(matchRun), headers: { Location: { schema: { type: 'string' }, description: 'the run: /api/admin/links/match/{run}' } } },
+          ...errors,
+          '409': { ...problem, description: 'a run is already queued or running: runId names it' },
+          '413': problem,
+        },
+      },
+      get: {
+        summary: 'The latest runs of the matcher, newest first (network administrators; audited)',
+        parameters: [{ name: 'limit', in: 'query', schema: { type: 'integer', minimum: 1, maximum: 100, default: 20 } }],
+        responses: { '200': json({ type: 'object', properties: { runs: { type: 'array', items: matchRun } } }), ...errors },
+      },
+    },
+    '/api/admin/links/match/{run}': {
+      get: {
+        summary: 'A run of the matcher: status, progress and, once done, its summary; a failed run says why (network administrators; audited)',
+        parameters: [{ name: 'run', in: 'path', required: true, schema: { type: 'string', pattern: '^MR-[0-9A-F]{16}$' } }],
+        responses: { '200': json(matchRun), ...errors, '404': problem },
       },
     },
     '/api/admin/links/history': {
