@@ -5,15 +5,16 @@ import { migrateToLatest } from '../store/migrate.js';
 import { createTestDatabase, type TestDatabase } from './support/postgres.js';
 import { tempDir } from './support/tmp.js';
 import { SecretBox } from '../viewer-api/auth/secret-box.js';
-import { createAuditLog } from '../viewer-api/audit/audit.service.js';
+import { createAuditLog, verifyAuditChain } from '../viewer-api/audit/audit.service.js';
 import type { AdminContext } from '../viewer-api/auth/admin.service.js';
 import { createAiRegistry } from '../viewer-api/ai/registry.service.js';
-import { claimRequests, findRequest, finishRequests, insertRequests, type NewAiRequest } from '../viewer-api/ai/requests.repository.js';
+import { claimRequests, findRequest, finishRequests, finishWithAudit, insertRequests, insertWithAudit, type NewAiRequest } from '../viewer-api/ai/requests.repository.js';
 
 /**
  * The AI request's statements that take many requests at once (group commit, store/group.ts): insert,
  * claim (each request claimed once, even when its id comes twice in one statement) and finish,
- * on the embedded database and on PostgreSQL.
+ * on the embedded database and on PostgreSQL; the insert and the finish also in the audit
+ * append's statement, with the entries that explain them.
  */
 
 const admin: AdminContext = { actor: { userId: 1, username: 'netadmin', facilityId: 'F000', role: 'network_admin' }, address: '127.0.0.1', endpoint: 'test' };
@@ -98,6 +99,35 @@ for (const kind of ['embedded', 'postgres'] as const) {
       const b = (await findRequest(handle.db, 'b'))!;
       expect(b).toMatchObject({ status: 'failed', attempts: 4, sentSha256: null, result: null, report: { x: 1 }, records: 0, outgoingEnc: null, completedAt: t0 + 4000 });
       expect(b.reidKeyEnc).toEqual(Buffer.from('sealed key of b \u0000\u00ff', 'latin1'));
+    });
+
+    it('inserts and finishes requests in the statement of their audit entries: both committed, or neither', async () => {
+      const audit = createAuditLog(handle.db, () => t0 + 6000);
+      const entry = (request: string) => ({ action: 'ai.request.submit', outcome: 'success' as const, patient: `R-${request}`, detail: { request } });
+      // One turn: the three go in one append; the one for a service that does not exist is
+      // refused by the database and fails alone, without its entry.
+      const got = await Promise.allSettled([
+        audit.recordWith(entry('w1'), insertWithAudit, request('w1')),
+        audit.recordWith(entry('w2'), insertWithAudit, request('w2', { serviceId: 'gone' })),
+        audit.recordWith(entry('w3'), insertWithAudit, request('w3', { at: t0 + 7 })),
+        audit.record({ action: 'test.plain', outcome: 'success' }),
+      ]);
+      expect(got.map((g) => g.status)).toEqual(['fulfilled', 'rejected', 'fulfilled', 'fulfilled']);
+      expect(String((got[1] as PromiseRejectedResult).reason)).toMatch(/foreign key/);
+      expect(await findRequest(handle.db, 'w1')).toMatchObject({ status: 'queued', serviceId: 'svc', createdAt: t0 });
+      expect(await findRequest(handle.db, 'w2')).toBeUndefined();
+      expect((await findRequest(handle.db, 'w3'))!.reidKeyEnc).toEqual(Buffer.from('sealed key of w3 \u0000\u00ff', 'latin1'));
+      const entries = async () => (await handle.db.selectFrom('audit_event').select(['action', 'patient']).where('action', 'in', ['ai.request.submit', 'ai.request.send', 'test.plain']).orderBy('seq').execute()).map((e) => `${e.action} ${e.patient}`);
+      expect(await entries()).toEqual(['ai.request.submit R-w1', 'ai.request.submit R-w3', 'test.plain null']);
+
+      await audit.recordWith({ action: 'ai.request.send', outcome: 'success', patient: 'R-w1' }, finishWithAudit, {
+        id: 'w1', status: 'done', detail: 'RiskAssessment received', attempts: 1, result: { resourceType: 'RiskAssessment' }, prepared: { records: 2, report: { n: 1 }, reidKeyEnc: Buffer.from('k1') }, at: t0 + 8000,
+      });
+      const w1 = (await findRequest(handle.db, 'w1'))!;
+      expect(w1).toMatchObject({ status: 'done', attempts: 1, records: 2, result: { resourceType: 'RiskAssessment' }, completedAt: t0 + 8000 });
+      expect(w1.reidKeyEnc).toEqual(Buffer.from('k1'));
+      expect((await entries()).at(-1)).toBe('ai.request.send R-w1');
+      expect((await verifyAuditChain(handle.db)).ok).toBe(true);
     });
   });
 }

@@ -3,7 +3,7 @@ import { sql } from 'kysely';
 import { createExchange, type Exchange } from '../viewer-api/exchange.js';
 import { testConfig } from '../viewer-api/config.js';
 import { verifyAuditChain } from '../viewer-api/audit/audit.service.js';
-import { appendAuditBatch, readAuditHead } from '../viewer-api/audit/audit.repository.js';
+import { appendAuditBatch, readAuditHead, type AuditCompanion } from '../viewer-api/audit/audit.repository.js';
 import { entryBody } from '../viewer-api/audit/audit.entry.js';
 import { createTestDatabase, type TestDatabase } from './support/postgres.js';
 import { tempDir } from './support/tmp.js';
@@ -56,6 +56,26 @@ describe('audit entries appended in batches on PostgreSQL', () => {
     // Chained after the head it was told, the same batch goes in.
     const ok = await appendAuditBatch(ex.db, real, [body]);
     expect('entries' in ok && ok.head.count).toBe(real.count + 1);
+    expect((await verifyAuditChain(ex.db)).ok).toBe(true);
+  });
+
+  it('writes a companion only with its entries: not when the head moved, and both once it matches', async () => {
+    await sql`create table hkauditb_note (k text primary key)`.execute(ex.db);
+    const note: AuditCompanion<string> = { name: 'test-note', sql: (p, guard) => `insert into hkauditb_note select k from unnest(${p(1)}::text[]) as k where ${guard}`, params: (ks) => [ks] };
+    const notes = async () => (await sql<{ k: string }>`select k from hkauditb_note order by k`.execute(ex.db)).rows.map((r) => r.k);
+    const real = await readAuditHead(ex.db);
+    const body = entryBody({ action: 'test.note', outcome: 'success' }, new Date());
+    expect(await appendAuditBatch(ex.db, { count: real.count, lastHash: 'e'.repeat(64) }, [body], [{ companion: note, items: ['n1', 'n2'] }])).toEqual({ moved: real });
+    expect(await notes()).toEqual([]);
+    const ok = await appendAuditBatch(ex.db, real, [body, body], [{ companion: note, items: ['n1', 'n2'] }]);
+    expect('entries' in ok && ok.head.count).toBe(real.count + 2);
+    expect(await notes()).toEqual(['n1', 'n2']);
+    // A companion's write without an entry to go with it is refused before anything is sent.
+    await expect(appendAuditBatch(ex.db, await readAuditHead(ex.db), [], [{ companion: note, items: ['n3'] }])).rejects.toThrow(/needs an audit entry/);
+    // Through the log: a refused companion write (a repeated key) fails its own entry only.
+    const got = await Promise.allSettled(['n4', 'n1', 'n5'].map((k) => ex.viewer.audit.recordWith({ action: 'test.note', outcome: 'success', detail: { k } }, note, k)));
+    expect(got.map((g) => g.status)).toEqual(['fulfilled', 'rejected', 'fulfilled']);
+    expect(await notes()).toEqual(['n1', 'n2', 'n4', 'n5']);
     expect((await verifyAuditChain(ex.db)).ok).toBe(true);
   });
 });

@@ -155,20 +155,13 @@ export function createAiFlow(deps: AiFlowDeps): AiFlow {
   // The statements every request makes, grouped across the requests in flight (store/group.ts).
   // Each request's rows are its own, so a group need not wait for the one in flight: a few go at
   // once (of the flow's pool of connections), and a request waits for one statement, not two.
-  // A group starts at the end of the event loop's turn, with every call of that turn.
+  // A group starts at the end of the event loop's turn, with every call of that turn. The insert
+  // and the finish go in the audit append of the entry that explains them (audit.recordWith).
   const inFlight = { concurrency: GROUPS_IN_FLIGHT, atTurnEnd: true };
-  const insert = grouped<repo.NewAiRequest, void>(async (rs) => {
-    await repo.insertRequests(db, rs);
-    return rs.map(() => undefined);
-  }, inFlight);
   const claim = grouped<string, (repo.ClaimedRequest & { at: number }) | undefined>(async (ids) => {
     // One clock for the group: the decision is taken as of the claim.
     const at = clock();
     return (await repo.claimRequests(db, ids, at)).map((c) => c && { ...c, at });
-  }, inFlight);
-  const finish = grouped<repo.RequestOutcome, void>(async (fs) => {
-    await repo.finishRequests(db, fs);
-    return fs.map(() => undefined);
   }, inFlight);
 
   async function fetchRecords(patients: { facilityId: string; patientId: string }[], categories: IndexCategory[], limit: number): Promise<ClinicalRecord[]> {
@@ -257,20 +250,26 @@ export function createAiFlow(deps: AiFlowDeps): AiFlow {
         updatedAt: at,
         completedAt: null,
       };
-      await insert({ ...row, reidKeyEnc: row.reidKeyEnc!, at });
-      await audit.record({
-        ...trail,
-        patient: gate.regionalId,
-        action: 'ai.request.submit',
-        outcome: 'success',
-        detail: {
-          request: id,
-          service: service.id,
-          categories: gate.categories,
-          facilities: [...new Set(gate.sources.map((s) => s.facilityId))].sort(),
-          consentVersions: gate.consentVersionIds,
+      // The row and its audit entry in one statement and one commit: the request exists only with
+      // its trace (a queued request is sent by a restarted exchange), and the clinician waits for
+      // one commit, not two.
+      await audit.recordWith(
+        {
+          ...trail,
+          patient: gate.regionalId,
+          action: 'ai.request.submit',
+          outcome: 'success',
+          detail: {
+            request: id,
+            service: service.id,
+            categories: gate.categories,
+            facilities: [...new Set(gate.sources.map((s) => s.facilityId))].sort(),
+            consentVersions: gate.consentVersionIds,
+          },
         },
-      });
+        repo.insertWithAudit,
+        { ...row, reidKeyEnc: row.reidKeyEnc!, at },
+      );
       await deps.queue().enqueue(id);
       return viewOf(row);
     },
@@ -321,16 +320,20 @@ export function createAiFlow(deps: AiFlowDeps): AiFlow {
         patient: row.regionalId,
         purpose: 'ai-analysis',
       };
-      // The audit entry is written before the status changes: whoever sees the outcome finds its trace.
+      // The audit entry is committed with the status change (one statement): whoever sees the
+      // outcome finds its trace.
       const end = async (status: 'failed' | 'denied', detail: string, reason: string, extra: Record<string, unknown> = {}, attempts = 0, sent?: { sha256: string; bytes: number }) => {
-        await audit.record({
-          ...trail,
-          action: 'ai.request.send',
-          outcome: status === 'denied' ? 'denied' : 'failure',
-          reason,
-          detail: { request: requestId, service: row.serviceId, ...(sent ? { sentSha256: sent.sha256, sentBytes: sent.bytes } : { sent: false }), ...extra },
-        });
-        await finish({ id: requestId, status, detail, attempts, sentSha256: sent?.sha256, sentBytes: sent?.bytes, prepared: preparedFields, at: clock() });
+        await audit.recordWith(
+          {
+            ...trail,
+            action: 'ai.request.send',
+            outcome: status === 'denied' ? 'denied' : 'failure',
+            reason,
+            detail: { request: requestId, service: row.serviceId, ...(sent ? { sentSha256: sent.sha256, sentBytes: sent.bytes } : { sent: false }), ...extra },
+          },
+          repo.finishWithAudit,
+          { id: requestId, status, detail, attempts, sentSha256: sent?.sha256, sentBytes: sent?.bytes, prepared: preparedFields, at: clock() },
+        );
       };
       let preparedFields: { records: number; report: Record<string, unknown>; reidKeyEnc: Buffer } | undefined;
       const service = await reads.service(row.serviceId);
@@ -392,37 +395,40 @@ export function createAiFlow(deps: AiFlowDeps): AiFlow {
           },
         });
         const back = reidentify(r.resource, key);
-        await audit.record({
-          ...trail,
-          action: 'ai.request.send',
-          outcome: 'success',
-          detail: {
-            request: requestId,
-            service: service.id,
-            baseUrl: service.baseUrl,
-            operation: service.operation,
+        await audit.recordWith(
+          {
+            ...trail,
+            action: 'ai.request.send',
+            outcome: 'success',
+            detail: {
+              request: requestId,
+              service: service.id,
+              baseUrl: service.baseUrl,
+              operation: service.operation,
+              sentSha256: r.sent.sha256,
+              sentBytes: r.sent.bytes,
+              receivedBytes: r.receivedBytes,
+              resultType: back.resource['resourceType'],
+              attempts: r.attempts,
+              serviceMs: r.serviceMs,
+              unknownPseudonyms: back.unknownPseudonyms,
+              deidentification,
+            },
+          },
+          repo.finishWithAudit,
+          {
+            id: requestId,
+            status: 'done',
+            detail: `${String(back.resource['resourceType'])} received`,
+            attempts: r.attempts.length,
             sentSha256: r.sent.sha256,
             sentBytes: r.sent.bytes,
             receivedBytes: r.receivedBytes,
-            resultType: back.resource['resourceType'],
-            attempts: r.attempts,
-            serviceMs: r.serviceMs,
-            unknownPseudonyms: back.unknownPseudonyms,
-            deidentification,
+            result: back.resource,
+            prepared: preparedFields,
+            at: clock(),
           },
-        });
-        await finish({
-          id: requestId,
-          status: 'done',
-          detail: `${String(back.resource['resourceType'])} received`,
-          attempts: r.attempts.length,
-          sentSha256: r.sent.sha256,
-          sentBytes: r.sent.bytes,
-          receivedBytes: r.receivedBytes,
-          result: back.resource,
-          prepared: preparedFields,
-          at: clock(),
-        });
+        );
       } catch (e) {
         if (!(e instanceof AiCallError)) {
           if (e instanceof ExchangeError) return end('failed', 'the AI service answered something the exchange cannot use', e.message, { deidentification }, 1);

@@ -1,6 +1,7 @@
 import type { Selectable } from 'kysely';
 import { preparedQuery, preparedRead, type Db } from '../../store/db.js';
 import { decisionRowsOf, decisionRowsSql, GRANT_WINDOW_MS, type DecisionRows } from '../../consent/consent.repository.js';
+import type { AuditCompanion } from '../audit/audit.repository.js';
 import type { AiRequestTable } from './ai.tables.js';
 
 /** SQL of AI analysis requests. Sealed columns stay sealed here; the service opens them. */
@@ -81,23 +82,39 @@ export interface NewAiRequest {
 const ts = (col: string) => `to_timestamp(${col} / 1000.0)`;
 const b64 = (b: Buffer | null | undefined) => (b ? b.toString('base64') : null);
 
-const INSERT = `
+// Numbered by `p` (plain: $1, $2, ...; in the audit append's statement, after its own).
+type Param = (i: number) => string;
+const plain: Param = (i) => `$${i}`;
+
+const insertSql = (p: Param, where = 'true') => `
   insert into ai_request (id, service_id, regional_id, user_id, facility_id, role, status, categories, records, report, outgoing_enc, reid_key_enc, created_at, updated_at)
   select id, service_id, regional_id, user_id, facility_id, role, 'queued', categories::jsonb, records, report::jsonb,
     decode(outgoing, 'base64'), decode(reid, 'base64'), ${ts('at')}, ${ts('at')}
-  from unnest($1::text[], $2::text[], $3::text[], $4::bigint[], $5::text[], $6::text[], $7::text[], $8::int[], $9::text[], $10::text[], $11::text[], $12::float8[])
-    as v(id, service_id, regional_id, user_id, facility_id, role, categories, records, report, outgoing, reid, at)`;
+  from unnest(${p(1)}::text[], ${p(2)}::text[], ${p(3)}::text[], ${p(4)}::bigint[], ${p(5)}::text[], ${p(6)}::text[], ${p(7)}::text[], ${p(8)}::int[], ${p(9)}::text[], ${p(10)}::text[], ${p(11)}::text[], ${p(12)}::float8[])
+    as v(id, service_id, regional_id, user_id, facility_id, role, categories, records, report, outgoing, reid, at)
+  where ${where}`;
+
+function insertParams(rs: readonly NewAiRequest[]): unknown[] {
+  const col = <T>(f: (r: NewAiRequest) => T) => rs.map(f);
+  return [
+    col((r) => r.id), col((r) => r.serviceId), col((r) => r.regionalId), col((r) => r.userId), col((r) => r.facilityId), col((r) => r.role),
+    col((r) => JSON.stringify(r.categories)), col((r) => r.records), col((r) => (r.report ? JSON.stringify(r.report) : null)),
+    col((r) => b64(r.outgoingEnc)), col((r) => b64(r.reidKeyEnc)), col((r) => r.at),
+  ];
+}
 
 /** Inserts queued requests, many in one statement. */
 export async function insertRequests(db: Db, rs: readonly NewAiRequest[]): Promise<void> {
   if (!rs.length) return;
-  const col = <T>(f: (r: NewAiRequest) => T) => rs.map(f);
-  await preparedQuery(db, 'ai-request-insert-many', INSERT, [
-    col((r) => r.id), col((r) => r.serviceId), col((r) => r.regionalId), col((r) => r.userId), col((r) => r.facilityId), col((r) => r.role),
-    col((r) => JSON.stringify(r.categories)), col((r) => r.records), col((r) => (r.report ? JSON.stringify(r.report) : null)),
-    col((r) => b64(r.outgoingEnc)), col((r) => b64(r.reidKeyEnc)), col((r) => r.at),
-  ]);
+  await preparedQuery(db, 'ai-request-insert-many', insertSql(plain), insertParams(rs));
 }
+
+/** The insert of queued requests, in the statement (and commit) of their submit's audit entries. */
+export const insertWithAudit: AuditCompanion<NewAiRequest> = {
+  name: 'ai-request-insert',
+  sql: (p, guard) => `${insertSql(p, guard)} returning 1`,
+  params: insertParams,
+};
 
 export async function findRequest(db: Db, id: string): Promise<AiRequestRow | undefined> {
   const r = await db.selectFrom('ai_request').selectAll().where('id', '=', id).executeTakeFirst();
@@ -208,14 +225,14 @@ export async function noteProgress(db: Db, id: string, attempts: number, detail:
 // waited to be sent (outgoing_enc) is not kept once the request has ended. The sealed keys (~8 kB
 // each) go as one binary parameter, each row naming its slice (offset, length): no base64 text
 // and no text array to escape.
-const FINISH = `
+const finishSql = (p: Param, where = 'true') => `
   update ai_request r set status = v.status, status_detail = v.detail, attempts = v.attempts, sent_sha256 = v.sha, sent_bytes = v.sent_bytes,
     received_bytes = v.received_bytes, result = v.result::jsonb, records = coalesce(v.records, r.records), report = coalesce(v.report::jsonb, r.report),
-    reid_key_enc = case when v.reid_len is null then r.reid_key_enc else substring($14::bytea from v.reid_off + 1 for v.reid_len) end,
+    reid_key_enc = case when v.reid_len is null then r.reid_key_enc else substring(${p(14)}::bytea from v.reid_off + 1 for v.reid_len) end,
     outgoing_enc = null, updated_at = ${ts('v.at')}, completed_at = ${ts('v.at')}
-  from unnest($1::text[], $2::text[], $3::text[], $4::int[], $5::text[], $6::int[], $7::int[], $8::text[], $9::int[], $10::text[], $11::int[], $12::int[], $13::float8[])
+  from unnest(${p(1)}::text[], ${p(2)}::text[], ${p(3)}::text[], ${p(4)}::int[], ${p(5)}::text[], ${p(6)}::int[], ${p(7)}::int[], ${p(8)}::text[], ${p(9)}::int[], ${p(10)}::text[], ${p(11)}::int[], ${p(12)}::int[], ${p(13)}::float8[])
     as v(id, status, detail, attempts, sha, sent_bytes, received_bytes, result, records, report, reid_off, reid_len, at)
-  where r.id = v.id`;
+  where r.id = v.id and ${where}`;
 
 export interface RequestOutcome {
   id: string;
@@ -231,9 +248,7 @@ export interface RequestOutcome {
   at: number;
 }
 
-/** Ends requests with their outcome, many in one statement. */
-export async function finishRequests(db: Db, fs: readonly RequestOutcome[]): Promise<void> {
-  if (!fs.length) return;
+function finishParams(fs: readonly RequestOutcome[]): unknown[] {
   const col = <T>(f: (r: RequestOutcome) => T) => fs.map(f);
   const keys = fs.map((f) => f.prepared?.reidKeyEnc);
   const offsets: (number | null)[] = [];
@@ -242,13 +257,26 @@ export async function finishRequests(db: Db, fs: readonly RequestOutcome[]): Pro
     offsets.push(k ? at : null);
     at += k?.byteLength ?? 0;
   }
-  await preparedQuery(db, 'ai-request-finish-many', FINISH, [
+  return [
     col((f) => f.id), col((f) => f.status), col((f) => f.detail), col((f) => f.attempts), col((f) => f.sentSha256 ?? null),
     col((f) => f.sentBytes ?? null), col((f) => f.receivedBytes ?? null), col((f) => (f.result ? JSON.stringify(f.result) : null)),
     col((f) => f.prepared?.records ?? null), col((f) => (f.prepared ? JSON.stringify(f.prepared.report) : null)), offsets, keys.map((k) => k?.byteLength ?? null),
     col((f) => f.at), Buffer.concat(keys.filter((k): k is Buffer => !!k)),
-  ]);
+  ];
 }
+
+/** Ends requests with their outcome, many in one statement. */
+export async function finishRequests(db: Db, fs: readonly RequestOutcome[]): Promise<void> {
+  if (!fs.length) return;
+  await preparedQuery(db, 'ai-request-finish-many', finishSql(plain), finishParams(fs));
+}
+
+/** The end of requests, in the statement (and commit) of the audit entries that explain them. */
+export const finishWithAudit: AuditCompanion<RequestOutcome> = {
+  name: 'ai-request-finish',
+  sql: (p, guard) => `${finishSql(p, guard)} returning 1`,
+  params: finishParams,
+};
 
 /** Requests still queued (after a restart, their jobs may need queueing again). */
 export async function queuedRequestIds(db: Db, limit = 10_000): Promise<string[]> {

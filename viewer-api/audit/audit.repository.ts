@@ -80,14 +80,35 @@ export function appendAudit(db: Kysely<Database>, input: AuditInput, at: Date): 
 }
 
 /**
+ * A write that goes into the append's statement with its batch of entries (a data-modifying CTE):
+ * committed with the entries or not at all, so that the status change an entry explains is never
+ * seen without its trace, and one commit serves both. `sql` writes the CTE's statement, numbering
+ * its parameters with `param(1)`, `param(2)`, ... and writing only where `guard` (a condition) holds:
+ * the guard is false when the head moved, and the batch, its writes included, then goes again.
+ * `params` answers those parameters for the batch's items, in order.
+ */
+export interface AuditCompanion<T> {
+  /** Names the statement's variant (each set of companions is prepared once per connection). */
+  name: string;
+  sql(param: (i: number) => string, guard: string): string;
+  params(items: readonly T[]): unknown[];
+}
+
+/** The items of one companion in a batch. */
+export interface CompanionWrites<T = unknown> {
+  companion: AuditCompanion<T>;
+  items: T[];
+}
+
+/**
  * The append of a batch, one statement (prepared: every group commit sends it, see preparedQuery).
  * unnest of parallel arrays keeps the entries' order; text arrays carry every string exactly.
  * `cur` locks the head row; under READ COMMITTED a locking read that waited for another writer
  * returns the row as that writer committed it, so a failed append learns the real head here
  * instead of reading it again in another round trip. $1, $2: the head the batch was chained
- * from; $3-$20: the entries' columns; $21-$23: the new head.
+ * from; $3-$20: the entries' columns; $21-$23: the new head; the companions' from $24 on.
  */
-const APPEND_BATCH = `
+const appendSql = (companions: string) => `
   with cur as (
     select count, last_hash from audit_head where id = 1 for update
   ), h as (
@@ -106,15 +127,41 @@ const APPEND_BATCH = `
     update audit_head set count = $21::bigint, last_hash = $22::text, updated_at = $23::timestamptz
     where id = 1 and exists (select 1 from h)
     returning 1
-  )
+  )${companions}
   select (select count(*) from ins)::int as inserted, (select count(*) from upd)::int as updated,
          (select count from cur) as head_count, (select last_hash from cur) as head_hash`;
 
+const APPEND_BATCH = appendSql('');
+const FIRST_COMPANION_PARAM = 24;
+
+/** The statement (name, text, parameters) of a batch with companion writes, in a stable order. */
+function withCompanions(writes: readonly CompanionWrites[]): { name: string; text: string; params: unknown[] } {
+  const sorted = writes.filter((w) => w.items.length).sort((a, b) => byName(a.companion.name, b.companion.name));
+  if (!sorted.length) return { name: 'audit-append-batch', text: APPEND_BATCH, params: [] };
+  let next = FIRST_COMPANION_PARAM;
+  let ctes = '';
+  const params: unknown[] = [];
+  for (const [i, w] of sorted.entries()) {
+    const base = next;
+    const own = w.companion.params(w.items);
+    ctes += `, w${i} as (${w.companion.sql((n) => {
+      if (!Number.isInteger(n) || n < 1 || n > own.length) throw new Error(`audit companion ${w.companion.name} names parameter ${n} of ${own.length}`);
+      return `$${base + n - 1}`;
+    }, 'exists (select 1 from h)')})`;
+    params.push(...own);
+    next += own.length;
+  }
+  return { name: `audit-append-batch+${sorted.map((w) => w.companion.name).join('+')}`, text: appendSql(ctes), params };
+}
+
+const byName = (a: string, b: string) => (a < b ? -1 : a > b ? 1 : 0);
+
 /**
  * Appends several entries in ONE statement (one round trip, one commit), chained in the order
- * given after `expected`, the head the caller believes current. The statement locks the head row
- * and writes only while it still is `expected`; when another writer moved the head meanwhile
- * (another exchange process on the same database) nothing is written and the result carries the
+ * given after `expected`, the head the caller believes current, with the companions' writes
+ * (AuditCompanion) in the same statement. The statement locks the head row and writes only while
+ * it still is `expected`; when another writer moved the head meanwhile (another exchange process
+ * on the same database) nothing is written, companions included, and the result carries the
  * head as the statement found it under its lock (`moved`; undefined when there is no head row):
  * rebuild the entries after it. Resolves with the entries and the new head once they are
  * committed.
@@ -123,6 +170,7 @@ export async function appendAuditBatch(
   db: Kysely<Database>,
   expected: AuditHead,
   items: EntryBody[],
+  writes: readonly CompanionWrites[] = [],
 ): Promise<{ entries: AuditRecord[]; head: AuditHead } | { moved: AuditHead | undefined }> {
   const entries: AuditRecord[] = [];
   let prev = expected.lastHash;
@@ -132,15 +180,20 @@ export async function appendAuditBatch(
     prev = e.hash;
   }
   const last = entries[entries.length - 1];
-  if (!last) return { entries, head: expected };
+  if (!last) {
+    if (writes.some((w) => w.items.length)) throw new Error('a companion write needs an audit entry to go with');
+    return { entries, head: expected };
+  }
   const col = <T>(f: (e: AuditRecord) => T) => entries.map(f);
-  const rows = await preparedQuery<{ inserted: number; updated: number; head_count: number | null; head_hash: string | null }>(db, 'audit-append-batch', APPEND_BATCH, [
+  const statement = withCompanions(writes);
+  const rows = await preparedQuery<{ inserted: number; updated: number; head_count: number | null; head_hash: string | null }>(db, statement.name, statement.text, [
     expected.count, expected.lastHash,
     col((e) => e.seq), col((e) => e.at), col((e) => e.action), col((e) => e.outcome), col((e) => e.reason), col((e) => e.userId),
     col((e) => e.username), col((e) => e.facilityId), col((e) => e.role), col((e) => e.address), col((e) => e.deviceId),
     col((e) => e.endpoint), col((e) => e.patient), col((e) => e.purpose), col((e) => e.breakGlassReason), col((e) => e.detail),
     col((e) => e.prevHash), col((e) => e.hash),
     last.seq, last.hash, last.at,
+    ...statement.params,
   ]);
   const row = rows[0]!;
   if (row.updated !== 1) return { moved: row.head_count === null || row.head_hash === null ? undefined : { count: Number(row.head_count), lastHash: row.head_hash } };

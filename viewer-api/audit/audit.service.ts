@@ -1,7 +1,7 @@
 import type { Db } from '../../store/db.js';
 import { ChainVerifier, type AuditHead, type ChainReport } from './audit.chain.js';
 import { entryBody, type AuditInput, type EntryBody } from './audit.entry.js';
-import { appendAuditBatch, readAuditHead, readAuditPage } from './audit.repository.js';
+import { appendAuditBatch, readAuditHead, readAuditPage, type AuditCompanion, type CompanionWrites } from './audit.repository.js';
 import { grouped } from '../../store/group.js';
 
 export type Clock = () => number;
@@ -9,7 +9,14 @@ export type Clock = () => number;
 /** The narrow interface the rest of the viewer uses to leave a trace. */
 export interface AuditLog {
   record(input: AuditInput): Promise<void>;
+  /**
+   * Records the entry and `item`'s write (see AuditCompanion) in one statement and one commit:
+   * the write is seen only with its trace, and its caller waits for one commit, not two.
+   */
+  recordWith<T>(input: AuditInput, companion: AuditCompanion<T>, item: T): Promise<void>;
 }
+
+export type { AuditCompanion };
 
 /** Most entries one append statement carries (a bound on the statement's size). */
 const MAX_BATCH = 256;
@@ -29,10 +36,23 @@ export function createAuditLog(db: Db, clock: Clock): AuditLog {
   // the append then writes nothing and answers the head it found, after which the batch goes again.
   let head: AuditHead | undefined;
 
-  async function appendAll(items: EntryBody[]): Promise<void> {
+  interface Item {
+    body: EntryBody;
+    with?: { companion: AuditCompanion<unknown>; item: unknown };
+  }
+
+  async function appendAll(items: Item[]): Promise<void> {
+    const bodies = items.map((i) => i.body);
+    const writes = new Map<AuditCompanion<unknown>, CompanionWrites>();
+    for (const i of items) {
+      if (!i.with) continue;
+      const w = writes.get(i.with.companion) ?? { companion: i.with.companion, items: [] };
+      w.items.push(i.with.item);
+      writes.set(i.with.companion, w);
+    }
     for (let attempt = 1; ; attempt++) {
       head ??= await readAuditHead(db);
-      const done = await appendAuditBatch(db, head, items);
+      const done = await appendAuditBatch(db, head, bodies, [...writes.values()]);
       if ('entries' in done) {
         head = done.head;
         return;
@@ -45,34 +65,60 @@ export function createAuditLog(db: Db, clock: Clock): AuditLog {
     }
   }
 
-  const append = grouped<EntryBody, void>(
+  /** Runs an append; the head is unknown after a failure (the statement may or may not have committed). */
+  async function appendOrForget(items: Item[]): Promise<void> {
+    try {
+      await appendAll(items);
+    } catch (e) {
+      head = undefined;
+      throw e;
+    }
+  }
+
+  const append = grouped<Item, { failed: unknown } | undefined>(
     async (items) => {
       try {
-        await appendAll(items);
+        await appendOrForget(items);
+        return items.map(() => undefined);
       } catch (e) {
-        // The head is unknown after a failure (the statement may or may not have committed).
-        head = undefined;
-        throw e;
+        // A statement PostgreSQL refused (an ERROR: its transaction rolled back, nothing
+        // committed) can safely go again: one entry at a time, in order, so that the one whose
+        // companion write the database refuses (a request for a service removed meanwhile) fails
+        // alone. Any other failure (a lost connection: the commit is unknown) fails the batch.
+        if (items.length === 1 || !refused(e)) throw e;
+        const out: ({ failed: unknown } | undefined)[] = [];
+        for (const item of items) out.push(await appendOrForget([item]).then(() => undefined, (failed: unknown) => ({ failed })));
+        return out;
       }
-      return items.map(() => undefined);
     },
     // The entries of one turn of the event loop go together (the requests a statement just
     // answered record theirs in the same turn), not the first alone and the rest after it.
     { maxGroup: MAX_BATCH, retryEach: false, atTurnEnd: true },
   );
 
-  return {
-    record(input) {
-      let body: EntryBody;
-      try {
-        // An entry that cannot be built (a detail JSON cannot carry) fails alone, not its batch.
-        body = entryBody(input, new Date(clock()));
-      } catch (e) {
-        return Promise.reject(e);
-      }
-      return append(body);
-    },
+  const enter = (input: AuditInput, with_?: Item['with']): Promise<void> => {
+    let body: EntryBody;
+    try {
+      // An entry that cannot be built (a detail JSON cannot carry) fails alone, not its batch.
+      body = entryBody(input, new Date(clock()));
+    } catch (e) {
+      return Promise.reject(e);
+    }
+    return append(with_ ? { body, with: with_ } : { body }).then((r) => {
+      if (r) throw r.failed;
+    });
   };
+
+  return {
+    record: (input) => enter(input),
+    recordWith: (input, companion, item) => enter(input, { companion: companion as AuditCompanion<unknown>, item }),
+  };
+}
+
+/** An error PostgreSQL answered for the statement (so its transaction was rolled back), not a lost connection. */
+function refused(e: unknown): boolean {
+  const x = e as { severity?: unknown; code?: unknown } | null;
+  return !!x && typeof x === 'object' && x.severity === 'ERROR' && typeof x.code === 'string' && /^[0-9A-Z]{5}$/.test(x.code);
 }
 
 /**
