@@ -224,7 +224,10 @@ export async function noteProgress(db: Db, id: string, attempts: number, detail:
 // What was prepared (records, report, the key) is written when the request got that far; what
 // waited to be sent (outgoing_enc) is not kept once the request has ended. The sealed keys (~8 kB
 // each) go as one binary parameter, each row naming its slice (offset, length): no base64 text
-// and no text array to escape.
+// and no text array to escape. The rows are named by their primary key (`id = any`) as well as
+// joined to the unnest: a plan made with the table's size known takes the key (EXPLAIN, 10 requests
+// at 400 rows: 0.81 ms, against 1.16 ms hashing a sequential scan of the table). A generic plan
+// made while the table was new and nearly empty (a fresh database: the bench's) still scans it.
 const finishSql = (p: Param, where = 'true') => `
   update ai_request r set status = v.status, status_detail = v.detail, attempts = v.attempts, sent_sha256 = v.sha, sent_bytes = v.sent_bytes,
     received_bytes = v.received_bytes, result = v.result::jsonb, records = coalesce(v.records, r.records), report = coalesce(v.report::jsonb, r.report),
@@ -232,7 +235,7 @@ const finishSql = (p: Param, where = 'true') => `
     outgoing_enc = null, updated_at = ${ts('v.at')}, completed_at = ${ts('v.at')}
   from unnest(${p(1)}::text[], ${p(2)}::text[], ${p(3)}::text[], ${p(4)}::int[], ${p(5)}::text[], ${p(6)}::int[], ${p(7)}::int[], ${p(8)}::text[], ${p(9)}::int[], ${p(10)}::text[], ${p(11)}::int[], ${p(12)}::int[], ${p(13)}::float8[])
     as v(id, status, detail, attempts, sha, sent_bytes, received_bytes, result, records, report, reid_off, reid_len, at)
-  where r.id = v.id and ${where}`;
+  where r.id = any(${p(1)}::text[]) and r.id = v.id and ${where}`;
 
 export interface RequestOutcome {
   id: string;
