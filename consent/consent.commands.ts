@@ -5,7 +5,12 @@ import { report, UsageError, positiveInt, type OutputOptions } from '../viewer-a
 import { openDatabase } from '../store/db.js';
 import { migrateToLatest } from '../store/migrate.js';
 import { ExchangeError } from '../store/errors.js';
+import { pino } from 'pino';
+import type { Db } from '../store/db.js';
+import { createAuditLog } from '../viewer-api/audit/audit.service.js';
 import { createConsentModule, type ConsentModule } from './consent.module.js';
+import { createMatchRuns } from './match-runs.js';
+import { inlineSearch } from './match-search.js';
 import { FACILITY_KINDS, type FacilityKind } from './model.js';
 
 /**
@@ -14,7 +19,7 @@ import { FACILITY_KINDS, type FacilityKind } from './model.js';
  * on the configured database (in the embedded mode, with the server stopped).
  */
 
-async function withModule<T>(fn: (m: ConsentModule) => Promise<T>, match?: { autoLinkAt: number | null; reviewAt: number }): Promise<T> {
+async function withModule<T>(fn: (m: ConsentModule, db: Db) => Promise<T>, match?: { autoLinkAt: number | null; reviewAt: number }): Promise<T> {
   const config = readConfig();
   const database = await openDatabase(config);
   try {
@@ -29,7 +34,7 @@ async function withModule<T>(fn: (m: ConsentModule) => Promise<T>, match?: { aut
         },
       },
     });
-    return await fn(module);
+    return await fn(module, database.db);
   } finally {
     await database.close();
   }
@@ -176,12 +181,22 @@ export function registerConsentCommands(program: Command): void {
     .description('run the matcher over every known local patient: queue proposals (and auto-link with --auto-link-at)')
     .option('--auto-link-at <score>', 'auto-link pairs scoring at least this (off by default)', positiveInt('--auto-link-at'))
     .option('--review-at <score>', 'queue pairs scoring at least this', positiveInt('--review-at'), 10)
+    .option('--by <name>', 'who runs it (recorded with the run)', 'command line')
+    .option('--reason <text>', 'why (recorded with the run)')
     .option('--json', 'print JSON')
-    .action((opts: OutputOptions & { autoLinkAt?: number; reviewAt: number }) =>
+    .action((opts: OutputOptions & { autoLinkAt?: number; reviewAt: number; by: string; reason?: string }) =>
       withModule(
-        async (m) => {
-          const s = await m.identity.runMatching();
-          report(opts, s, () => `${s.localPatients} local patients: ${s.candidates} candidate pairs, ${s.autoLinked} auto-linked, ${s.queued} queued for review, ${s.skipped} already decided`);
+        async (m, db) => {
+          // In this process (inline search), but as a run in the run table like one asked over
+          // HTTP: one at a time across the network, shown by GET /api/admin/links/match, audited.
+          const runs = createMatchRuns({ db, identity: m.identity, audit: createAuditLog(db, Date.now), log: pino({ level: 'silent' }), enqueue: async () => {}, search: inlineSearch });
+          const asked = await runs.request({ userId: null, username: opts.by, facilityId: null, role: 'operator' }, opts.reason ?? null);
+          await runs.execute(asked.id, { progress: async () => {} });
+          const run = (await runs.get(asked.id))!;
+          if (run.status === 'failed') throw new ExchangeError('unprocessable', `match run ${run.id} failed: ${run.error}`);
+          if (!run.summary) throw new ExchangeError('conflict', `match run ${run.id} was taken by a job runner meanwhile; follow it with GET /api/admin/links/match/${run.id}`);
+          const s = run.summary;
+          report(opts, { runId: run.id, ...s }, () => `${run.id}: ${s.localPatients} local patients: ${s.candidates} candidate pairs, ${s.autoLinked} auto-linked, ${s.queued} queued for review, ${s.skipped} already decided`);
         },
         { autoLinkAt: opts.autoLinkAt ?? null, reviewAt: opts.reviewAt },
       ),

@@ -1,5 +1,6 @@
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { main } from '../viewer-api/cli/main.js';
+import { openDatabase } from '../store/db.js';
 import { tempDir } from './support/tmp.js';
 
 /** The consent commands, run in-process against an embedded database in a private folder. */
@@ -48,5 +49,20 @@ describe('hakobune links / consent / participation / disaster', () => {
     expect((await run('participation', 'set', 'F002', '--kind', 'spa', '--discloses', 'true', '--views', 'true', '--by', 'a', '--reason', 'r')).code).toBe(2);
     expect((await run('disaster', 'declare', '--facilities', 'all', '--from', 'yesterday', '--to', '2026-01-01T00:00:00Z', '--by', 'op', '--reason', 'x')).code).toBe(2);
     expect((await run('links', 'split', link.regionalId, 'no-slash', '--by', 'a', '--reason', 'r')).err).toMatch(/FACILITY\/LOCALID/);
+    // The matcher runs in this process, as a run of the run table (one at a time, listed over HTTP).
+    const match = await run('links', 'match', '--by', 'operator', '--reason', 'first load', '--json');
+    expect([match.code, match.err]).toEqual([0, '']);
+    expect(JSON.parse(match.out)).toMatchObject({ runId: expect.stringMatching(/^MR-[0-9A-F]{16}$/), localPatients: 0, candidates: 0 });
+    // While a run asked over HTTP waits for its job, the command line does not run another.
+    const database = await openDatabase({ dataDir: tmp.dir, databaseUrl: undefined });
+    const at = new Date();
+    await database.db
+      .insertInto('identity_match_run')
+      .values({ id: 'MR-00000000000000B1', status: 'queued', reason: null, user_id: null, username: 'net', user_facility_id: 'F001', role: 'network_admin', phase: null, candidates: null, blocks_searched: null, blocks: null, auto_linked: null, queued: null, skipped: null, error: null, created_at: at, started_at: null, updated_at: at, finished_at: null })
+      .execute();
+    await database.close();
+    const busy = await run('links', 'match');
+    expect(busy.code).toBe(2);
+    expect(busy.err).toMatch(/match run MR-00000000000000B1 is already queued/);
   }, 240_000); // every command opens the embedded database, on a loaded machine
 });
