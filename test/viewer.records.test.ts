@@ -2,6 +2,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { createHash } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { sql } from 'kysely';
 import { decodeIso2022jp } from '../ingest/hl7/decode.js';
 import { facilityQualityReport } from '../ingest/quality/quality.report.js';
 import { verifyAuditChain } from '../viewer-api/audit/audit.service.js';
@@ -190,6 +191,30 @@ describe('records by id, documents, quality and name search over HTTP (PostgreSQ
     // The clerk still reads the record's detail only where its categories allow (encounters yes, prescriptions no).
     expect((await as('FB/clerk', `/api/records/${ids.encounterA}`)).status).toBe(200);
     expect((await as('FB/clerk', `/api/records/${ids.rxA}`)).status).toBe(404);
+  });
+
+  it('answers a timeline page only once its audit entry is committed: none of it when the append fails', async () => {
+    const { db } = h.exchange;
+    const path = `/api/patients/${regional}/timeline?category=documents&facility=FA`;
+    // The page is made into its answer before the commit (gate.ts, timeline with an answer); it
+    // must still not leave when the commit fails. Without its head row the trail refuses to append.
+    const head = await db.selectFrom('audit_head').selectAll().executeTakeFirstOrThrow();
+    await sql`delete from audit_head`.execute(db);
+    try {
+      const refused = await as('FB/doctor', path);
+      const problem = (await refused.json()) as Record<string, unknown>;
+      expect(refused.status).toBe(500);
+      expect(Object.keys(problem)).not.toContain('records');
+      expect(JSON.stringify(problem)).not.toContain('attachment_1.pdf');
+    } finally {
+      await db.insertInto('audit_head').values(head).execute();
+    }
+    const ok = await as('FB/doctor', path);
+    expect(ok.status).toBe(200);
+    expect(((await ok.json()) as { records: Array<{ id: number }> }).records.map((r) => r.id).sort()).toEqual([ids.cdaA, ids.pdfA].sort());
+    const [entry] = await lastAudit(h);
+    expect(entry).toMatchObject({ action: 'record.read', outcome: 'success', patient: regional });
+    expect((await verifyAuditChain(db)).ok).toBe(true);
   });
 
   it('lists documents in the timeline and serves the CDA and the PDF with their types', async () => {

@@ -225,6 +225,12 @@ function copyOut(size: number): Buffer {
   return out;
 }
 
+/** One page of a patient's timeline, as the gate let it through. */
+export interface TimelinePage {
+  records: VisibleRecord[];
+  nextCursor: string | undefined;
+}
+
 /** The limited handle: everything in it has passed the gate. */
 export interface PatientView {
   readonly regionalId: string;
@@ -233,7 +239,16 @@ export interface PatientView {
   readonly facilities: readonly string[];
   /** Categories visible at one facility at least. */
   readonly categories: readonly Category[];
-  timeline(filter: TimelineFilter): Promise<{ records: VisibleRecord[]; nextCursor: string | undefined }>;
+  timeline(filter: TimelineFilter): Promise<TimelinePage>;
+  /**
+   * The page made into the answer by `answer`, which runs as soon as the page is read and its
+   * audit entry is on its way, and whose result is handed back only once that entry is committed
+   * (as the page itself would be). The page's records can then die at once, while the request
+   * waits for the commit: a timeline page (10-50 records and their content) otherwise stays alive
+   * through that wait, a large share of the request's time under load, and every scavenge in
+   * between copies it or promotes it to the old space.
+   */
+  timeline<T>(filter: TimelineFilter, answer: (page: TimelinePage) => T): Promise<T>;
   /**
    * Whether one (source facility, local ID, category) passed the gate for this request, and on
    * what basis: the record-by-id reads (record-gate.ts) ask this before showing a record.
@@ -342,7 +357,20 @@ export function createGate(deps: GateDeps): Gate {
     const facilities = [...new Set(permitted.map((e) => e.facilityId))].sort();
     const categories = CATEGORIES.filter((c) => permitted.some((e) => e.categories.has(c)));
 
-    async function timeline(f: TimelineFilter): Promise<{ records: VisibleRecord[]; nextCursor: string | undefined }> {
+    async function timeline<T>(f: TimelineFilter, answer?: (page: TimelinePage) => T): Promise<TimelinePage | T> {
+      const { recorded, out } = await readPage<TimelinePage | T>(f, answer ?? ((page) => page));
+      // Nothing of the page leaves before its audit entry is committed. Only the answer waits:
+      // readPage's frame, which held the page, has ended.
+      await recorded;
+      if (!out.ok) throw out.error;
+      return out.value;
+    }
+
+    /** Reads a page, starts its audit entry (not awaited) and makes the page into the answer. */
+    async function readPage<T>(
+      f: TimelineFilter,
+      answer: (page: TimelinePage) => T,
+    ): Promise<{ recorded: Promise<void>; out: { ok: true; value: T } | { ok: false; error: unknown } }> {
       const limit = Math.min(Math.max(1, f.limit), MAX_PAGE);
       const after = f.cursor === undefined ? undefined : parseCursor(f.cursor);
       // Group the permitted local IDs by their set of visible categories: one index query per group.
@@ -375,7 +403,7 @@ export function createGate(deps: GateDeps): Gate {
       const last = page[page.length - 1];
       const bases = [...new Set(records.map((r) => r.basis))].sort();
       const grants = [...new Set(permitted.flatMap((e) => [...e.categories.values()].map((v) => v.grantId)).filter((g): g is string => !!g))];
-      await audit.record({
+      const recorded = audit.record({
         ...trail,
         action: 'record.read',
         outcome: 'success',
@@ -389,7 +417,13 @@ export function createGate(deps: GateDeps): Gate {
           filter: { categories: f.categories, facilityId: f.facilityId, from: f.from, to: f.to, history: f.history ?? false },
         },
       });
-      return { records, nextCursor: more && last ? formatCursor({ careDate: last.careDate, id: last.id }) : undefined };
+      const read: TimelinePage = { records, nextCursor: more && last ? formatCursor({ careDate: last.careDate, id: last.id }) : undefined };
+      try {
+        return { recorded, out: { ok: true, value: answer(read) } };
+      } catch (error) {
+        // The read happened and is being recorded: the caller waits for its entry all the same.
+        return { recorded, out: { ok: false, error } };
+      }
     }
 
     function permits(facilityId: string, localId: string, category: Category): PermittedRead | undefined {
@@ -397,7 +431,7 @@ export function createGate(deps: GateDeps): Gate {
       return g && { basis: g.basis, grantId: g.grantId, breakGlassReason: g.grantId ? (grantReasons.get(g.grantId) ?? g.grantId) : null };
     }
 
-    return { regionalId: ev.regionalId, purpose: req.purpose, facilities, categories, timeline, permits };
+    return { regionalId: ev.regionalId, purpose: req.purpose, facilities, categories, timeline: timeline as PatientView['timeline'], permits };
   }
 
   async function canSee(p: Principal, regionalId: string, purpose: ViewerPurpose): Promise<boolean> {

@@ -81,22 +81,21 @@ export function patientsRouter(deps: {
     const id = regionalIdParam(ctx.params.id);
     const q = parseQuery(ctx, TimelineQuery);
     const view = await deps.gate.open(principalOf(ctx), { regionalId: id, purpose: q.purpose, endpoint: `GET ${ctx.path}`, preloaded: preloadedContext(ctx) });
-    const page = await view.timeline({
-      categories: q.category,
-      facilityId: q.facility,
-      from: q.from,
-      to: q.to,
-      history: q.history,
-      limit: q.limit,
-      cursor: q.cursor,
-    });
-    // The records' stored JSON goes out as it is (see recordsJson): no parse and re-serialisation;
-    // and as bytes, encoded once (a string body is measured, then encoded again on writing),
-    // piece by piece (not first joined into one 80 KB string).
-    const parts: Array<string | Uint8Array> = [`{"patient":${JSON.stringify(view.regionalId)},"purpose":${JSON.stringify(view.purpose)},"records":`];
-    recordsJsonParts(page.records, parts).push(`,"nextCursor":${JSON.stringify(page.nextCursor ?? null)}}`);
+    // The answer is made as soon as the page is read (the gate hands it back once the read's audit
+    // entry is committed), so that the page dies before that wait. The records' stored JSON goes
+    // out as it is (see recordsJson): no parse and re-serialisation; and as bytes, encoded once (a
+    // string body is measured, then encoded again on writing), piece by piece (not first joined
+    // into one 80 KB string).
+    const body = await view.timeline(
+      { categories: q.category, facilityId: q.facility, from: q.from, to: q.to, history: q.history, limit: q.limit, cursor: q.cursor },
+      (page) => {
+        const parts: Array<string | Uint8Array> = [`{"patient":${JSON.stringify(view.regionalId)},"purpose":${JSON.stringify(view.purpose)},"records":`];
+        recordsJsonParts(page.records, parts).push(`,"nextCursor":${JSON.stringify(page.nextCursor ?? null)}}`);
+        return utf8Bytes(parts);
+      },
+    );
     ctx.type = 'application/json';
-    ctx.body = utf8Bytes(parts);
+    ctx.body = body;
   });
 
   r.get('/:id', patientSession, async (ctx) => {
