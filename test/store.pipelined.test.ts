@@ -54,6 +54,16 @@ describe('pipelined reads on PostgreSQL', () => {
       expect(Buffer.isBuffer(r[0]![1])).toBe(true);
       expect((r[0]![1] as Buffer).toString('utf8')).toBe(text);
     });
+    // Values of many sizes, one after the other: each its own bytes (the slab they are decoded
+    // into fills and is replaced), and one larger than a quarter of a slab (its own Buffer).
+    const sizes = [0, 1, 2, 3, 4, 75, 76, 77, 4166, 30_000, 70_000, 100_000, 5];
+    const many = await Promise.all(
+      sizes.flatMap((n) => [n, n + 1]).map((n, i) => preparedRows(db, 'pipelined-test-bytes', sqlText, [i, `${'é日'.repeat(n >> 2)}${'x'.repeat(n & 3)}`], 1)),
+    );
+    many.forEach((r, i) => {
+      const n = sizes.flatMap((k) => [k, k + 1])[i]!;
+      expect((r[0]![1] as Buffer).toString('utf8')).toBe(`${'é日'.repeat(n >> 2)}${'x'.repeat(n & 3)}`);
+    });
     // A null stays null.
     const nulls = `select $1::int as n, ${base64Column('null::text')} as t`;
     expect((await preparedRows(db, 'pipelined-test-bytes-null', nulls, [1], 1))[0]).toEqual([1, null]);
