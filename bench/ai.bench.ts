@@ -7,10 +7,11 @@
  * the exchange (its process with its worker threads, and its PostgreSQL backends) spent per
  * request.
  *
- *   npx tsx bench/ai.bench.ts [--requests 1500] [--inflight 100] [--patients 10] [--profile out.cpuprofile] [--heap-profile out.heapprofile] [--statements] [--redis redis://127.0.0.1:6379]
+ *   npx tsx bench/ai.bench.ts [--requests 1500] [--inflight 100] [--patients 10] [--profile out.cpuprofile] [--heap-profile out.heapprofile] [--child-profile out.cpuprofile] [--statements] [--redis redis://127.0.0.1:6379]
  *
  * --profile / --heap-profile: the event loop's CPU profile, or a sampling profile of what it
- * allocates (Chrome DevTools formats), over the load.
+ * allocates (Chrome DevTools formats), over the load. --child-profile: the CPU profile of the
+ * bench's child process (clients, stand-in, completion polls) over the load.
  *
  * --redis: the AI queue (and the exchange's other jobs) through BullMQ on that Redis, under a key
  * prefix of its own removed at the end; without it, the in-process queue.
@@ -20,8 +21,11 @@
  * and the stand-in service, so that their CPU is not counted as the exchange's. The child sees
  * a request finish by polling the database for its completed_at (one query for all pending
  * requests every 20 ms) instead of asking the exchange; the clients use node:http over keep-alive
- * connections (fetch before 2026-11-21 15:20 UTC: about twice their CPU). Needs the machine's PostgreSQL. Prints
- * JSON, with the machine and its load average.
+ * connections (fetch before 2026-11-21 15:20 UTC: about twice their CPU). The child shares the
+ * machine's cores with the exchange, so its CPU (clientProcessCpuMs) is kept small without
+ * changing what is measured: the stand-in answers from a scan of each body read as Latin-1 (since
+ * 2026-11-21 23:20 UTC; a UTF-8 decode before), checked against a parse of the first 40. Needs
+ * the machine's PostgreSQL. Prints JSON, with the machine and its load average.
  */
 import fs from 'node:fs';
 import http from 'node:http';
@@ -53,6 +57,8 @@ interface Go {
   dbUrl: string;
   requests: number;
   inflight: number;
+  /** The child's own CPU profile over the load, written there (--child-profile). */
+  profile?: string;
 }
 
 /** The clients' PostgreSQL connections name themselves so: their CPU is not the exchange's. */
@@ -229,7 +235,8 @@ async function exchangeMain() {
     const inspector = PROFILE || HEAP ? new (await import('node:inspector/promises')).Session() : undefined;
     inspector?.connect();
     const loop = monitorEventLoopDelay({ resolution: 10 });
-    child.send({ type: 'go', url, token, patients, dbUrl: pgdb.url, requests: REQUESTS, inflight: INFLIGHT } satisfies Go);
+    const childProfile = arg('child-profile', '');
+    child.send({ type: 'go', url, token, patients, dbUrl: pgdb.url, requests: REQUESTS, inflight: INFLIGHT, ...(childProfile ? { profile: path.resolve(childProfile) } : {}) } satisfies Go);
     await fromChild('mark'); // load-start
     const cpu0 = process.cpuUsage();
     const main0 = mainThreadMs();
@@ -419,6 +426,12 @@ async function clientsMain() {
   const inflightSamples: number[] = [];
   let done = false;
   const during: number[] = [];
+  const inspector = go.profile ? new (await import('node:inspector/promises')).Session() : undefined;
+  if (inspector) {
+    inspector.connect();
+    await inspector.post('Profiler.enable');
+    await inspector.post('Profiler.start');
+  }
   const cpu0 = process.cpuUsage();
   // Give the exchange's process time to take its starting measurements.
   send({ type: 'mark', what: 'load-start' });
@@ -443,6 +456,7 @@ async function clientsMain() {
   send({ type: 'mark', what: 'load-end' });
   clearInterval(sampler);
   const clientCpu = process.cpuUsage(cpu0);
+  if (inspector) fs.writeFileSync(go.profile!, JSON.stringify((await inspector.post('Profiler.stop')).profile));
   polling = false;
   await poller;
   const service = await serviceMsOf(results.map((r) => r.id));

@@ -258,6 +258,32 @@ describe('the AI service client against a real stand-in service', () => {
     }
   });
 
+  it('the bench’s stand-in (bodies counted, answers scanned as Latin-1) answers what the parse gives, and fails every answer once they differ', async () => {
+    const bundle = (patientId: string): FhirJson => ({
+      resourceType: 'Bundle',
+      type: 'collection',
+      entry: [
+        { resource: { resourceType: 'Patient', id: patientId, gender: 'female' } },
+        { resource: { resourceType: 'Condition', id: 'hkb-cccc', code: { text: '2型糖尿病（"date":"2099-01-01" と書かれた所見）' }, recordedDate: '2019-05-02' } },
+        { resource: { resourceType: 'Observation', id: 'hkb-dddd', status: 'final', code: { text: 'ＨｂＡ１ｃ' }, subject: { reference: `Patient/${patientId}` }, effectiveDateTime: '2020-01-03T09:00:00+09:00' } },
+      ],
+    });
+    const bench = await startStandIn({ countOnly: true, scanAnswers: { checkScans: 5 } });
+    try {
+      const { client } = harness({ attempts: 1 });
+      const parsed = await client.call(service(s.base), bundle('hkb-aaaa'));
+      const scanned = await client.call(service(bench.base), bundle('hkb-aaaa'));
+      expect(scanned.resource).toEqual(parsed.resource);
+      expect(scanned.resource).toMatchObject({ subject: { reference: 'Patient/hkb-aaaa' }, occurrenceDateTime: '2020-01-03T09:00:00+09:00' });
+      expect(bench.received).toHaveLength(1);
+      // A patient id the Latin-1 scan misreads: its answer differs from the parse, and so does every later one.
+      expect((await failure(client.call(service(bench.base), bundle('hkb-患者')))).kind).toBe('unavailable');
+      expect((await failure(client.call(service(bench.base), bundle('hkb-aaaa')))).kind).toBe('unavailable');
+    } finally {
+      await bench.close();
+    }
+  });
+
   it('opens the circuit after repeated failures, refuses without calling, half-opens after the cool-down', async () => {
     const { client, t } = harness({ attempts: 2, threshold: 3, coolDownMs: 10_000 });
     const svc = service(s.base, { id: 'flaky' });
