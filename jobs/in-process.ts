@@ -12,9 +12,12 @@ interface Pending {
 }
 
 /**
- * Runs jobs in this process, one at a time in arrival order, with the same retry policy as the
- * BullMQ path (exponential backoff; PermanentJobError is not retried). Jobs are lost if the
- * process dies: the indexer's catch-up sweep at start re-enqueues what was not finished.
+ * Runs jobs in this process as the BullMQ path does (a queue per kind of job, each worked one job
+ * at a time): one job of each kind at once, in priority then arrival order within its kind, so
+ * that a long job of one kind (a matcher run over the region, a large restore) never holds back
+ * another (a night's indexing, a declared disaster's restore). Same retry policy as BullMQ
+ * (exponential backoff; PermanentJobError is not retried). Jobs are lost if the process dies: the
+ * indexer's catch-up sweep at start re-enqueues what was not finished.
  */
 export class InProcessRunner implements JobRunner {
   readonly kind = 'in-process' as const;
@@ -27,6 +30,9 @@ export class InProcessRunner implements JobRunner {
   private timer: NodeJS.Timeout | undefined;
   private readonly idleWaiters: (() => void)[] = [];
   private active = 0;
+  /** The kinds with a job running, and those jobs. */
+  private readonly busy = new Set<JobName>();
+  private readonly inFlight = new Set<Promise<void>>();
   private readonly schedules = new Map<JobName, NodeJS.Timeout>();
 
   constructor(
@@ -91,14 +97,15 @@ export class InProcessRunner implements JobRunner {
   private async loop(): Promise<void> {
     while (!this.closed) {
       const now = Date.now();
-      // The ready job of highest priority; equal priorities keep arrival order.
+      // The ready job of highest priority of a kind not running; equal priorities keep arrival order.
       let i = -1;
       this.queue.forEach((j, k) => {
-        if (j.notBefore <= now && (i === -1 || j.priority < this.queue[i]!.priority)) i = k;
+        if (!this.busy.has(j.name) && j.notBefore <= now && (i === -1 || j.priority < this.queue[i]!.priority)) i = k;
       });
       if (i === -1) {
         this.settleIdle();
-        const next = Math.min(...this.queue.map((j) => j.notBefore));
+        // Woken by a job queued or finished (kick), or by the first retry of a free kind coming due.
+        const next = Math.min(...this.queue.filter((j) => !this.busy.has(j.name)).map((j) => j.notBefore));
         await new Promise<void>((resolve) => {
           this.wake = resolve;
           if (Number.isFinite(next)) this.timer = setTimeout(resolve, Math.max(0, next - now));
@@ -106,25 +113,35 @@ export class InProcessRunner implements JobRunner {
         continue;
       }
       const job = this.queue.splice(i, 1)[0]!;
+      this.busy.add(job.name);
       this.active++;
-      try {
-        const processor = this.processors[job.name] as ((p: unknown, c: { attempt: number; progress: (p: Record<string, number | string>) => Promise<void> }) => Promise<unknown>) | undefined;
-        if (!processor) throw new PermanentJobError(`no processor for ${job.name} jobs in this process`);
-        await processor(job.payload, {
-          attempt: job.attempt,
-          progress: async (p) => this.log.debug({ job: job.name, ...p }, 'job progress'),
-        });
-      } catch (e) {
-        const permanent = e instanceof PermanentJobError || (e as Error)?.name === 'UnrecoverableError';
-        if (!permanent && job.attempt < this.retry.attempts && !this.closed) {
-          const delay = this.retry.backoffMs * 2 ** (job.attempt - 1);
-          this.log.warn({ err: e, job: job.name, attempt: job.attempt, retryInMs: delay }, 'job failed, will retry');
-          this.queue.push({ ...job, attempt: job.attempt + 1, notBefore: Date.now() + delay });
-        } else {
-          this.log.error({ err: e, job: job.name, attempt: job.attempt }, 'job failed for good');
-        }
-      } finally {
+      const run = this.run(job).finally(() => {
+        this.busy.delete(job.name);
         this.active--;
+        this.inFlight.delete(run);
+        this.kick();
+      });
+      this.inFlight.add(run);
+    }
+    await Promise.allSettled([...this.inFlight]);
+  }
+
+  private async run(job: Pending): Promise<void> {
+    try {
+      const processor = this.processors[job.name] as ((p: unknown, c: { attempt: number; progress: (p: Record<string, number | string>) => Promise<void> }) => Promise<unknown>) | undefined;
+      if (!processor) throw new PermanentJobError(`no processor for ${job.name} jobs in this process`);
+      await processor(job.payload, {
+        attempt: job.attempt,
+        progress: async (p) => this.log.debug({ job: job.name, ...p }, 'job progress'),
+      });
+    } catch (e) {
+      const permanent = e instanceof PermanentJobError || (e as Error)?.name === 'UnrecoverableError';
+      if (!permanent && job.attempt < this.retry.attempts && !this.closed) {
+        const delay = this.retry.backoffMs * 2 ** (job.attempt - 1);
+        this.log.warn({ err: e, job: job.name, attempt: job.attempt, retryInMs: delay }, 'job failed, will retry');
+        this.queue.push({ ...job, attempt: job.attempt + 1, notBefore: Date.now() + delay });
+      } else {
+        this.log.error({ err: e, job: job.name, attempt: job.attempt }, 'job failed for good');
       }
     }
   }

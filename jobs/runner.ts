@@ -42,7 +42,7 @@ export interface EnqueueOptions {
   /**
    * Lower runs sooner (BullMQ's priority, 1 = first). In BullMQ a job without priority runs before
    * prioritised ones of its queue, so a queue that uses priority gives one to every job; the
-   * in-process runner (one queue for all) runs prioritised jobs before unprioritised ones.
+   * in-process runner runs a kind's prioritised jobs before its unprioritised ones.
    */
   priority?: number;
 }

@@ -228,20 +228,54 @@ describe('tar headers', () => {
   });
 });
 
-describe('in-process job priority', () => {
-  it('runs prioritised jobs first, lowest number first, arrival order within a priority', async () => {
+describe('in-process jobs', () => {
+  it('runs prioritised jobs of a kind first, lowest number first, arrival order within a priority', async () => {
     const order: string[] = [];
-    const runner = new InProcessRunner(
-      { 'index-snapshot': async (p) => void order.push(p.snapshotId), restore: async (p) => void order.push(p.requestId) },
-      pino({ level: 'silent' }),
-    );
-    await runner.enqueue('index-snapshot', { snapshotId: 'idx' });
+    const runner = new InProcessRunner({ 'index-snapshot': async () => undefined, restore: async (p) => void order.push(p.requestId) }, pino({ level: 'silent' }));
+    await runner.enqueue('restore', { requestId: 'plain' });
     await runner.enqueue('restore', { requestId: 'normal-1' }, { priority: 10 });
     await runner.enqueue('restore', { requestId: 'disaster' }, { priority: 1 });
     await runner.enqueue('restore', { requestId: 'normal-2' }, { priority: 10 });
     await runner.startWorkers();
     await runner.idle();
     await runner.close();
-    expect(order).toEqual(['disaster', 'normal-1', 'normal-2', 'idx']);
+    expect(order).toEqual(['disaster', 'normal-1', 'normal-2', 'plain']);
+  });
+
+  it('runs one job of each kind at a time, and a long job of one kind does not hold back another kind', async () => {
+    const events: string[] = [];
+    let release!: () => void;
+    const held = new Promise<void>((r) => (release = r));
+    let running = 0;
+    let most = 0;
+    const runner = new InProcessRunner(
+      {
+        'index-snapshot': async (p) => {
+          running++;
+          most = Math.max(most, running);
+          events.push(`index ${p.snapshotId}`);
+          await new Promise((r) => setTimeout(r, 5));
+          running--;
+        },
+        'identity-match': async (p) => {
+          events.push(`match ${p.runId} start`);
+          await held;
+          events.push(`match ${p.runId} end`);
+        },
+      },
+      pino({ level: 'silent' }),
+    );
+    await runner.startWorkers();
+    await runner.enqueue('identity-match', { runId: 'm1' });
+    await runner.enqueue('identity-match', { runId: 'm2' });
+    for (const id of ['a', 'b', 'c']) await runner.enqueue('index-snapshot', { snapshotId: id });
+    // Every indexing job finishes while the first match run is still held.
+    await expect.poll(() => events.filter((e) => e.startsWith('index')).length).toBe(3);
+    expect(events).toEqual(['match m1 start', 'index a', 'index b', 'index c']);
+    expect(most).toBe(1);
+    release();
+    await runner.idle();
+    await runner.close();
+    expect(events.slice(4)).toEqual(['match m1 end', 'match m2 start', 'match m2 end']);
   });
 });
