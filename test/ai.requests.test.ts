@@ -6,9 +6,10 @@ import { createTestDatabase, type TestDatabase } from './support/postgres.js';
 import { tempDir } from './support/tmp.js';
 import { SecretBox } from '../viewer-api/auth/secret-box.js';
 import { createAuditLog, verifyAuditChain } from '../viewer-api/audit/audit.service.js';
+import type { AuditCompanion } from '../viewer-api/audit/audit.repository.js';
 import type { AdminContext } from '../viewer-api/auth/admin.service.js';
 import { createAiRegistry } from '../viewer-api/ai/registry.service.js';
-import { claimRequests, findRequest, finishRequests, finishWithAudit, insertRequests, insertWithAudit, type NewAiRequest } from '../viewer-api/ai/requests.repository.js';
+import { claimRequests, findRequest, finishWithAudit, insertWithAudit, type NewAiRequest, type RequestOutcome } from '../viewer-api/ai/requests.repository.js';
 
 /**
  * The AI request's statements that take many requests at once (group commit, store/group.ts): insert,
@@ -66,8 +67,14 @@ for (const kind of ['embedded', 'postgres'] as const) {
       tmp?.remove();
     });
 
+    // Requests are written only with the audit entries that explain them (the append's statement).
+    const withEntries = <T>(companion: AuditCompanion<T>, writes: T[]) => {
+      const audit = createAuditLog(handle.db, () => t0);
+      return Promise.all(writes.map((w) => audit.recordWith({ action: `test.${companion.name}`, outcome: 'success' }, companion, w)));
+    };
+
     it('inserts many requests in one statement, each as given', async () => {
-      await insertRequests(handle.db, [request('a'), request('b', { userId: 8, report: { x: 1 }, outgoingEnc: Buffer.from([1, 2, 3]), at: t0 + 5 }), request('c')]);
+      await withEntries(insertWithAudit, [request('a'), request('b', { userId: 8, report: { x: 1 }, outgoingEnc: Buffer.from([1, 2, 3]), at: t0 + 5 }), request('c')]);
       const b = (await findRequest(handle.db, 'b'))!;
       expect(b).toMatchObject({ id: 'b', serviceId: 'svc', regionalId: 'R-b', userId: 8, status: 'queued', categories: ['labs', 'prescriptions'], report: { x: 1 }, createdAt: t0 + 5, updatedAt: t0 + 5, completedAt: null });
       expect(b.outgoingEnc).toEqual(Buffer.from([1, 2, 3]));
@@ -86,7 +93,7 @@ for (const kind of ['embedded', 'postgres'] as const) {
     });
 
     it('finishes many requests in one statement, keeping what was not given', async () => {
-      await finishRequests(handle.db, [
+      await withEntries<RequestOutcome>(finishWithAudit, [
         { id: 'a', status: 'done', detail: 'RiskAssessment received', attempts: 2, sentSha256: 'ab'.repeat(32), sentBytes: 1234, receivedBytes: 99, result: { resourceType: 'RiskAssessment', status: 'final' }, prepared: { records: 5, report: { names: 3 }, reidKeyEnc: Buffer.from('new key') }, at: t0 + 3000 },
         { id: 'b', status: 'failed', detail: 'the AI service is unavailable', attempts: 4, at: t0 + 4000 },
         // A second key in the same statement: its own slice of the keys' parameter.

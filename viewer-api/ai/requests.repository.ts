@@ -82,11 +82,10 @@ export interface NewAiRequest {
 const ts = (col: string) => `to_timestamp(${col} / 1000.0)`;
 const b64 = (b: Buffer | null | undefined) => (b ? b.toString('base64') : null);
 
-// Numbered by `p` (plain: $1, $2, ...; in the audit append's statement, after its own).
+// Numbered by `p`: in the audit append's statement, after its own parameters.
 type Param = (i: number) => string;
-const plain: Param = (i) => `$${i}`;
 
-const insertSql = (p: Param, where = 'true') => `
+const insertSql = (p: Param, where: string) => `
   insert into ai_request (id, service_id, regional_id, user_id, facility_id, role, status, categories, records, report, outgoing_enc, reid_key_enc, created_at, updated_at)
   select id, service_id, regional_id, user_id, facility_id, role, 'queued', categories::jsonb, records, report::jsonb,
     decode(outgoing, 'base64'), decode(reid, 'base64'), ${ts('at')}, ${ts('at')}
@@ -101,12 +100,6 @@ function insertParams(rs: readonly NewAiRequest[]): unknown[] {
     col((r) => JSON.stringify(r.categories)), col((r) => r.records), col((r) => (r.report ? JSON.stringify(r.report) : null)),
     col((r) => b64(r.outgoingEnc)), col((r) => b64(r.reidKeyEnc)), col((r) => r.at),
   ];
-}
-
-/** Inserts queued requests, many in one statement. */
-export async function insertRequests(db: Db, rs: readonly NewAiRequest[]): Promise<void> {
-  if (!rs.length) return;
-  await preparedQuery(db, 'ai-request-insert-many', insertSql(plain), insertParams(rs));
 }
 
 /** The insert of queued requests, in the statement (and commit) of their submit's audit entries. */
@@ -228,7 +221,7 @@ export async function noteProgress(db: Db, id: string, attempts: number, detail:
 // joined to the unnest: a plan made with the table's size known takes the key (EXPLAIN, 10 requests
 // at 400 rows: 0.81 ms, against 1.16 ms hashing a sequential scan of the table). A generic plan
 // made while the table was new and nearly empty (a fresh database: the bench's) still scans it.
-const finishSql = (p: Param, where = 'true') => `
+const finishSql = (p: Param, where: string) => `
   update ai_request r set status = v.status, status_detail = v.detail, attempts = v.attempts, sent_sha256 = v.sha, sent_bytes = v.sent_bytes,
     received_bytes = v.received_bytes, result = v.result::jsonb, records = coalesce(v.records, r.records), report = coalesce(v.report::jsonb, r.report),
     reid_key_enc = case when v.reid_len is null then r.reid_key_enc else substring(${p(14)}::bytea from v.reid_off + 1 for v.reid_len) end,
@@ -266,12 +259,6 @@ function finishParams(fs: readonly RequestOutcome[]): unknown[] {
     col((f) => f.prepared?.records ?? null), col((f) => (f.prepared ? JSON.stringify(f.prepared.report) : null)), offsets, keys.map((k) => k?.byteLength ?? null),
     col((f) => f.at), Buffer.concat(keys.filter((k): k is Buffer => !!k)),
   ];
-}
-
-/** Ends requests with their outcome, many in one statement. */
-export async function finishRequests(db: Db, fs: readonly RequestOutcome[]): Promise<void> {
-  if (!fs.length) return;
-  await preparedQuery(db, 'ai-request-finish-many', finishSql(plain), finishParams(fs));
 }
 
 /** The end of requests, in the statement (and commit) of the audit entries that explain them. */
