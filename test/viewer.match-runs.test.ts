@@ -1,14 +1,9 @@
 import { randomBytes } from 'node:crypto';
 import { monitorEventLoopDelay } from 'node:perf_hooks';
-import { Queue } from 'bullmq';
-import { Redis } from 'ioredis';
 import { sql } from 'kysely';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { createExchange } from '../viewer-api/exchange.js';
-import { testConfig } from '../viewer-api/config.js';
-import { createTestDatabase, TEST_REDIS_URL, type TestDatabase } from './support/postgres.js';
-import { tempDir } from './support/tmp.js';
-import { enrol, get, lastAudit, signIn, startViewer, TestClock, tokenFor, type Backend, type TestUser, type ViewerHarness } from './viewer.support.js';
+import { TEST_REDIS_URL } from './support/postgres.js';
+import { enrol, get, lastAudit, signIn, startViewer, testQueues, tokenFor, type Backend, type TestUser, type ViewerHarness } from './viewer.support.js';
 
 /**
  * The matcher over the region as a background job: the request answers 202 with the run, the
@@ -189,32 +184,18 @@ describe('a matcher worker that dies fails its run, and blocks nothing (embedded
 
 describe('matcher runs through BullMQ (a `hakobune worker` takes them)', () => {
   const prefix = `hk-test-${randomBytes(4).toString('hex')}`;
-  let pg: TestDatabase;
-  let tmp: { dir: string; remove: () => void };
+  const queues = testQueues(prefix);
   let h: ViewerHarness;
-  let conn: Redis;
-  let queue: Queue;
   let token: string;
 
   beforeAll(async () => {
-    tmp = tempDir('hakobune-match-bull-');
-    pg = await createTestDatabase('hkmatchrun');
-    const clock = new TestClock();
-    const exchange = await createExchange(testConfig(tmp.dir, { databaseUrl: pg.url, redisUrl: TEST_REDIS_URL }), { clock: clock.now, jobs: { queuePrefix: prefix } });
-    const url = await exchange.listen();
-    h = { exchange, url, clock, cli: { actor: { username: 'cli:test' }, address: null, endpoint: 'cli' }, close: async () => exchange.stop() };
+    h = await startViewer('postgres', () => ({ redisUrl: TEST_REDIS_URL }), { jobs: { queuePrefix: prefix } });
     token = await tokenFor(h, await enrol(h, 'FA', 'net', 'network_admin'));
     await loadPatients(h, 1000);
-    conn = new Redis(TEST_REDIS_URL, { maxRetriesPerRequest: null });
-    queue = new Queue('identity-match', { connection: conn, prefix });
   }, 120_000);
   afterAll(async () => {
-    await queue?.obliterate({ force: true }).catch(() => {});
-    await queue?.close();
-    await conn?.quit();
+    await queues.close();
     await h?.close();
-    await pg?.drop();
-    tmp?.remove();
   });
 
   it('queues the run as a BullMQ job carrying only its id; a worker runs it to done', async () => {
@@ -222,7 +203,7 @@ describe('matcher runs through BullMQ (a `hakobune worker` takes them)', () => {
     expect(asked.status).toBe(202);
     const { id } = (await asked.json()) as RunOut;
     // Nothing works the queue in this process yet (with Redis, `hakobune worker` processes do).
-    expect((await queue.getJob(`match-${id}`))?.data).toEqual({ runId: id });
+    expect((await queues.queue('identity-match').getJob(`match-${id}`))?.data).toEqual({ runId: id });
     await h.exchange.jobs.runner.startWorkers();
     let run: RunOut | undefined;
     for (let i = 0; i < 1200 && run?.status !== 'done' && run?.status !== 'failed'; i++) {

@@ -1,10 +1,12 @@
+import { Queue } from 'bullmq';
+import { Redis } from 'ioredis';
 import { sql } from 'kysely';
-import { createExchange, type Exchange } from '../viewer-api/exchange.js';
+import { createExchange, type Exchange, type ExchangeOptions } from '../viewer-api/exchange.js';
 import { testConfig, type Config } from '../viewer-api/config.js';
 import type { AdminContext, Enrolment } from '../viewer-api/auth/admin.service.js';
 import { totpCode } from '../viewer-api/auth/totp.js';
 import { findFacility, insertFacility } from '../store/backup/backup.repository.js';
-import { createTestDatabase, type TestDatabase } from './support/postgres.js';
+import { createTestDatabase, TEST_REDIS_URL, type TestDatabase } from './support/postgres.js';
 import { tempDir } from './support/tmp.js';
 
 /** A clock the test moves by hand: sessions, lockouts, TOTP steps and audit times all follow it. */
@@ -27,7 +29,8 @@ export interface ViewerHarness {
   close(): Promise<void>;
 }
 
-export async function startViewer(backend: Backend, overrides: (c: Config) => Partial<Config> = () => ({})): Promise<ViewerHarness> {
+/** `options`: the exchange's own (its jobs' queue prefix and retries, say); the clock is the harness's. */
+export async function startViewer(backend: Backend, overrides: (c: Config) => Partial<Config> = () => ({}), options: Omit<ExchangeOptions, 'clock'> = {}): Promise<ViewerHarness> {
   const tmp = tempDir('hakobune-viewer-');
   let pg: TestDatabase | undefined;
   try {
@@ -35,7 +38,7 @@ export async function startViewer(backend: Backend, overrides: (c: Config) => Pa
     const base = testConfig(tmp.dir, pg ? { databaseUrl: pg.url } : {});
     const config = { ...base, ...overrides(base) };
     const clock = new TestClock();
-    const exchange = await createExchange(config, { clock: clock.now });
+    const exchange = await createExchange(config, { ...options, clock: clock.now });
     const url = await exchange.listen();
     return {
       exchange,
@@ -53,6 +56,30 @@ export async function startViewer(backend: Backend, overrides: (c: Config) => Pa
     tmp.remove();
     throw e;
   }
+}
+
+/**
+ * BullMQ queues under a test's own key prefix (the exchange's jobs with `queuePrefix`), to look at
+ * what was queued; close() removes the keys of every queue asked for.
+ */
+export function testQueues(prefix: string) {
+  // Connected on the first queue asked for, not where a test file declares its queues.
+  let connection: Redis | undefined;
+  const opened = new Map<string, Queue>();
+  return {
+    queue(name: string): Queue {
+      let q = opened.get(name);
+      if (!q) opened.set(name, (q = new Queue(name, { connection: (connection ??= new Redis(TEST_REDIS_URL, { maxRetriesPerRequest: null })), prefix })));
+      return q;
+    },
+    async close(): Promise<void> {
+      for (const q of opened.values()) {
+        await q.obliterate({ force: true }).catch(() => {});
+        await q.close();
+      }
+      await connection?.quit();
+    },
+  };
 }
 
 export const PASSWORD = 'a long test passphrase';
