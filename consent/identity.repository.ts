@@ -1,5 +1,6 @@
 import { sql, type Kysely, type Selectable } from 'kysely';
 import type { Database } from '../store/database.js';
+import { isUniqueViolation } from '../store/db.js';
 import { conflict } from '../store/errors.js';
 import type { IdentityLinkEventTable, IdentityLocalPatientTable, IdentityMatchTable } from './consent.tables.js';
 import type { Link, LinkMethod, LocalKey, RegionalPatient } from './model.js';
@@ -239,7 +240,7 @@ export async function insertLink(db: Conn, l: Link): Promise<void> {
       })
       .execute();
   } catch (e) {
-    if ((e as { code?: string })?.code === '23505') throw conflict(`${l.facilityId}/${l.localId} was linked meanwhile`);
+    if (isUniqueViolation(e)) throw conflict(`${l.facilityId}/${l.localId} was linked meanwhile`);
     throw e;
   }
 }

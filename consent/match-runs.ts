@@ -1,6 +1,7 @@
 import { randomBytes } from 'node:crypto';
 import type { Logger } from 'pino';
 import type { Selectable, Updateable } from 'kysely';
+import { isUniqueViolation } from '../store/db.js';
 import { conflict, isExchangeError } from '../store/errors.js';
 import type { AuditLog } from '../viewer-api/audit/audit.service.js';
 import { PermanentJobError, type JobContext } from '../jobs/runner.js';
@@ -91,8 +92,6 @@ function toRun(r: Selectable<IdentityMatchRunTable>): MatchRun {
     error: r.error,
   };
 }
-
-const isUniqueViolation = (e: unknown) => (e as { code?: string })?.code === '23505';
 
 export function createMatchRuns(deps: MatchRunsDeps) {
   const db = deps.db;

@@ -121,6 +121,11 @@ function base64ToBytes(row: unknown[], column: number): void {
 }
 
 /** A text expression selected as base64 (PostgreSQL's, lines of 76 characters): for preparedRows' bytesColumn. */
+/** PostgreSQL (or PGlite) refused a row for a unique constraint (unique_violation, 23505). */
+export function isUniqueViolation(e: unknown): boolean {
+  return (e as { code?: string })?.code === '23505';
+}
+
 export const base64Column = (textExpression: string) => `encode(convert_to(${textExpression}, 'UTF8'), 'base64')`;
 
 /** Connections the hot path's reads share (see PipelinedConnections). */

@@ -107,10 +107,6 @@ export function boolArray(xs: readonly boolean[]): string {
   return `{${xs.map((x) => (x ? 't' : 'f')).join(',')}}`;
 }
 
-export function isUniqueViolation(e: unknown): boolean {
-  return (e as { code?: string })?.code === '23505';
-}
-
 // --- facilities and credentials -----------------------------------------------------------
 
 export async function insertFacility(db: Db, f: { id: string; name: string; kind: FacilityKind }): Promise<FacilityRow> {

@@ -1,5 +1,5 @@
 import { createHash, randomBytes, timingSafeEqual } from 'node:crypto';
-import type { Db } from '../db.js';
+import { isUniqueViolation, type Db } from '../db.js';
 import { ExchangeError, badRequest, conflict, notFound, unauthorized } from '../errors.js';
 import type { PackStore } from './pack-store.js';
 import { BlobStore } from './blob-store.js';
@@ -203,7 +203,7 @@ export class BackupService {
         return res;
       });
     } catch (e) {
-      if (repo.isUniqueViolation(e)) throw conflict(`facility ${facilityId} already has an upload open`);
+      if (isUniqueViolation(e)) throw conflict(`facility ${facilityId} already has an upload open`);
       throw e;
     }
   }

@@ -1,6 +1,5 @@
 import { sql } from 'kysely';
-import type { Db } from '../db.js';
-import { isUniqueViolation } from '../backup/backup.repository.js';
+import { isUniqueViolation, type Db } from '../db.js';
 
 /** The SQL of retention, prune and drills. */
 
