@@ -120,13 +120,18 @@ function base64ToBytes(row: unknown[], column: number): void {
   bytesSlabUsed = (end + 7) & ~7;
 }
 
-/** A text expression selected as base64 (PostgreSQL's, lines of 76 characters): for preparedRows' bytesColumn. */
 /** PostgreSQL (or PGlite) refused a row for a unique constraint (unique_violation, 23505). */
 export function isUniqueViolation(e: unknown): boolean {
   return (e as { code?: string })?.code === '23505';
 }
 
-export const base64Column = (textExpression: string) => `encode(convert_to(${textExpression}, 'UTF8'), 'base64')`;
+/**
+ * A text expression selected as base64 (PostgreSQL's, lines of 76 characters): for preparedRows'
+ * bytesColumn. `textsend` gives the text's bytes in the client encoding, as every other text
+ * column arrives, and the driver decodes all of them as UTF-8. `convert_to(.., 'UTF8')` gave the
+ * same bytes but validated every character first: about 3 µs of PostgreSQL's CPU per 4 KB record.
+ */
+export const base64Column = (textExpression: string) => `encode(textsend(${textExpression}), 'base64')`;
 
 /** What a named statement's rows are made with: its column names and the driver's parser of each. */
 interface RowShape {
