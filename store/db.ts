@@ -143,6 +143,14 @@ interface RowShape {
 /** Row shapes by statement name (a name stands for one text in the whole process: preparedQuery). */
 const rowShapes = new Map<string, RowShape>();
 
+/** A pipelined statement: its name (one text in the whole process), text, values and row form. */
+interface StatementConfig {
+  name: string;
+  text: string;
+  values: unknown[];
+  rowMode?: 'array';
+}
+
 /** The row description of pg's protocol, as far as a statement reads it. */
 interface RowDescription {
   fields: { name: string; dataTypeID: number; format: string }[];
@@ -159,6 +167,7 @@ interface RowDescription {
  * turned into its bytes as the row is made.
  */
 class PipelinedStatement extends pg.Query {
+  readonly #name: string;
   readonly #arrays: boolean;
   readonly #bytesColumn: number | undefined;
   readonly #done: (err: Error | undefined, rows: unknown[]) => void;
@@ -166,12 +175,13 @@ class PipelinedStatement extends pg.Query {
   #rows: unknown[] = [];
   #failed: Error | undefined;
 
-  constructor(config: { name: string; text: string; values: unknown[]; rowMode?: 'array' }, bytesColumn: number | undefined, done: (err: Error | undefined, rows: unknown[]) => void) {
+  constructor(config: StatementConfig, bytesColumn: number | undefined, done: (err: Error | undefined, rows: unknown[]) => void) {
     // The text alone: pg copies a config object property by property (getOwnPropertyDescriptors).
     super(config.text);
     const self = this as unknown as { name: string; values: unknown[]; callback: (err: Error | undefined, res?: unknown) => void };
     self.name = config.name;
     self.values = config.values;
+    this.#name = config.name;
     this.#arrays = config.rowMode === 'array';
     this.#bytesColumn = bytesColumn;
     this.#done = done;
@@ -180,7 +190,7 @@ class PipelinedStatement extends pg.Query {
   }
 
   handleRowDescription(msg: RowDescription): void {
-    const name = (this as unknown as { name: string }).name;
+    const name = this.#name;
     let shape = rowShapes.get(name);
     if (!shape || !sameColumns(shape, msg.fields)) {
       shape = {
@@ -273,7 +283,7 @@ class PipelinedConnections {
    * and are promoted to V8's old space: a timeline page's contents on every request. As bytes, the
    * strings die at once.
    */
-  rows<R>(config: { name: string; text: string; values: unknown[]; rowMode?: 'array' }, bytesColumn?: number): Promise<R[]> {
+  rows<R>(config: StatementConfig, bytesColumn?: number): Promise<R[]> {
     return new Promise((resolve, reject) => {
       const query = new PipelinedStatement(config, bytesColumn, (err, rows) => (err ? reject(err) : resolve(rows as R[])));
       this.#send(query as unknown as pg.Query);
