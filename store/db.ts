@@ -3,6 +3,7 @@ import path from 'node:path';
 import { PGlite, types as pgliteTypes } from '@electric-sql/pglite';
 import { CompiledQuery, Kysely, PostgresDialect } from 'kysely';
 import pg from 'pg';
+import { Parser } from 'pg-protocol/dist/parser.js';
 import type { Database } from './database.js';
 import { PGliteDialect } from './pglite-dialect.js';
 import { ExchangeError } from './errors.js';
@@ -73,65 +74,55 @@ export async function preparedRead<R>(db: Db, name: string, text: string, values
 /**
  * preparedRead with each row as an array of its columns, in the statement's order: the driver
  * then builds no object per row (a timeline page is 10-50 rows of 13 columns, on every request).
- * With `bytesColumn`, the statement selects that column as base64 text (`base64Column`) and it
- * comes as its bytes, a Buffer. The driver decodes every field from UTF-8 into a string; for a
- * large text column (a timeline page's ~44 KB of record content, much of it Japanese) that decode,
- * and encoding the string back into bytes for the answer, cost the server about an eighth of its
- * CPU per request. Base64 is ASCII, which the driver decodes by a plain copy, and Node turns it into
- * bytes natively; PostgreSQL's encoding costs it less than the server saves.
+ * With `bytesColumn`, that column (a text) comes as its UTF-8 bytes, a Buffer, as PostgreSQL sent
+ * them: the driver decodes every field from UTF-8 into a string, and for a large text column (a
+ * timeline page's ~44 KB of record content, much of it Japanese) that decode, and encoding the
+ * string back into bytes for the answer, cost the server about an eighth of its CPU per request.
+ * The pipelined connections copy that column's bytes out of the answer instead (BytesColumnConnection).
  */
 export async function preparedRows(db: Db, name: string, text: string, values: readonly unknown[], bytesColumn?: number): Promise<unknown[][]> {
   const pipe = pipelines.get(db);
   if (pipe) return pipe.rows<unknown[]>({ name, text, values: values as unknown[], rowMode: 'array' }, bytesColumn);
   const rows = (await db.executeQuery<Record<string, unknown>>(CompiledQuery.raw(text, values as unknown[]))).rows.map((r) => Object.values(r));
-  if (bytesColumn !== undefined) for (const r of rows) base64ToBytes(r, bytesColumn);
+  if (bytesColumn !== undefined) {
+    for (const r of rows) {
+      const v = r[bytesColumn];
+      if (typeof v === 'string') r[bytesColumn] = Buffer.from(v, 'utf8');
+    }
+  }
   return rows;
 }
 
-/** The slab base64ToBytes decodes into, and how much of it is taken. */
+/** The slab copyBytes copies into, and how much of it is taken. */
 const BYTES_SLAB = 256 * 1024;
 let bytesSlab = Buffer.allocUnsafeSlow(BYTES_SLAB);
 let bytesSlabUsed = 0;
 
 /**
- * Turns a row's base64 column (see base64Column) into its bytes, in place; null stays null. The
- * bytes are a view of a shared slab, as Node's own pool does for Buffers under 4 KB: a timeline
- * row's content is a little over 4 KB, so Buffer.from gave each its own ArrayBuffer, about ten
- * allocations (and as many for the garbage collector to track and free) per request. A slab
- * lives until the last view of it dies; a value of more than a quarter of one gets its own Buffer.
+ * A copy of bytes[start, end), as a view of a shared slab, as Node's own pool does for Buffers
+ * under 4 KB: a timeline row's content is a little over 4 KB, so a Buffer of its own each would be
+ * about ten allocations (and as many for the garbage collector to track and free) per request. A
+ * slab lives until the last view of it dies; a value of more than a quarter of one gets its own
+ * Buffer. A copy, because the parser reuses its buffer for the messages that follow.
  */
-function base64ToBytes(row: unknown[], column: number): void {
-  const v = row[column];
-  if (typeof v !== 'string') return;
-  // At most 3 bytes per 4 characters (PostgreSQL's line breaks only make it fewer).
-  const bound = Math.ceil(v.length / 4) * 3;
-  if (bound > BYTES_SLAB / 4) {
-    row[column] = Buffer.from(v, 'base64');
-    return;
-  }
-  if (bytesSlabUsed + bound > BYTES_SLAB) {
+function copyBytes(bytes: Buffer, start: number, end: number): Buffer {
+  const size = end - start;
+  if (size > BYTES_SLAB / 4) return Buffer.copyBytesFrom(bytes, start, size);
+  if (bytesSlabUsed + size > BYTES_SLAB) {
     bytesSlab = Buffer.allocUnsafeSlow(BYTES_SLAB);
     bytesSlabUsed = 0;
   }
-  const start = bytesSlabUsed;
-  const end = start + bytesSlab.write(v, start, 'base64');
-  row[column] = bytesSlab.subarray(start, end);
+  const at = bytesSlabUsed;
+  bytes.copy(bytesSlab, at, start, end);
   // The next value starts 8-aligned, as in Node's pool.
-  bytesSlabUsed = (end + 7) & ~7;
+  bytesSlabUsed = (at + size + 7) & ~7;
+  return bytesSlab.subarray(at, at + size);
 }
 
 /** PostgreSQL (or PGlite) refused a row for a unique constraint (unique_violation, 23505). */
 export function isUniqueViolation(e: unknown): boolean {
   return (e as { code?: string })?.code === '23505';
 }
-
-/**
- * A text expression selected as base64 (PostgreSQL's, lines of 76 characters): for preparedRows'
- * bytesColumn. `textsend` gives the text's bytes in the client encoding, as every other text
- * column arrives, and the driver decodes all of them as UTF-8. `convert_to(.., 'UTF8')` gave the
- * same bytes but validated every character first: about 3 µs of PostgreSQL's CPU per 4 KB record.
- */
-export const base64Column = (textExpression: string) => `encode(textsend(${textExpression}), 'base64')`;
 
 /** What a named statement's rows are made with: its column names and the driver's parser of each. */
 interface RowShape {
@@ -163,19 +154,21 @@ interface RowDescription {
  * row object from the column names (a dictionary-mode object, copied for every row even when rows
  * are arrays): about 5% of the server's CPU on a timeline request, which runs two such
  * statements. A named statement's columns never change, so the parsers are looked up once per
- * name; rows are built straight from the fields, and the bytes column (see preparedRows) is
- * turned into its bytes as the row is made.
+ * name; rows are built straight from the fields, and the bytes column (see preparedRows) arrives as bytes:
+ * the statement tells its connection's parser which column that is when its row description
+ * comes, before its first row.
  */
 class PipelinedStatement extends pg.Query {
   readonly #name: string;
   readonly #arrays: boolean;
-  readonly #bytesColumn: number | undefined;
+  readonly #bytesColumn: number;
+  readonly #parser: BytesColumnParser;
   readonly #done: (err: Error | undefined, rows: unknown[]) => void;
   #shape: RowShape | undefined;
   #rows: unknown[] = [];
   #failed: Error | undefined;
 
-  constructor(config: StatementConfig, bytesColumn: number | undefined, done: (err: Error | undefined, rows: unknown[]) => void) {
+  constructor(config: StatementConfig, bytesColumn: number | undefined, parser: BytesColumnParser, done: (err: Error | undefined, rows: unknown[]) => void) {
     // The text alone: pg copies a config object property by property (getOwnPropertyDescriptors).
     super(config.text);
     const self = this as unknown as { name: string; values: unknown[]; callback: (err: Error | undefined, res?: unknown) => void };
@@ -183,13 +176,16 @@ class PipelinedStatement extends pg.Query {
     self.values = config.values;
     this.#name = config.name;
     this.#arrays = config.rowMode === 'array';
-    this.#bytesColumn = bytesColumn;
+    this.#bytesColumn = bytesColumn ?? -1;
+    this.#parser = parser;
     this.#done = done;
     // pg answers through `callback` (also with errors of the connection); the rows are ours.
     self.callback = (err) => this.#done(err ?? this.#failed, err || this.#failed ? [] : this.#rows);
   }
 
   handleRowDescription(msg: RowDescription): void {
+    // This statement's rows come next on this connection (answers arrive in order).
+    this.#parser.bytesColumn = this.#bytesColumn;
     const name = this.#name;
     let shape = rowShapes.get(name);
     if (!shape || !sameColumns(shape, msg.fields)) {
@@ -203,24 +199,25 @@ class PipelinedStatement extends pg.Query {
     this.#shape = shape;
   }
 
-  handleDataRow(msg: { fields: (string | null)[] }): void {
+  handleDataRow(msg: { fields: (string | Buffer | null)[] }): void {
     const shape = this.#shape;
     if (this.#failed || !shape) return;
     const fields = msg.fields;
     try {
       if (this.#arrays) {
+        const bytes = this.#bytesColumn;
         const row: unknown[] = new Array(fields.length);
         for (let i = 0; i < fields.length; i++) {
           const v = fields[i];
-          row[i] = v === null ? null : shape.parsers[i]!(v);
+          // The bytes column is a Buffer already (BytesColumnParser).
+          row[i] = v === null || i === bytes ? v : shape.parsers[i]!(v as string);
         }
-        if (this.#bytesColumn !== undefined) base64ToBytes(row, this.#bytesColumn);
         this.#rows.push(row);
       } else {
         const row: Record<string, unknown> = {};
         for (let i = 0; i < fields.length; i++) {
           const v = fields[i];
-          row[shape.names[i]!] = v === null ? null : shape.parsers[i]!(v);
+          row[shape.names[i]!] = v === null ? null : shape.parsers[i]!(v as string);
         }
         this.#rows.push(row);
       }
@@ -229,6 +226,74 @@ class PipelinedStatement extends pg.Query {
       this.#failed = e as Error;
     }
   }
+
+  // This statement's answer has ended: the rows that follow on the connection are another's.
+  handleCommandComplete(msg: unknown, connection: unknown): void {
+    this.#parser.bytesColumn = -1;
+    (pg.Query.prototype as unknown as { handleCommandComplete(m: unknown, c: unknown): void }).handleCommandComplete.call(this, msg, connection);
+  }
+
+  handleError(err: Error, connection: unknown): void {
+    this.#parser.bytesColumn = -1;
+    (pg.Query.prototype as unknown as { handleError(e: Error, c: unknown): void }).handleError.call(this, err, connection);
+  }
+}
+
+/**
+ * What a pipelined connection's parser reads as bytes: `bytesColumn` of each data row, set by the
+ * statement whose answer is arriving (from its row description) and cleared when the answer ends;
+ * -1 for none. pg-protocol's parser decodes every field of a data row as UTF-8 text; this one
+ * copies that column's bytes out as they are (copyBytes) and leaves every other message, and
+ * every other column, to pg-protocol. The parser hands each message to pg as soon as it is read,
+ * and pg to the statement answering, so a row description is seen by its statement before the
+ * next message is read.
+ */
+class BytesColumnParser {
+  bytesColumn = -1;
+
+  /** Has `connection` read its server's messages with this parser (pg's Connection reads them in attachListeners). */
+  attach(connection: pg.Connection): void {
+    const parser = new Parser();
+    // pg-protocol's own dispatch by message code; its data rows are the one kind read here instead.
+    const packets = parser as unknown as { handlePacket(offset: number, code: number, length: number, bytes: Buffer): unknown };
+    const handlePacket = packets.handlePacket.bind(parser);
+    packets.handlePacket = (offset, code, length, bytes) =>
+      code === DATA_ROW && this.bytesColumn >= 0 ? dataRowWithBytes(bytes, offset, length, this.bytesColumn) : handlePacket(offset, code, length, bytes);
+    const events = connection as unknown as { _emitMessage: boolean; attachListeners(stream: NodeJS.ReadableStream): void };
+    // As pg's Connection.attachListeners, with this parser (it is called again after a TLS upgrade).
+    events.attachListeners = (stream) => {
+      stream.on('data', (buffer: Buffer) =>
+        parser.parse(buffer, (msg) => {
+          if (events._emitMessage) connection.emit('message', msg);
+          connection.emit(msg.name === 'error' ? 'errorMessage' : msg.name, msg);
+        }),
+      );
+    };
+  }
+}
+
+/** The message code of a data row ('D'). */
+const DATA_ROW = 0x44;
+
+/**
+ * A data row (PostgreSQL's protocol: a 16-bit field count, then each field as a 32-bit length,
+ * -1 for null, and its bytes), as pg-protocol makes it but for `column`, copied out as bytes.
+ */
+function dataRowWithBytes(bytes: Buffer, offset: number, length: number, column: number) {
+  const count = bytes.readInt16BE(offset);
+  const fields: (string | Buffer | null)[] = new Array(count);
+  let at = offset + 2;
+  for (let i = 0; i < count; i++) {
+    const size = bytes.readInt32BE(at);
+    at += 4;
+    if (size < 0) {
+      fields[i] = null;
+      continue;
+    }
+    fields[i] = i === column ? copyBytes(bytes, at, at + size) : bytes.toString('utf8', at, at + size);
+    at += size;
+  }
+  return { name: 'dataRow', length, fields, fieldCount: count };
 }
 
 function sameColumns(shape: RowShape, fields: RowDescription['fields']): boolean {
@@ -242,6 +307,8 @@ export const PIPELINED_CONNECTIONS = 4;
 
 interface PipelinedConnection {
   client: pg.Client;
+  /** Its parser (see BytesColumnParser). */
+  parser: BytesColumnParser;
   /** Statements sent and not yet answered. */
   inFlight: number;
   /** Whether its socket holds this turn's writes until the turn ends. */
@@ -276,25 +343,23 @@ class PipelinedConnections {
 
   /**
    * The rows of one statement, sent on the connection with the fewest in flight. With
-   * `bytesColumn` (rows as arrays), that base64 column is turned into its bytes as each row
-   * arrives: the driver decodes every field to a string, and a pipelined read often ends in the
-   * middle of an answer (its backend is still writing it), so the rows decoded so far wait for the
-   * rest until a later turn of the event loop. Large strings that wait like that outlive a scavenge
-   * and are promoted to V8's old space: a timeline page's contents on every request. As bytes, the
-   * strings die at once.
+   * `bytesColumn` (rows as arrays), that column arrives as its bytes (BytesColumnParser): a
+   * pipelined read often ends in the middle of an answer (its backend is still writing it), so the
+   * rows read so far wait for the rest until a later turn of the event loop; large strings that
+   * waited like that outlived a scavenge and were promoted to V8's old space, a timeline page's
+   * contents on every request. Bytes in a slab are no work for the scavenger.
    */
   rows<R>(config: StatementConfig, bytesColumn?: number): Promise<R[]> {
     return new Promise((resolve, reject) => {
-      const query = new PipelinedStatement(config, bytesColumn, (err, rows) => (err ? reject(err) : resolve(rows as R[])));
-      this.#send(query as unknown as pg.Query);
+      if (this.#closed) return reject(new Error('the database handle is closed'));
+      const c = this.#pick();
+      this.#send(c, new PipelinedStatement(config, bytesColumn, c.parser, (err, rows) => (err ? reject(err) : resolve(rows as R[]))));
     });
   }
 
   /** Writes a statement behind those in flight on its connection, held until the end of the turn. */
-  #send(query: pg.Query): void {
-    const q = query as unknown as { callback: (err: Error | undefined, res: unknown) => void; handleError(e: Error): void };
-    if (this.#closed) return q.handleError(new Error('the database handle is closed'));
-    const c = this.#pick();
+  #send(c: PipelinedConnection, query: PipelinedStatement): void {
+    const q = query as unknown as { callback: (err: Error | undefined, res: unknown) => void };
     c.inFlight++;
     if (!c.corked) {
       // Hold this turn's writes (pg corks and uncorks around each statement: the counts nest).
@@ -312,7 +377,7 @@ class PipelinedConnections {
       c.inFlight--;
       callback(err, res);
     };
-    c.client.query(query);
+    c.client.query(query as unknown as pg.Query);
   }
 
   /** The connection with the fewest statements in flight (the first of equals), opened if needed. */
@@ -331,7 +396,9 @@ class PipelinedConnections {
 
   #open(): PipelinedConnection {
     const client = new pg.Client({ connectionString: this.url, pipeline: true } as pg.ClientConfig);
-    const c: PipelinedConnection = { client, inFlight: 0, corked: false, broken: false };
+    const parser = new BytesColumnParser();
+    parser.attach((client as unknown as { connection: pg.Connection }).connection);
+    const c: PipelinedConnection = { client, parser, inFlight: 0, corked: false, broken: false };
     const broken = () => {
       c.broken = true;
     };

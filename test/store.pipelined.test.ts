@@ -1,7 +1,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { sql } from 'kysely';
 import pg from 'pg';
-import { base64Column, PIPELINED_CONNECTIONS, postgresDb, preparedRead, preparedRows, type Db } from '../store/db.js';
+import { PIPELINED_CONNECTIONS, postgresDb, preparedRead, preparedRows, type Db } from '../store/db.js';
 import { createTestDatabase, type TestDatabase } from './support/postgres.js';
 
 // The hot path's reads share a few pipelined connections (store/db.ts, PipelinedConnections).
@@ -43,29 +43,32 @@ describe('pipelined reads on PostgreSQL', () => {
     expect(rows).toEqual([[7, 'seven']]);
   });
 
-  it('hands a column selected as base64 over as its bytes when asked, on pipelined connections and not', async () => {
-    // Longer than one of PostgreSQL's 76-character base64 lines, with Japanese, an emoji and an accent.
+  it('hands a text column over as its bytes when asked, on pipelined connections and not', async () => {
+    // With Japanese, an emoji and an accent; a text column after the bytes column stays text.
     const text = `{"note": "${'日本語 \ud83d\ude00 é '.repeat(12)}"}`;
-    const sqlText = `select $1::int as n, ${base64Column('$2::text')} as t, null::text as z`;
+    const sqlText = `select $1::int as n, $2::text as t, null::text as z, 'after ' || $1::text as a`;
     const rows = await Promise.all(Array.from({ length: 30 }, (_, i) => preparedRows(db, 'pipelined-test-bytes', sqlText, [i, text], 1)));
     rows.forEach((r, i) => {
       expect(r).toHaveLength(1);
       expect(r[0]![0]).toBe(i);
       expect(Buffer.isBuffer(r[0]![1])).toBe(true);
       expect((r[0]![1] as Buffer).toString('utf8')).toBe(text);
+      expect(r[0]!.slice(2)).toEqual([null, `after ${i}`]);
     });
-    // Values of many sizes, one after the other: each its own bytes (the slab they are decoded
-    // into fills and is replaced), and one larger than a quarter of a slab (its own Buffer).
+    // Values of many sizes, one after the other: each its own bytes (the slab they are copied
+    // into fills and is replaced; the larger ones arrive over several reads of the socket), and
+    // one larger than a quarter of a slab (its own Buffer).
     const sizes = [0, 1, 2, 3, 4, 75, 76, 77, 4166, 30_000, 70_000, 100_000, 5];
-    const many = await Promise.all(
-      sizes.flatMap((n) => [n, n + 1]).map((n, i) => preparedRows(db, 'pipelined-test-bytes', sqlText, [i, `${'é日'.repeat(n >> 2)}${'x'.repeat(n & 3)}`], 1)),
-    );
+    const value = (n: number) => `${'é日'.repeat(n >> 2)}${'x'.repeat(n & 3)}`;
+    const many = await Promise.all(sizes.flatMap((n) => [n, n + 1]).map((n, i) => preparedRows(db, 'pipelined-test-bytes', sqlText, [i, value(n)], 1)));
     many.forEach((r, i) => {
-      const n = sizes.flatMap((k) => [k, k + 1])[i]!;
-      expect((r[0]![1] as Buffer).toString('utf8')).toBe(`${'é日'.repeat(n >> 2)}${'x'.repeat(n & 3)}`);
+      expect((r[0]![1] as Buffer).toString('utf8')).toBe(value(sizes.flatMap((k) => [k, k + 1])[i]!));
     });
+    // Several rows of one statement, each its own bytes.
+    const series = await preparedRows(db, 'pipelined-test-bytes-rows', `select g, repeat('日', g) from generate_series(1, 50) as g`, [], 1);
+    expect(series.map((r) => [r[0], (r[1] as Buffer).toString('utf8')])).toEqual(Array.from({ length: 50 }, (_, i) => [i + 1, '日'.repeat(i + 1)]));
     // A null stays null.
-    const nulls = `select $1::int as n, ${base64Column('null::text')} as t`;
+    const nulls = `select $1::int as n, null::text as t`;
     expect((await preparedRows(db, 'pipelined-test-bytes-null', nulls, [1], 1))[0]).toEqual([1, null]);
     const plain = postgresDb(tdb.url, 2, 0);
     try {
@@ -74,6 +77,37 @@ describe('pipelined reads on PostgreSQL', () => {
       expect((await preparedRows(plain, 'pipelined-test-bytes-null', nulls, [1], 1))[0]).toEqual([1, null]);
     } finally {
       await plain.destroy();
+    }
+  });
+
+  it('reads as bytes only the column of the statement answering, also after a statement that failed', async () => {
+    // One pipelined connection: statements with and without a bytes column, and some failing
+    // after their row description went out, answer one after the other on it.
+    const one = postgresDb(tdb.url, 2, 1);
+    try {
+      // The failing ones send a row before their error (the division runs row by row).
+      const withBytes = 'select $1::int as n, $2::text as t, $2::text as u, 10 / x as q from unnest(array[1, $3::int]) as d(x)';
+      // Column 1 a boolean (whose parser would read a Buffer as false: text would still decode).
+      const without = 'select $1::int as n, $2::text = $2::text as t, $2::text as u, 10 / x as q from unnest(array[1, $3::int]) as d(x)';
+      const asked = Array.from({ length: 60 }, (_, i) => {
+        const t = `値 ${i}`;
+        const kind = i % 4;
+        if (kind === 0) return preparedRows(one, 'pipelined-test-mixed-bytes', withBytes, [i, t, 1], 1).then((r) => ['bytes', r] as const);
+        if (kind === 1) return preparedRows(one, 'pipelined-test-mixed-bytes', withBytes, [i, t, 0], 1).then((r) => ['bytes', r] as const, (e: Error) => ['failed', e.message] as const);
+        if (kind === 2) return preparedRows(one, 'pipelined-test-mixed-text', without, [i, t, 1]).then((r) => ['text', r] as const);
+        return preparedRead(one, 'pipelined-test-mixed-objects', without, [i, t, 1]).then((r) => ['objects', r] as const);
+      });
+      const answers = await Promise.all(asked);
+      answers.forEach(([kind, r], i) => {
+        const t = `値 ${i}`;
+        if (kind === 'failed') expect(r).toMatch(/division by zero/);
+        else if (kind === 'bytes') expect(r.map((row) => [row[0], Buffer.isBuffer(row[1]) && row[1].toString('utf8'), row[2], row[3]])).toEqual([[i, t, t, 10], [i, t, t, 10]]);
+        else if (kind === 'text') expect(r).toEqual([[i, true, t, 10], [i, true, t, 10]]);
+        else expect(r).toEqual([{ n: i, t: true, u: t, q: 10 }, { n: i, t: true, u: t, q: 10 }]);
+        expect(kind).toBe(['bytes', 'failed', 'text', 'objects'][i % 4]);
+      });
+    } finally {
+      await one.destroy();
     }
   });
 

@@ -1,5 +1,5 @@
 import { sql, type Expression, type SqlBool } from 'kysely';
-import { base64Column, preparedRows, type Db } from '../db.js';
+import { preparedRows, type Db } from '../db.js';
 import type { ClinicalRecord, Category } from '../../ingest/records/types.js';
 import type { Finding } from '../../ingest/quality/findings.js';
 
@@ -442,7 +442,7 @@ async function recordRows(db: Db, q: RecordQuery, bytes: boolean): Promise<{ row
     db,
     `patient-records-${shape}${bytes ? '-bytes' : ''}`,
     `select r.id, r.facility_id, r.patient_id, r.data_type, r.category, r.care_date::text as care_date, r.order_no, r.message_ts,
-       r.department, r.condition_flag, r.sha256, r.path, ${bytes ? base64Column('r.content::text') : 'r.content::text'} as content_json
+       r.department, r.condition_flag, r.sha256, r.path, r.content::text as content_json
      from (values ${who}) as p(facility_id, patient_id, published_seq)
      join record as r on r.facility_id = p.facility_id and r.patient_id = p.patient_id
      where ${where.join(' and ')}
