@@ -302,8 +302,15 @@ function sameColumns(shape: RowShape, fields: RowDescription['fields']): boolean
   return true;
 }
 
-/** Connections the hot path's reads share (see PipelinedConnections). */
-export const PIPELINED_CONNECTIONS = 4;
+/**
+ * Connections the hot path's reads share (see PipelinedConnections). Two, not four: at 1M
+ * records, four interleaved timeline pairs on an Intel Xeon VM of 2 cores gave 1,934-2,085
+ * requests/s against 1,705-1,853, with the server's and PostgreSQL's CPU per request 5-10% lower
+ * (more statements to a write, and fewer backends to wake, on cores the server shares with them);
+ * two backends carry the ~0.6 of a core PostgreSQL spends at that rate. One was as fast in a quiet
+ * pair, but then a slow statement would hold up every read behind it.
+ */
+export const PIPELINED_CONNECTIONS = 2;
 
 interface PipelinedConnection {
   client: pg.Client;
