@@ -78,7 +78,7 @@ export async function preparedRead<R>(db: Db, name: string, text: string, values
  * them: the driver decodes every field from UTF-8 into a string, and for a large text column (a
  * timeline page's ~44 KB of record content, much of it Japanese) that decode, and encoding the
  * string back into bytes for the answer, cost the server about an eighth of its CPU per request.
- * The pipelined connections copy that column's bytes out of the answer instead (BytesColumnConnection).
+ * The pipelined connections copy that column's bytes out of the answer instead (BytesColumnParser).
  */
 export async function preparedRows(db: Db, name: string, text: string, values: readonly unknown[], bytesColumn?: number): Promise<unknown[][]> {
   const pipe = pipelines.get(db);

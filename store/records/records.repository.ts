@@ -440,7 +440,8 @@ async function recordRows(db: Db, q: RecordQuery, bytes: boolean): Promise<{ row
   // Rows as arrays (see preparedRows), in the order of the select list.
   const rows = (await preparedRows(
     db,
-    `patient-records-${shape}${bytes ? '-bytes' : ''}`,
+    // One statement for both forms: the bytes column is chosen per run (preparedRows), not by its text.
+    `patient-records-${shape}`,
     `select r.id, r.facility_id, r.patient_id, r.data_type, r.category, r.care_date::text as care_date, r.order_no, r.message_ts,
        r.department, r.condition_flag, r.sha256, r.path, r.content::text as content_json
      from (values ${who}) as p(facility_id, patient_id, published_seq)
