@@ -48,6 +48,17 @@ const arg = (name: string, def: string) => {
   return i > 0 ? process.argv[i + 1]! : def;
 };
 
+/** A whole-number option of at least `min`; anything else stops the bench with a message (exit 2). */
+function countArg(name: string, def: number, min: number): number {
+  const raw = arg(name, String(def));
+  const n = Number(raw);
+  if (!/^[0-9]+$/.test(raw) || !Number.isSafeInteger(n) || n < min) {
+    process.stderr.write(`ai.bench: --${name} must be a whole number of at least ${min} (got ${JSON.stringify(raw)})\n`);
+    process.exit(2);
+  }
+  return n;
+}
+
 const pct = (xs: number[], p: number) => {
   const s = [...xs].sort((a, b) => a - b);
   return s.length ? Math.round(s[Math.min(s.length - 1, Math.floor((p / 100) * s.length))]! * 10) / 10 : NaN;
@@ -78,9 +89,10 @@ type ToParent = { type: 'standin'; base: string } | { type: 'mark'; what: 'load-
 // The exchange's side
 
 async function exchangeMain() {
-  const REQUESTS = Number(arg('requests', '1500'));
-  const INFLIGHT = Number(arg('inflight', '100'));
-  const PATIENTS = Number(arg('patients', '10'));
+  const REQUESTS = countArg('requests', 1500, 1);
+  const INFLIGHT = countArg('inflight', 100, 1);
+  const PATIENTS = countArg('patients', 10, 1);
+  const WARMUP = countArg('warmup', 0, 0);
   const { readStoredFile } = await import('../ingest/records/read.js');
   const { insertFacility } = await import('../store/backup/backup.repository.js');
   const { SAMPLES_ROOT, tempDir } = await import('../test/support/tmp.js');
@@ -248,7 +260,7 @@ async function exchangeMain() {
     const loop = monitorEventLoopDelay({ resolution: LAG_RESOLUTION_MS });
     const lag = (ns: number) => round(Math.max(0, ns / 1e6 - LAG_RESOLUTION_MS));
     const childProfile = arg('child-profile', '');
-    child.send({ type: 'go', url, token, patients, dbUrl: pgdb.url, requests: REQUESTS, inflight: INFLIGHT, warmup: Number(arg('warmup', '0')), ...(childProfile ? { profile: path.resolve(childProfile) } : {}) } satisfies Go);
+    child.send({ type: 'go', url, token, patients, dbUrl: pgdb.url, requests: REQUESTS, inflight: INFLIGHT, warmup: WARMUP, ...(childProfile ? { profile: path.resolve(childProfile) } : {}) } satisfies Go);
     await fromChild('mark'); // load-start
     const cpu0 = process.cpuUsage();
     const main0 = mainThreadMs();
