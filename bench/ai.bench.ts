@@ -7,7 +7,7 @@
  * the exchange (its process with its worker threads, and its PostgreSQL backends) spent per
  * request.
  *
- *   npx tsx bench/ai.bench.ts [--requests 1500] [--inflight 100] [--patients 10] [--warmup 0] [--profile out.cpuprofile] [--heap-profile out.heapprofile] [--child-profile out.cpuprofile] [--statements] [--redis redis://127.0.0.1:6379]
+ *   npx tsx bench/ai.bench.ts [--requests 1500] [--inflight 100] [--patients 10] [--warmup 0] [--probe-interval 50] [--profile out.cpuprofile] [--heap-profile out.heapprofile] [--child-profile out.cpuprofile] [--statements] [--redis redis://127.0.0.1:6379]
  *
  * --profile / --heap-profile: the event loop's CPU profile, or a sampling profile of what it
  * allocates (Chrome DevTools formats), over the load. --child-profile: the CPU profile of the
@@ -18,6 +18,10 @@
  * compiling the request path takes about a fifth of the exchange's CPU over the first 3,000
  * requests and much less after). Its rows stay in the tables the measured load then uses, and
  * the database is analysed after it (as autovacuum does for a running exchange).
+ *
+ * --probe-interval MS: the timeline client sends one request every MS milliseconds (default 50;
+ * 0: each as soon as the one before has answered, as before 2026-11-22 06:00 UTC, when it made
+ * 100-250 timeline requests a second and its load was counted in the exchange's CPU per request).
  *
  * --redis: the AI queue (and the exchange's other jobs) through BullMQ on that Redis, under a key
  * prefix of its own removed at the end; without it, the in-process queue.
@@ -40,7 +44,7 @@ import path from 'node:path';
 import { execSync, fork } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { fileURLToPath } from 'node:url';
-import { monitorEventLoopDelay } from 'node:perf_hooks';
+import { monitorEventLoopDelay, performance } from 'node:perf_hooks';
 import pg from 'pg';
 
 const arg = (name: string, def: string) => {
@@ -76,6 +80,8 @@ interface Go {
   inflight: number;
   /** Requests run before the measured load (--warmup). */
   warmup: number;
+  /** Milliseconds from the start of one timeline probe to the start of the next (--probe-interval; 0: back to back). */
+  probeIntervalMs: number;
   /** The child's own CPU profile over the load, written there (--child-profile). */
   profile?: string;
 }
@@ -93,6 +99,7 @@ async function exchangeMain() {
   const INFLIGHT = countArg('inflight', 100, 1);
   const PATIENTS = countArg('patients', 10, 1);
   const WARMUP = countArg('warmup', 0, 0);
+  const PROBE_INTERVAL = countArg('probe-interval', 50, 0);
   const { readStoredFile } = await import('../ingest/records/read.js');
   const { insertFacility } = await import('../store/backup/backup.repository.js');
   const { SAMPLES_ROOT, tempDir } = await import('../test/support/tmp.js');
@@ -260,13 +267,14 @@ async function exchangeMain() {
     const loop = monitorEventLoopDelay({ resolution: LAG_RESOLUTION_MS });
     const lag = (ns: number) => round(Math.max(0, ns / 1e6 - LAG_RESOLUTION_MS));
     const childProfile = arg('child-profile', '');
-    child.send({ type: 'go', url, token, patients, dbUrl: pgdb.url, requests: REQUESTS, inflight: INFLIGHT, warmup: WARMUP, ...(childProfile ? { profile: path.resolve(childProfile) } : {}) } satisfies Go);
+    child.send({ type: 'go', url, token, patients, dbUrl: pgdb.url, requests: REQUESTS, inflight: INFLIGHT, warmup: WARMUP, probeIntervalMs: PROBE_INTERVAL, ...(childProfile ? { profile: path.resolve(childProfile) } : {}) } satisfies Go);
     await fromChild('mark'); // load-start
     const cpu0 = process.cpuUsage();
     const main0 = mainThreadMs();
     const load0 = os.loadavg();
     const t0 = performance.now();
     loop.enable();
+    const elu0 = performance.eventLoopUtilization();
     const pg0 = await backendsCpu();
     const xacts = async () => Number((await admin.query<{ n: string }>('select xact_commit + xact_rollback as n from pg_stat_database where datname = $1', [pgdb.name])).rows[0]!.n);
     const xact0 = await xacts();
@@ -283,6 +291,7 @@ async function exchangeMain() {
     const wall = performance.now() - t0;
     counting = false;
     loop.disable();
+    const elu = performance.eventLoopUtilization(elu0);
     if (inspector && PROFILE) fs.writeFileSync(PROFILE, JSON.stringify((await inspector.post('Profiler.stop')).profile));
     if (inspector && HEAP) fs.writeFileSync(HEAP, JSON.stringify((await inspector.post('HeapProfiler.stopSampling')).profile));
     const cpu = process.cpuUsage(cpu0);
@@ -318,6 +327,8 @@ async function exchangeMain() {
             ? { statementsPerRequest: Object.fromEntries([...statements].sort((a, b) => b[1] - a[1]).map(([k, v]) => [k, round(v / n, 2)])) }
             : {}),
           eventLoopLagMs: { p50: lag(loop.percentile(50)), p99: lag(loop.percentile(99)), max: lag(loop.max) },
+          // The share of the load's wall time the event loop was running callbacks (not waiting in epoll).
+          eventLoopUtilization: round(elu.utilization, 2),
         },
         null,
         2,
@@ -406,12 +417,16 @@ async function clientsMain() {
     if (s.status !== 'done') throw new Error(`request ${id} ${s.status}`);
     return { id, start, submitMs, doneMs: s.doneMs };
   };
+  // One clinician's timeline, probed every probeIntervalMs (a probe that answers late is followed
+  // by the next at once): a sample of the viewer's latency that adds little load of its own.
   const timeline = async (samples: number[], until: () => boolean) => {
     while (!until()) {
       const t = performance.now();
       const r = await request('GET', `/api/patients/${go.patients[0]}/timeline?limit=50`);
       if (r.status !== 200) throw new Error(`timeline: ${r.status}`);
-      samples.push(performance.now() - t);
+      const took = performance.now() - t;
+      samples.push(took);
+      if (go.probeIntervalMs > took) await new Promise((resolve) => setTimeout(resolve, go.probeIntervalMs - took));
     }
   };
   // Attempts that failed and were retried (by kind), over the whole run.
@@ -453,7 +468,7 @@ async function clientsMain() {
 
   const before: number[] = [];
   let n = 0;
-  await timeline(before, () => ++n > 200);
+  await timeline(before, () => ++n > (go.probeIntervalMs ? 60 : 200));
 
   const results: { id: string; start: number; submitMs: number; doneMs: number }[] = [];
   let started = 0;
