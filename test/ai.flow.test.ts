@@ -10,7 +10,8 @@ import type { Db } from '../store/db.js';
 import type { ConsentModule } from '../consent/consent.module.js';
 import { verifyAuditChain } from '../viewer-api/audit/audit.service.js';
 import { startStandIn, type StandIn } from '../viewer-api/ai/standin.js';
-import { createAiFlow } from '../viewer-api/ai/ai.service.js';
+import { createAiFlow, REDECIDE_AFTER_MS } from '../viewer-api/ai/ai.service.js';
+import { createInlinePreparer } from '../viewer-api/ai/deid-pool.js';
 import { pseudonymKeyFrom } from '../viewer-api/ai/ai.module.js';
 import { SecretBox } from '../viewer-api/auth/secret-box.js';
 import { SAMPLES_ROOT } from './support/tmp.js';
@@ -327,6 +328,32 @@ describe.each([
     expect(ok.status).toBe('done');
   }, 60_000);
 
+  it('with a free place among its requests the exchange sends at once, claimed at submit; a BullMQ exchange queues', async () => {
+    const before = stand.received.length;
+    const res = await submit(doctor, 'cv-risk', regional);
+    expect(res.status).toBe(202);
+    const v = (await res.json()) as RequestView;
+    // In-process: the row was inserted claimed (no separate claim), and is being sent.
+    expect(v.status).toBe(queueKind === 'in-process' ? 'sending' : 'queued');
+    expect((await settled(doctor, v.id)).status).toBe('done');
+    await h.exchange.ai.queue.idle();
+    // Sent exactly once, whichever way it went.
+    expect(stand.received.length).toBe(before + 1);
+    const trail = (await audits('ai.request.send')).filter((a) => (JSON.parse(String(a.detail)) as { request?: string }).request === v.id);
+    expect(trail.map((a) => a.outcome)).toEqual(['success']);
+  });
+
+  it('without a session a bad body is refused as unauthenticated, and a good one reads nothing for the caller', async () => {
+    const post = (body: string, token?: string) =>
+      fetch(`${h.url}/api/ai/requests`, { method: 'POST', headers: { ...(token ? { authorization: `Bearer ${token}` } : {}), 'content-type': 'application/json' }, body });
+    expect((await post('{not json')).status).toBe(401);
+    expect((await post(JSON.stringify({ serviceId: 'cv-risk', patientId: regional }))).status).toBe(401);
+    expect((await post(JSON.stringify({ serviceId: 'cv-risk', patientId: regional }), `hks_${'A'.repeat(43)}`)).status).toBe(401);
+    // With a session, the body's own problems are told.
+    expect((await post('{not json', tokens['doctor'])).status).toBe(400);
+    expect((await post(JSON.stringify({ serviceId: 'cv-risk', patientId: regional, extra: 1 }), tokens['doctor'])).status).toBe(400);
+  });
+
   it('a withdrawal between submit and send stops the request before anything leaves', async () => {
     // The same flow, with a queue that holds the job until the test runs it.
     const held: string[] = [];
@@ -361,6 +388,81 @@ describe.each([
     // Processing again does nothing (the request is no longer queued).
     await flow.process(v.id);
     expect(stand.received.length).toBe(before);
+  });
+
+  it('a decision that aged while the Bundle was prepared is taken again before sending: a withdrawal meanwhile stops it', async () => {
+    const ex = h.exchange;
+    const key = pseudonymKeyFrom(ex.config.auth.secretKeyFile);
+    const box = SecretBox.fromKeyFile(ex.config.auth.secretKeyFile);
+    const inline = createInlinePreparer(key, undefined, box);
+    // A preparer that holds the Bundle until the test lets it go, and a queue with a free place.
+    let release!: () => void;
+    const held = new Promise<void>((r) => (release = r));
+    let started!: () => void;
+    const preparing = new Promise<void>((r) => (started = r));
+    const ran: Promise<void>[] = [];
+    const flow = createAiFlow({
+      db: ex.db,
+      box,
+      audit: ex.viewer.audit,
+      clock: h.clock.now,
+      log: ex.log,
+      registry: ex.ai.registry,
+      client: ex.ai.client,
+      contexts: ex.consent.contexts,
+      consent: ex.consent,
+      roles: ex.viewer.roles,
+      pseudonymKey: key,
+      preparer: {
+        kind: 'inline',
+        async prepare(req, load) {
+          started();
+          await held;
+          return inline.prepare(req, load);
+        },
+        close: () => inline.close(),
+      },
+      queue: () => ({
+        kind: 'in-process',
+        enqueue: async () => {
+          throw new Error('not queued: sent at once');
+        },
+        reserve: () => ({ run: (task) => void ran.push(task()), release: () => undefined }),
+        start: async () => {},
+        idle: async () => {},
+        close: async () => {},
+      }),
+    });
+    const principal = { userId: doctor.userId, username: 'doctor', displayName: 'doctor', facilityId: 'FB', role: 'physician' as const, sessionId: 's', deviceId: 'd', address: '127.0.0.1', expiresAt: new Date(h.clock.ms + 3_600_000) };
+    // A patient of its own (at a facility of its own), so that the withdrawal leaves the other tests' patient alone.
+    await insertFacility(ex.db, { id: 'FD', name: 'Facility FD', kind: 'hospital' });
+    await consent.consent.setParticipation(actor, { facilityId: 'FD', kind: 'hospital', discloses: true, views: true }, 'joins the network');
+    await indexPatient(ex.db, 'FD');
+    const patient = (await consent.identity.enrol(actor, { facilityId: 'FD', localId: '9999013' }, { evidence: 'ID card checked' })).regionalId;
+    await consent.consent.record(actor, patient, {
+      terms: {
+        status: 'opted-in',
+        disclosing: { mode: 'all' },
+        receiving: { kinds: ['hospital'], facilities: [], exclude: [] },
+        categories: { mode: 'all' },
+        purposes: { treatment: true, emergency: 'unspecified', aiServices: ['cv-risk'], research: false },
+        validFrom: h.clock.ms - 86_400_000,
+        validTo: null,
+      },
+    });
+    const before = stand.received.length;
+    const v = await flow.submit(principal, { serviceId: 'cv-risk', patientId: patient }, 'POST /api/ai/requests');
+    expect(v.status).toBe('sending');
+    await preparing;
+    await consent.consent.withdraw(actor, patient, 'patient withdrew while the data was being prepared');
+    h.clock.advance(REDECIDE_AFTER_MS + 1000);
+    release();
+    await Promise.all(ran);
+    expect(await flow.status(principal, v.id)).toMatchObject({ status: 'denied', detail: 'This patient’s data may not be sent to this AI service.' });
+    expect(stand.received.length).toBe(before);
+    const denial = (await audits('ai.request.send')).at(-1)!;
+    expect(denial).toMatchObject({ outcome: 'denied', patient });
+    expect(denial.reason).toMatch(/withdrawn/);
   });
 
   it('the audit chain still verifies', async () => {

@@ -15,6 +15,12 @@ import type { Logger } from 'pino';
 export interface AiQueue {
   readonly kind: 'bullmq' | 'in-process';
   enqueue(requestId: string): Promise<void>;
+  /**
+   * A place among the requests this process runs, taken now, for a request to run at once instead
+   * of waiting in the queue; undefined when there is none free (or the queue is BullMQ's: its jobs
+   * go through Redis). The holder either runs its task in it or releases it.
+   */
+  reserve?(): AiSlot | undefined;
   start(): Promise<void>;
   /** Resolves when nothing is waiting or running (tests, demo). */
   idle(): Promise<void>;
@@ -22,6 +28,13 @@ export interface AiQueue {
 }
 
 export type AiProcessor = (requestId: string) => Promise<void>;
+
+export interface AiSlot {
+  /** Runs the task in the place (once); the queue waits for it on close, as for its own jobs. */
+  run(task: () => Promise<void>): void;
+  /** Gives the place back unused. */
+  release(): void;
+}
 
 export const AI_QUEUE = 'ai-request';
 
@@ -56,20 +69,47 @@ class InProcessAiQueue implements AiQueue {
     this.pump();
   }
 
+  reserve(): AiSlot | undefined {
+    // Not ahead of requests already waiting, and not beyond the queue's concurrency.
+    if (!this.started || this.closed || this.active >= this.concurrency || this.waiting.length) return undefined;
+    this.active++;
+    let used = false;
+    return {
+      run: (task) => {
+        if (used) throw new Error('an AI queue place runs one task');
+        used = true;
+        this.track(task(), undefined);
+      },
+      release: () => {
+        if (used) return;
+        used = true;
+        this.finished();
+      },
+    };
+  }
+
   private pump(): void {
     while (this.started && !this.closed && this.active < this.concurrency && this.waiting.length) {
       const id = this.waiting.shift()!;
       this.active++;
-      const p = this.process(id)
-        .catch((err: unknown) => this.log.error({ err, requestId: id }, 'AI request processing failed'))
-        .finally(() => {
-          this.active--;
-          this.running.delete(p);
-          this.pump();
-          if (this.active === 0 && this.waiting.length === 0) for (const r of this.idleWaiters.splice(0)) r();
-        });
-      this.running.add(p);
+      this.track(this.process(id), id);
     }
+  }
+
+  private track(work: Promise<void>, id: string | undefined): void {
+    const p: Promise<void> = work
+      .catch((err: unknown) => this.log.error({ err, requestId: id }, 'AI request processing failed'))
+      .finally(() => {
+        this.running.delete(p);
+        this.finished();
+      });
+    this.running.add(p);
+  }
+
+  private finished(): void {
+    this.active--;
+    this.pump();
+    if (this.active === 0 && this.waiting.length === 0) for (const r of this.idleWaiters.splice(0)) r();
   }
 
   idle(): Promise<void> {

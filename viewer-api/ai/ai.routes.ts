@@ -5,8 +5,8 @@ import { readJson } from '../http/body.js';
 import { forbidden } from '../../store/errors.js';
 import type { AuthService } from '../auth/auth.service.js';
 import type { AdminContext } from '../auth/admin.service.js';
-import { principalOf, requireSession } from '../routes/session.js';
-import type { AiFlow } from './ai.service.js';
+import { checkSession, principalOf, requireSession } from '../routes/session.js';
+import type { AiFlow, SubmitReads } from './ai.service.js';
 import type { AiRegistry } from './registry.service.js';
 
 /**
@@ -36,9 +36,17 @@ export function aiRouter(deps: { auth: AuthService; flow: AiFlow; registry: AiRe
     return { actor: { userId: p.userId, username: p.username, facilityId: p.facilityId, role: p.role }, address: p.address, deviceId: p.deviceId, endpoint: endpoint(ctx) };
   };
 
-  r.post('/ai/requests', session, async (ctx) => {
-    const body = await readJson(ctx, SubmitBody, 4096);
-    const view = await deps.flow.submit(principalOf(ctx), body, endpoint(ctx));
+  r.post('/ai/requests', async (ctx) => {
+    // The body first (at most 4 kB): the session check then reads what the submit needs with it
+    // (AiFlow.preloadSubmit), one round trip for both. A bad body is refused after the session
+    // check, so that a caller without a session learns nothing but that.
+    const body = await readJson(ctx, SubmitBody, 4096).catch((e: unknown) => ({ invalid: e }));
+    const valid = 'invalid' in body ? undefined : body;
+    let reads: SubmitReads | undefined;
+    const preload = deps.flow.preloadSubmit?.bind(deps.flow);
+    await checkSession(deps.auth, ctx, valid && preload ? (tokenHash) => preload(tokenHash, valid).then((r) => ((reads = r.reads), r.session)) : undefined);
+    if (!valid) throw (body as { invalid: unknown }).invalid;
+    const view = await deps.flow.submit(principalOf(ctx), valid, endpoint(ctx), reads);
     ctx.status = 202;
     ctx.set('Location', `/api/ai/requests/${view.id}`);
     ctx.body = view;

@@ -3,8 +3,8 @@ import type { Logger } from 'pino';
 import type { Db } from '../../store/db.js';
 import { CATEGORIES } from '../../consent/categories.js';
 import { conflict, ExchangeError, forbidden, notFound } from '../../store/errors.js';
-import { contextOf, type DecisionContextLoader, type ParticipationCache } from '../../consent/decision-context.js';
-import type { DecisionRows } from '../../consent/consent.repository.js';
+import { contextOf, type DecisionContextLoader, type LoadedContext, type ParticipationCache } from '../../consent/decision-context.js';
+import type { SessionRecord } from '../auth/auth.repository.js';
 import type { ConsentPolicy } from '../../consent/policy.js';
 import type { Category as IndexCategory, ClinicalRecord } from '../../ingest/records/types.js';
 import { queryPatientRecords, type RecordCursor } from '../../store/records/records.repository.js';
@@ -50,8 +50,27 @@ export interface AiRequestView {
   completedAt: string | null;
 }
 
+/** What a submit read with its session check (AiFlow.preloadSubmit): opaque to the caller. */
+export interface SubmitReads {
+  regionalId: string;
+  userId: number;
+  /** The time the consent context was read for; the gate decides at it. */
+  at: number;
+  context: LoadedContext | undefined;
+  versions: repo.IndexVersions;
+  service: Promise<AiService | undefined>;
+}
+
 export interface AiFlow {
-  submit(p: Principal, req: { serviceId: string; patientId: string }, endpoint: string): Promise<AiRequestView>;
+  /**
+   * The session check of a submit, with what the submit will need read on the same round trip:
+   * the session and the patient's consent context in one statement, the service beside it.
+   * Absent when the flow reads consent through a loader of its own (no policy given): the caller
+   * then checks the session alone.
+   */
+  preloadSubmit?(tokenHash: string, req: { serviceId: string; patientId: string }): Promise<{ session: SessionRecord | undefined; reads: SubmitReads | undefined }>;
+  /** `reads`: from preloadSubmit for this request (used only if they are for this patient and user). */
+  submit(p: Principal, req: { serviceId: string; patientId: string }, endpoint: string, reads?: SubmitReads): Promise<AiRequestView>;
   status(p: Principal, id: string): Promise<AiRequestView>;
   result(p: Principal, id: string, endpoint: string): Promise<{ request: AiRequestView; result: FhirJson }>;
   /** The job processor: idempotent, safe to run twice for one id. */
@@ -91,6 +110,43 @@ interface SealedKey {
 /** Statements of one kind (insert, claim, finish, consent reads) in flight at once for the requests in flight. */
 const GROUPS_IN_FLIGHT = 2;
 
+/**
+ * A decision older than this when the Bundle is ready (the de-identification threads were busy)
+ * is taken again before anything is sent.
+ */
+export const REDECIDE_AFTER_MS = 2000;
+
+/** A request whose decision is taken, ready to be prepared and sent. */
+interface Decided {
+  requestId: string;
+  row: Pick<repo.AiRequestRow, 'userId' | 'facilityId' | 'role' | 'regionalId' | 'createdAt'>;
+  service: AiService;
+  /** What is sent: the permitted (local ID, categories) pairs. */
+  sources: PermittedSource[];
+  /** Every current link of the patient: their demographics are scrubbed from what is sent. */
+  links: { facilityId: string; localId: string }[];
+  /** Published index versions known so far (the rest are read when the Bundle's cache key is made). */
+  versions: repo.IndexVersions;
+  /** When the decision was taken (the clock of its consent read). */
+  decidedAt: number;
+}
+
+/** What was prepared for sending, written with the request's outcome. */
+interface PreparedFields {
+  records: number;
+  report: Record<string, unknown>;
+  reidKeyEnc: Buffer;
+}
+
+/** The audit trail's who and what of a request's job. */
+const trailOf = (row: Pick<repo.AiRequestRow, 'userId' | 'facilityId' | 'role' | 'regionalId'>) => ({
+  actor: { userId: row.userId, facilityId: row.facilityId, role: row.role },
+  address: null,
+  endpoint: 'job: ai-request',
+  patient: row.regionalId,
+  purpose: 'ai-analysis',
+});
+
 const aadKey = (id: string) => `ai-request:${id}:key`;
 
 function viewOf(r: repo.AiRequestRow): AiRequestView {
@@ -129,24 +185,33 @@ async function cacheKeyOf(db: Db, claimed: repo.IndexVersions, serviceId: string
 export function createAiFlow(deps: AiFlowDeps): AiFlow {
   const { db, box, audit, clock, client } = deps;
   const services = freshReads<AiService | undefined>();
-  const contextReads = freshReads<Awaited<ReturnType<DecisionContextLoader['load']>>>();
+  const contextReads = freshReads<{ loaded: Awaited<ReturnType<DecisionContextLoader['load']>>; versions: repo.IndexVersions }>();
   // With the consent policy and participation cache, the consent contexts of the requests in
   // flight are read together, one statement for many patients (store/group.ts): each read starts after
   // its request asked.
   const consent = deps.consent;
-  const decisionRows = grouped<{ regionalId: string; userId: string; at: number }, DecisionRows | undefined>((asks) => repo.decisionRowsMany(db, asks), { concurrency: GROUPS_IN_FLIGHT, atTurnEnd: true });
-  const loadContext: DecisionContextLoader['load'] = consent
-    ? async (regionalId, requester, at) => {
-        const [rows, participation] = await Promise.all([decisionRows({ regionalId, userId: requester.userId, at }), consent.participation.get()]);
-        return contextOf(rows, participation, consent.policy);
-      }
-    : (regionalId, requester, at) => deps.contexts.load(regionalId, requester, at);
-  /** The registry and the consent context as of `since` (performance.now()) or later. */
-  const readsSince = (since: number) => ({
+  const decisionRows = grouped<{ regionalId: string; userId: string; at: number }, repo.DecisionWithVersions>((asks) => repo.decisionRowsMany(db, asks), { concurrency: GROUPS_IN_FLIGHT, atTurnEnd: true });
+  /** The consent context, with the published index versions of the patient's facilities when read with it. */
+  const loadContext = async (regionalId: string, requester: { userId: string }, at: number): Promise<{ loaded: Awaited<ReturnType<DecisionContextLoader['load']>>; versions: repo.IndexVersions }> => {
+    if (!consent) return { loaded: await deps.contexts.load(regionalId, requester, at), versions: new Map() };
+    const [rows, participation] = await Promise.all([decisionRows({ regionalId, userId: requester.userId, at }), consent.participation.get()]);
+    return { loaded: contextOf(rows.decision, participation, consent.policy), versions: rows.versions };
+  };
+  /**
+   * The registry and the consent context as of `since` (performance.now()) or later. The index
+   * versions read with the consent context are handed to `versions`.
+   */
+  const readsSince = (since: number, versions?: (v: repo.IndexVersions) => void) => ({
     service: (id: string) => services(id, since, () => deps.registry.load(id)),
     gate: {
       roles: deps.roles,
-      contexts: { load: (regionalId, requester, at) => (consent ? loadContext(regionalId, requester, at) : contextReads(`${regionalId}\u0000${requester.userId}`, since, () => loadContext(regionalId, requester, at))) } satisfies DecisionContextLoader,
+      contexts: {
+        load: async (regionalId, requester, at) => {
+          const got = consent ? await loadContext(regionalId, requester, at) : await contextReads(`${regionalId}\u0000${requester.userId}`, since, () => loadContext(regionalId, requester, at));
+          versions?.(got.versions);
+          return got.loaded;
+        },
+      } satisfies DecisionContextLoader,
     },
   });
   const maxRecords = deps.maxRecords ?? 5000;
@@ -200,12 +265,198 @@ export function createAiFlow(deps: AiFlowDeps): AiFlow {
     return row;
   }
 
+  /**
+   * The decision taken again for a request decided earlier: a withdrawal, an unlink or a disabled
+   * service since then stops it, and so does consent that no longer covers everything it would send.
+   */
+  async function stillPermitted(
+    gateDeps: Parameters<typeof decideAiRequest>[0],
+    row: Pick<repo.AiRequestRow, 'userId' | 'facilityId' | 'role' | 'regionalId'>,
+    service: AiService,
+    sources: PermittedSource[],
+    at: number,
+  ): Promise<{ permitted: true; links: { facilityId: string; localId: string }[] } | { permitted: false; reason: string; publicReason: string }> {
+    const gate = await decideAiRequest(gateDeps, { userId: row.userId, facilityId: row.facilityId, role: row.role as Role }, service, row.regionalId, at);
+    if (!gate.permitted) return gate;
+    const covered = sources.every((s) => gate.sources.some((g) => g.facilityId === s.facilityId && g.localId === s.localId && s.categories.every((c) => g.categories.includes(c))));
+    if (!covered) return { permitted: false, reason: 'consent narrowed since submit', publicReason: 'consent no longer covers everything this request would send' };
+    return { permitted: true, links: gate.links };
+  }
+
+  /**
+   * Ends a request that will not be (or was not) answered, with the audit entry that explains it
+   * (one statement): whoever sees the outcome finds its trace.
+   */
+  async function end(
+    row: Pick<repo.AiRequestRow, 'userId' | 'facilityId' | 'role' | 'regionalId'>,
+    requestId: string,
+    serviceId: string,
+    o: { status: 'failed' | 'denied'; detail: string; reason: string; extra?: Record<string, unknown>; attempts?: number; sent?: { sha256: string; bytes: number }; prepared?: PreparedFields },
+  ): Promise<void> {
+    await audit.recordWith(
+      {
+        ...trailOf(row),
+        action: 'ai.request.send',
+        outcome: o.status === 'denied' ? 'denied' : 'failure',
+        reason: o.reason,
+        detail: { request: requestId, service: serviceId, ...(o.sent ? { sentSha256: o.sent.sha256, sentBytes: o.sent.bytes } : { sent: false }), ...o.extra },
+      },
+      repo.finishWithAudit,
+      { id: requestId, status: o.status, detail: o.detail, attempts: o.attempts ?? 0, sentSha256: o.sent?.sha256, sentBytes: o.sent?.bytes, prepared: o.prepared, at: clock() },
+    );
+  }
+
+  /** Builds and de-identifies the Bundle of a decided request (on the preparer's threads); never rejects. */
+  function prepareFor(d: Decided): Promise<{ prepared: Prepared } | { error: unknown }> {
+    return (async () => {
+      const cacheKey = await cacheKeyOf(db, d.versions, d.service.id, d.row.regionalId, d.sources, d.links, maxRecords);
+      const categories = CATEGORIES.filter((c) => d.sources.some((s) => s.categories.includes(c)));
+      return preparer.prepare(
+        {
+          cacheKey,
+          serviceId: d.service.id,
+          subject: d.row.regionalId,
+          categories,
+          birthDate: d.service.birthDate,
+          shiftDays: shift(),
+          now: d.row.createdAt,
+          operation: d.service.operation,
+          // Sealed where it is made (a worker thread): SealedKey.
+          seal: { aad: aadKey(d.requestId), sources: d.sources },
+        },
+        () => patientRecords(d.sources, d.links),
+      );
+    })().then(
+      (prepared) => ({ prepared }),
+      (error: unknown) => ({ error }),
+    );
+  }
+
+  /**
+   * The rest of a decided request: its Bundle (being prepared) -> the call to the service -> the
+   * answer re-identified and stored with the patient, or a clear failure. Nothing leaves the
+   * exchange before the request's row and audit entry are committed (the caller's part).
+   */
+  async function deliver(d: Decided, preparing: Promise<{ prepared: Prepared } | { error: unknown }>): Promise<void> {
+    const { requestId, row, service } = d;
+    const outcome = await preparing;
+    if ('error' in outcome) {
+      if (!(outcome.error instanceof PreparationError)) throw outcome.error;
+      deps.log.error({ requestId, err: outcome.error }, 'AI request could not be prepared');
+      return end(row, requestId, service.id, { status: 'failed', detail: 'the exchange could not prepare the data for the AI service', reason: outcome.error.message });
+    }
+    const { prepared } = outcome;
+    if (prepared.records === 0) return end(row, requestId, service.id, { status: 'failed', detail: 'there are no records of the categories this service analyses', reason: 'no records of the consented categories' });
+    const key = prepared.key;
+    // Written with the outcome (one statement less per request than a separate note).
+    const preparedFields: PreparedFields = {
+      records: prepared.records,
+      report: prepared.report as unknown as Record<string, unknown>,
+      reidKeyEnc: prepared.sealedKey ?? box.seal(Buffer.from(JSON.stringify({ key, sources: d.sources } satisfies SealedKey), 'utf8'), aadKey(requestId)),
+    };
+    const deidentification = { records: prepared.records, truncated: prepared.report.truncated, changes: prepared.report.counts };
+    // A decision that has aged while the Bundle was prepared (the workers busy) is taken again.
+    if (clock() - d.decidedAt > REDECIDE_AFTER_MS) {
+      const verdict = await stillPermitted(readsSince(performance.now()).gate, row, service, d.sources, clock());
+      if (!verdict.permitted) return end(row, requestId, service.id, { status: 'denied', detail: verdict.publicReason, reason: verdict.reason, prepared: preparedFields });
+    }
+    try {
+      const r = await client.call(service, prepared.body, {
+        onAttempt: (a) => {
+          if (a.outcome !== 'ok') {
+            void repo.noteProgress(db, requestId, a.attempt, `attempt ${a.attempt} failed (${a.outcome}); retrying`, clock()).catch(() => undefined);
+          }
+        },
+      });
+      const back = reidentify(r.resource, key);
+      await audit.recordWith(
+        {
+          ...trailOf(row),
+          action: 'ai.request.send',
+          outcome: 'success',
+          detail: {
+            request: requestId,
+            service: service.id,
+            baseUrl: service.baseUrl,
+            operation: service.operation,
+            sentSha256: r.sent.sha256,
+            sentBytes: r.sent.bytes,
+            receivedBytes: r.receivedBytes,
+            resultType: back.resource['resourceType'],
+            attempts: r.attempts,
+            serviceMs: r.serviceMs,
+            unknownPseudonyms: back.unknownPseudonyms,
+            deidentification,
+          },
+        },
+        repo.finishWithAudit,
+        {
+          id: requestId,
+          status: 'done',
+          detail: `${String(back.resource['resourceType'])} received`,
+          attempts: r.attempts.length,
+          sentSha256: r.sent.sha256,
+          sentBytes: r.sent.bytes,
+          receivedBytes: r.receivedBytes,
+          result: back.resource,
+          prepared: preparedFields,
+          at: clock(),
+        },
+      );
+    } catch (e) {
+      if (!(e instanceof AiCallError)) {
+        if (e instanceof ExchangeError) return end(row, requestId, service.id, { status: 'failed', detail: 'the AI service answered something the exchange cannot use', reason: e.message, extra: { deidentification }, attempts: 1, prepared: preparedFields });
+        throw e;
+      }
+      deps.log.warn({ requestId, service: service.id, kind: e.kind, detail: e.detail }, 'AI request failed');
+      await end(row, requestId, service.id, {
+        status: 'failed',
+        detail: e.publicMessage,
+        reason: e.detail,
+        extra: { kind: e.kind, ...(e.retryInMs !== undefined ? { retryInMs: e.retryInMs } : {}), deidentification },
+        attempts: e.attempts,
+        sent: e.sent,
+        prepared: preparedFields,
+      });
+    }
+  }
+
   return {
     // Only the decision and a request row here: the records are read, mapped and de-identified
     // by the job, off the request path (and off the event loop when workers prepare them).
-    async submit(p, req, endpoint) {
-      const reads = readsSince(performance.now());
-      const at = clock();
+    ...(consent && {
+      async preloadSubmit(tokenHash: string, req: { serviceId: string; patientId: string }) {
+        const at = clock();
+        // The service is read beside the session and consent (a fresh read: see freshReads).
+        const service = services(req.serviceId, performance.now(), () => deps.registry.load(req.serviceId));
+        service.catch(() => undefined); // awaited by the submit, or not at all when the session is refused
+        const [got, participation] = await Promise.all([repo.sessionAndDecision(db, tokenHash, req.patientId, at), consent.participation.get()]);
+        if (!got.session) return { session: undefined, reads: undefined };
+        return {
+          session: got.session,
+          reads: { regionalId: req.patientId, userId: got.session.userId, at, context: contextOf(got.decision.decision, participation, consent.policy), versions: got.decision.versions, service },
+        };
+      },
+    }),
+
+    async submit(p, req, endpoint, pre) {
+      let versions: repo.IndexVersions = new Map();
+      const fresh = readsSince(performance.now(), (v) => (versions = v));
+      const preloaded = pre && pre.regionalId === req.patientId && pre.userId === p.userId ? pre : undefined;
+      if (preloaded) versions = preloaded.versions;
+      const reads = preloaded
+        ? {
+            service: () => preloaded.service,
+            gate: {
+              roles: deps.roles,
+              contexts: {
+                load: async (regionalId, requester, when) =>
+                  regionalId === preloaded.regionalId && requester.userId === String(preloaded.userId) && when === preloaded.at ? preloaded.context : fresh.gate.contexts.load(regionalId, requester, when),
+              } satisfies DecisionContextLoader,
+            },
+          }
+        : fresh;
+      const at = preloaded?.at ?? clock();
       const trail = {
         actor: { userId: p.userId, username: p.username, facilityId: p.facilityId, role: p.role },
         address: p.address,
@@ -250,26 +501,42 @@ export function createAiFlow(deps: AiFlowDeps): AiFlow {
         updatedAt: at,
         completedAt: null,
       };
+      // With a free place among the requests this process runs (the in-process queue), the
+      // request is claimed at once and sent on this decision: its Bundle is prepared while the row
+      // and audit entry commit, and nothing leaves before they have. Otherwise it is queued, and
+      // its job decides again when it starts.
+      const slot = deps.queue().reserve?.();
+      const job: Decided | undefined = slot && { requestId: id, row, service, sources: gate.sources, links: gate.links, versions, decidedAt: at };
+      const preparing = job && prepareFor(job);
       // The row and its audit entry in one statement and one commit: the request exists only with
-      // its trace (a queued request is sent by a restarted exchange), and the clinician waits for
-      // one commit, not two.
-      await audit.recordWith(
-        {
-          ...trail,
-          patient: gate.regionalId,
-          action: 'ai.request.submit',
-          outcome: 'success',
-          detail: {
-            request: id,
-            service: service.id,
-            categories: gate.categories,
-            facilities: [...new Set(gate.sources.map((s) => s.facilityId))].sort(),
-            consentVersions: gate.consentVersionIds,
+      // its trace (a queued request is sent by a restarted exchange, a sending one queued again
+      // after 10 minutes), and the clinician waits for one commit, not two.
+      try {
+        await audit.recordWith(
+          {
+            ...trail,
+            patient: gate.regionalId,
+            action: 'ai.request.submit',
+            outcome: 'success',
+            detail: {
+              request: id,
+              service: service.id,
+              categories: gate.categories,
+              facilities: [...new Set(gate.sources.map((s) => s.facilityId))].sort(),
+              consentVersions: gate.consentVersionIds,
+            },
           },
-        },
-        repo.insertWithAudit,
-        { ...row, reidKeyEnc: row.reidKeyEnc!, at },
-      );
+          repo.insertWithAudit,
+          { ...row, reidKeyEnc: row.reidKeyEnc!, at, status: job ? 'sending' : 'queued' },
+        );
+      } catch (e) {
+        slot?.release();
+        throw e;
+      }
+      if (slot && job && preparing) {
+        slot.run(() => deliver(job, preparing));
+        return viewOf({ ...row, status: 'sending', statusDetail: repo.SENDING_DETAIL });
+      }
       await deps.queue().enqueue(id);
       return viewOf(row);
     },
@@ -313,130 +580,21 @@ export function createAiFlow(deps: AiFlowDeps): AiFlow {
             },
           }
         : reads.gate;
-      const trail = {
-        actor: { userId: row.userId, facilityId: row.facilityId, role: row.role },
-        address: null,
-        endpoint: 'job: ai-request',
-        patient: row.regionalId,
-        purpose: 'ai-analysis',
-      };
-      // The audit entry is committed with the status change (one statement): whoever sees the
-      // outcome finds its trace.
-      const end = async (status: 'failed' | 'denied', detail: string, reason: string, extra: Record<string, unknown> = {}, attempts = 0, sent?: { sha256: string; bytes: number }) => {
-        await audit.recordWith(
-          {
-            ...trail,
-            action: 'ai.request.send',
-            outcome: status === 'denied' ? 'denied' : 'failure',
-            reason,
-            detail: { request: requestId, service: row.serviceId, ...(sent ? { sentSha256: sent.sha256, sentBytes: sent.bytes } : { sent: false }), ...extra },
-          },
-          repo.finishWithAudit,
-          { id: requestId, status, detail, attempts, sentSha256: sent?.sha256, sentBytes: sent?.bytes, prepared: preparedFields, at: clock() },
-        );
-      };
-      let preparedFields: { records: number; report: Record<string, unknown>; reidKeyEnc: Buffer } | undefined;
+      const fail = (status: 'failed' | 'denied', detail: string, reason: string) => end(row, requestId, row.serviceId, { status, detail, reason });
       const service = await reads.service(row.serviceId);
-      if (!service) return end('failed', 'the AI service is no longer registered', 'service removed');
+      if (!service) return fail('failed', 'the AI service is no longer registered', 'service removed');
       let sealed: SealedKey;
       try {
         sealed = JSON.parse(box.open(row.reidKeyEnc!, aadKey(requestId)).toString('utf8')) as SealedKey;
       } catch {
-        return end('failed', 'the request could not be read back', 'sealed request data unreadable (key changed or data altered)');
+        return fail('failed', 'the request could not be read back', 'sealed request data unreadable (key changed or data altered)');
       }
-      // A withdrawal, an unlink or a disabled service since submit stops the request here.
-      const gate = await decideAiRequest(gateDeps, { userId: row.userId, facilityId: row.facilityId, role: row.role as Role }, service, row.regionalId, at);
-      if (!gate.permitted) return end('denied', gate.publicReason, gate.reason);
-      const stillPermitted = sealed.sources.every((s) =>
-        gate.sources.some((g) => g.facilityId === s.facilityId && g.localId === s.localId && s.categories.every((c) => g.categories.includes(c))),
-      );
-      if (!stillPermitted) return end('denied', 'consent no longer covers everything this request would send', 'consent narrowed since submit');
+      const verdict = await stillPermitted(gateDeps, row, service, sealed.sources, at);
+      if (!verdict.permitted) return fail('denied', verdict.publicReason, verdict.reason);
       // Exactly what was permitted at submit (and still is) is sent; the demographics of every
       // current link are scrubbed from it.
-      let prepared: Prepared;
-      try {
-        const cacheKey = await cacheKeyOf(db, claimed.versions, service.id, row.regionalId, sealed.sources, gate.links, maxRecords);
-        const categories = CATEGORIES.filter((c) => sealed.sources.some((s) => s.categories.includes(c)));
-        prepared = await preparer.prepare(
-          {
-            cacheKey,
-            serviceId: service.id,
-            subject: row.regionalId,
-            categories,
-            birthDate: service.birthDate,
-            shiftDays: shift(),
-            now: row.createdAt,
-            operation: service.operation,
-            // Sealed where it is made (a worker thread): SealedKey.
-            seal: { aad: aadKey(requestId), sources: sealed.sources },
-          },
-          () => patientRecords(sealed.sources, gate.links),
-        );
-      } catch (e) {
-        if (!(e instanceof PreparationError)) throw e;
-        deps.log.error({ requestId, err: e }, 'AI request could not be prepared');
-        return end('failed', 'the exchange could not prepare the data for the AI service', e.message);
-      }
-      if (prepared.records === 0) return end('failed', 'there are no records of the categories this service analyses', 'no records of the consented categories');
-      const key = prepared.key;
-      // Written with the outcome (one statement less per request than a separate note).
-      preparedFields = {
-        records: prepared.records,
-        report: prepared.report as unknown as Record<string, unknown>,
-        reidKeyEnc: prepared.sealedKey ?? box.seal(Buffer.from(JSON.stringify({ key, sources: sealed.sources } satisfies SealedKey), 'utf8'), aadKey(requestId)),
-      };
-      const deidentification = { records: prepared.records, truncated: prepared.report.truncated, changes: prepared.report.counts };
-      try {
-        const r = await client.call(service, prepared.body, {
-          onAttempt: (a) => {
-            if (a.outcome !== 'ok') {
-              void repo.noteProgress(db, requestId, a.attempt, `attempt ${a.attempt} failed (${a.outcome}); retrying`, clock()).catch(() => undefined);
-            }
-          },
-        });
-        const back = reidentify(r.resource, key);
-        await audit.recordWith(
-          {
-            ...trail,
-            action: 'ai.request.send',
-            outcome: 'success',
-            detail: {
-              request: requestId,
-              service: service.id,
-              baseUrl: service.baseUrl,
-              operation: service.operation,
-              sentSha256: r.sent.sha256,
-              sentBytes: r.sent.bytes,
-              receivedBytes: r.receivedBytes,
-              resultType: back.resource['resourceType'],
-              attempts: r.attempts,
-              serviceMs: r.serviceMs,
-              unknownPseudonyms: back.unknownPseudonyms,
-              deidentification,
-            },
-          },
-          repo.finishWithAudit,
-          {
-            id: requestId,
-            status: 'done',
-            detail: `${String(back.resource['resourceType'])} received`,
-            attempts: r.attempts.length,
-            sentSha256: r.sent.sha256,
-            sentBytes: r.sent.bytes,
-            receivedBytes: r.receivedBytes,
-            result: back.resource,
-            prepared: preparedFields,
-            at: clock(),
-          },
-        );
-      } catch (e) {
-        if (!(e instanceof AiCallError)) {
-          if (e instanceof ExchangeError) return end('failed', 'the AI service answered something the exchange cannot use', e.message, { deidentification }, 1);
-          throw e;
-        }
-        deps.log.warn({ requestId, service: service.id, kind: e.kind, detail: e.detail }, 'AI request failed');
-        await end('failed', e.publicMessage, e.detail, { kind: e.kind, ...(e.retryInMs !== undefined ? { retryInMs: e.retryInMs } : {}), deidentification }, e.attempts, e.sent);
-      }
+      const job: Decided = { requestId, row, service, sources: sealed.sources, links: verdict.links, versions: claimed.versions, decidedAt: at };
+      await deliver(job, prepareFor(job));
     },
   };
 }

@@ -2,6 +2,7 @@ import type { Selectable } from 'kysely';
 import { preparedQuery, preparedRead, type Db } from '../../store/db.js';
 import { decisionRowsOf, decisionRowsSql, GRANT_WINDOW_MS, type DecisionRows } from '../../consent/consent.repository.js';
 import type { AuditCompanion } from '../audit/audit.repository.js';
+import { SESSION_SQL, sessionOf, type SessionRecord, type SessionRow } from '../auth/auth.repository.js';
 import type { AiRequestTable } from './ai.tables.js';
 
 /** SQL of AI analysis requests. Sealed columns stay sealed here; the service opens them. */
@@ -71,7 +72,12 @@ export interface NewAiRequest {
   outgoingEnc: Buffer | null;
   reidKeyEnc: Buffer;
   at: number;
+  /** Default queued; sending: claimed at once by the process that inserts it. */
+  status?: 'queued' | 'sending';
 }
+
+/** The status detail of a request being prepared and sent. */
+export const SENDING_DETAIL = 'sending to the AI service';
 
 // The statements every request makes are prepared (preparedQuery): parsed once per connection,
 // without query building on the way.
@@ -86,19 +92,22 @@ const b64 = (b: Buffer | null | undefined) => (b ? b.toString('base64') : null);
 type Param = (i: number) => string;
 
 const insertSql = (p: Param, where: string) => `
-  insert into ai_request (id, service_id, regional_id, user_id, facility_id, role, status, categories, records, report, outgoing_enc, reid_key_enc, created_at, updated_at)
-  select id, service_id, regional_id, user_id, facility_id, role, 'queued', categories::jsonb, records, report::jsonb,
+  insert into ai_request (id, service_id, regional_id, user_id, facility_id, role, status, status_detail, categories, records, report, outgoing_enc, reid_key_enc, created_at, updated_at)
+  select id, service_id, regional_id, user_id, facility_id, role, status, detail, categories::jsonb, records, report::jsonb,
     decode(outgoing, 'base64'), decode(reid, 'base64'), ${ts('at')}, ${ts('at')}
-  from unnest(${p(1)}::text[], ${p(2)}::text[], ${p(3)}::text[], ${p(4)}::bigint[], ${p(5)}::text[], ${p(6)}::text[], ${p(7)}::text[], ${p(8)}::int[], ${p(9)}::text[], ${p(10)}::text[], ${p(11)}::text[], ${p(12)}::float8[])
-    as v(id, service_id, regional_id, user_id, facility_id, role, categories, records, report, outgoing, reid, at)
+  from unnest(${p(1)}::text[], ${p(2)}::text[], ${p(3)}::text[], ${p(4)}::bigint[], ${p(5)}::text[], ${p(6)}::text[], ${p(7)}::text[], ${p(8)}::int[], ${p(9)}::text[], ${p(10)}::text[], ${p(11)}::text[], ${p(12)}::float8[], ${p(13)}::text[], ${p(14)}::text[])
+    as v(id, service_id, regional_id, user_id, facility_id, role, categories, records, report, outgoing, reid, at, status, detail)
   where ${where}`;
+
+/** How a request starts: queued, or already being sent by the process that took it (AiQueue.reserve). */
+const STARTS = { queued: null, sending: SENDING_DETAIL } as const;
 
 function insertParams(rs: readonly NewAiRequest[]): unknown[] {
   const col = <T>(f: (r: NewAiRequest) => T) => rs.map(f);
   return [
     col((r) => r.id), col((r) => r.serviceId), col((r) => r.regionalId), col((r) => r.userId), col((r) => r.facilityId), col((r) => r.role),
     col((r) => JSON.stringify(r.categories)), col((r) => r.records), col((r) => (r.report ? JSON.stringify(r.report) : null)),
-    col((r) => b64(r.outgoingEnc)), col((r) => b64(r.reidKeyEnc)), col((r) => r.at),
+    col((r) => b64(r.outgoingEnc)), col((r) => b64(r.reidKeyEnc)), col((r) => r.at), col((r) => r.status ?? 'queued'), col((r) => STARTS[r.status ?? 'queued']),
   ];
 }
 
@@ -119,6 +128,17 @@ export type IndexVersions = ReadonlyMap<string, string | null>;
 
 const versionOf = (seq: unknown, snapshot: unknown) => (seq === null || seq === undefined ? null : `${String(seq)}:${String(snapshot)}`);
 
+/** The published index version of every facility the patient `regionalId` (an SQL expression) is linked at, as JSON [[facility, seq, snapshot], ...]. */
+const INDEX_VERSIONS_SQL = (regionalId: string) => `
+  (select coalesce(json_agg(json_build_array(l.facility_id, s.published_seq, s.published_snapshot_id)), '[]')
+     from identity_link l left join record_index_state s on s.facility_id = l.facility_id
+     where l.regional_id = ${regionalId})`;
+
+function versionsOf(iv: unknown): IndexVersions {
+  const list = (typeof iv === 'string' ? JSON.parse(iv) : (iv ?? [])) as [string, unknown, unknown][];
+  return new Map(list.map(([f, seq, snap]) => [f, versionOf(seq, snap)]));
+}
+
 /**
  * Claims queued requests for preparing and sending, many in one statement: only one worker wins
  * each (the status moves queued -> sending in one statement), so a job delivered twice never
@@ -130,14 +150,11 @@ const versionOf = (seq: unknown, snapshot: unknown) => (seq === null || seq === 
  */
 const CLAIM = `
   with claimed as (
-    update ai_request set status = 'sending', status_detail = 'sending to the AI service', updated_at = $2
+    update ai_request set status = 'sending', status_detail = '${SENDING_DETAIL}', updated_at = $2
     where id = any($1::text[]) and status = 'queued' returning *),
   who as (select distinct regional_id, user_id from claimed),
   ctx as (
-    select who.regional_id as ctx_regional_id, who.user_id as ctx_user_id, d.*,
-      (select coalesce(json_agg(json_build_array(l.facility_id, s.published_seq, s.published_snapshot_id)), '[]')
-         from identity_link l left join record_index_state s on s.facility_id = l.facility_id
-         where l.regional_id = who.regional_id) as index_versions
+    select who.regional_id as ctx_regional_id, who.user_id as ctx_user_id, d.*, ${INDEX_VERSIONS_SQL('who.regional_id')} as index_versions
     from who, lateral (${decisionRowsSql({ regionalId: 'who.regional_id', userId: 'who.user_id::text', since: '$3', at: '$2' })}) d)
   select claimed.*, ctx.* from claimed join ctx on ctx.ctx_regional_id = claimed.regional_id and ctx.ctx_user_id = claimed.user_id`;
 
@@ -163,10 +180,9 @@ export async function claimRequests(db: Db, ids: readonly string[], at: number):
   const by = new Map<string, ClaimedRequest>();
   for (const got of rows) {
     const { ctx_regional_id: _r, ctx_user_id: _u, index_versions: iv, survivor, links, consents, grants, disasters, ...row } = got;
-    const list = typeof iv === 'string' ? (JSON.parse(iv) as [string, unknown, unknown][]) : iv;
     by.set(row.id, {
       row: toRow(row),
-      versions: new Map(list.map(([f, seq, snap]) => [f, versionOf(seq, snap)])),
+      versions: versionsOf(iv),
       decision: decisionRowsOf({ survivor, links, consents, grants, disasters }),
     });
   }
@@ -183,22 +199,50 @@ export async function claimRequests(db: Db, ids: readonly string[], at: number):
  * in order, the rows, or undefined for an unknown patient.
  */
 const DECISION_MANY = `
-  select v.regional_id as ctx_regional_id, v.user_id as ctx_user_id, d.*
+  select v.regional_id as ctx_regional_id, v.user_id as ctx_user_id, d.*, ${INDEX_VERSIONS_SQL('d.survivor')} as index_versions
   from (select regional_id, user_id, max(at_ms) as at_ms from unnest($1::text[], $2::text[], $3::float8[]) as u(regional_id, user_id, at_ms)
         group by regional_id, user_id) v,
     lateral (select ${ts('v.at_ms')} as at, ${ts(`(v.at_ms - ${GRANT_WINDOW_MS})`)} as since) t,
     lateral (${decisionRowsSql({ regionalId: 'v.regional_id', userId: 'v.user_id', since: 't.since', at: 't.at' })}) d`;
 
-export async function decisionRowsMany(db: Db, asks: readonly { regionalId: string; userId: string; at: number }[]): Promise<(DecisionRows | undefined)[]> {
+/** The consent decision context of a patient and user, with the published index version of every facility the patient is linked at. */
+export interface DecisionWithVersions {
+  decision: DecisionRows | undefined;
+  versions: IndexVersions;
+}
+
+export async function decisionRowsMany(db: Db, asks: readonly { regionalId: string; userId: string; at: number }[]): Promise<DecisionWithVersions[]> {
   // Read only: over the pipelined connections, without waiting for a pooled one.
-  const rows = await preparedRead<{ ctx_regional_id: string; ctx_user_id: string; survivor: string | null; links: unknown; consents: unknown; grants: unknown; disasters: unknown }>(
+  const rows = await preparedRead<{ ctx_regional_id: string; ctx_user_id: string; survivor: string | null; links: unknown; consents: unknown; grants: unknown; disasters: unknown; index_versions: unknown }>(
     db,
     'ai-decision-rows-many',
     DECISION_MANY,
     [asks.map((a) => a.regionalId), asks.map((a) => a.userId), asks.map((a) => a.at)],
   );
-  const by = new Map(rows.map((r) => [`${r.ctx_regional_id}\u0000${r.ctx_user_id}`, decisionRowsOf(r)]));
-  return asks.map((a) => by.get(`${a.regionalId}\u0000${a.userId}`));
+  const by = new Map(rows.map((r) => [`${r.ctx_regional_id}\u0000${r.ctx_user_id}`, { decision: decisionRowsOf(r), versions: versionsOf(r.index_versions) }]));
+  return asks.map((a) => by.get(`${a.regionalId}\u0000${a.userId}`) ?? { decision: undefined, versions: new Map() });
+}
+
+/**
+ * A submit's session (by token hash), and, when there is one, the decision context of the patient
+ * and the session's user as of `at` with the patient's index versions: ONE statement, read on
+ * this request (as the viewer's SESSION_AND_CONTEXT). The patient's rows are read only when the
+ * token names a session.
+ */
+const SESSION_AND_DECISION = `
+  with sess as (${SESSION_SQL}),
+  ctx as (${decisionRowsSql({ regionalId: '(select $2::text where exists (select 1 from sess))', userId: '(select user_id::text from sess)', since: '$3', at: '$4' })})
+  select sess.*, ctx.*, ${INDEX_VERSIONS_SQL('ctx.survivor')} as index_versions from ctx left join sess on true`;
+
+export async function sessionAndDecision(db: Db, tokenHash: string, regionalId: string, at: number): Promise<{ session: SessionRecord | undefined; decision: DecisionWithVersions }> {
+  const [r] = await preparedRead<SessionRow & { survivor: string | null; links: unknown; consents: unknown; grants: unknown; disasters: unknown; index_versions: unknown }>(
+    db,
+    'ai-session-and-decision',
+    SESSION_AND_DECISION,
+    [tokenHash, regionalId, new Date(at - GRANT_WINDOW_MS), new Date(at)],
+  );
+  const session = sessionOf(r);
+  return { session, decision: { decision: session ? decisionRowsOf(r) : undefined, versions: session ? versionsOf(r?.index_versions) : new Map() } };
 }
 
 /** The published index version of these facilities (those without an index have none). */

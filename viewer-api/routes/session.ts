@@ -4,6 +4,7 @@ import { clientAddress } from './hygiene.js';
 import { validRegionalId } from './params.js';
 import { isExchangeError } from '../../store/errors.js';
 import type { PreloadedContext, SessionContextLoader } from '../gate/session-context.js';
+import type { SessionRecord } from '../auth/auth.repository.js';
 
 export const DEVICE_HEADER = 'X-Device-Credential';
 
@@ -34,7 +35,6 @@ export interface SessionPreload {
  */
 export function requireSession(auth: AuthService, preload?: SessionPreload) {
   return async function session(ctx: Context, next: Next): Promise<void> {
-    const token = bearerToken(ctx);
     const regionalId = preload?.regionalIdOf(ctx);
     const lookup =
       preload && regionalId !== undefined
@@ -44,15 +44,24 @@ export function requireSession(auth: AuthService, preload?: SessionPreload) {
             return r.session;
           }
         : undefined;
-    ctx.state.principal = await auth
-      .authenticate(token, deviceCredential(ctx), clientAddress(ctx), `${ctx.method} ${ctx.path}`, lookup)
-      .catch((e: unknown) => {
-        if (isExchangeError(e) && typeof e.details?.retryAfterSeconds === 'number') ctx.set('Retry-After', String(e.details.retryAfterSeconds));
-        throw e;
-      });
-    ctx.state.token = token;
+    await checkSession(auth, ctx, lookup);
     await next();
   };
+}
+
+/**
+ * The session check of requireSession, for a route that reads more with it: `lookup` reads the
+ * session of a token hash (default: the session check alone). The caller is then in ctx.state.
+ */
+export async function checkSession(auth: AuthService, ctx: Context, lookup?: (tokenHash: string) => Promise<SessionRecord | undefined>): Promise<void> {
+  const token = bearerToken(ctx);
+  ctx.state.principal = await auth
+    .authenticate(token, deviceCredential(ctx), clientAddress(ctx), `${ctx.method} ${ctx.path}`, lookup)
+    .catch((e: unknown) => {
+      if (isExchangeError(e) && typeof e.details?.retryAfterSeconds === 'number') ctx.set('Retry-After', String(e.details.retryAfterSeconds));
+      throw e;
+    });
+  ctx.state.token = token;
 }
 
 /**
