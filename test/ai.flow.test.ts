@@ -1,6 +1,6 @@
 import fs from 'node:fs';
 import path from 'node:path';
-import { createHash } from 'node:crypto';
+import { createHash, randomBytes } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { readStoredFile } from '../ingest/records/read.js';
 import type { ClinicalRecord } from '../ingest/records/types.js';
@@ -112,7 +112,10 @@ describe.each([
   const actor = 'test:admin';
 
   beforeAll(async () => {
-    h = await startViewer(backend, (c) => ({ auth: { ...c.auth, loginAttemptsPerMinute: 1000 }, ...(queueKind === 'bullmq' ? { redisUrl: TEST_REDIS_URL } : {}) }));
+    // A BullMQ key prefix of this run's own: another run on the same Redis must not take its jobs.
+    h = await startViewer(backend, (c) => ({ auth: { ...c.auth, loginAttemptsPerMinute: 1000 }, ...(queueKind === 'bullmq' ? { redisUrl: TEST_REDIS_URL } : {}) }), {
+      jobs: { queuePrefix: `hk-ai-flow-${randomBytes(4).toString('hex')}` },
+    });
     expect(h.exchange.ai.queue.kind).toBe(queueKind);
     stand = await startStandIn({ oauth: { clientId: 'hakobune', clientSecret: 'stand-in-secret', expiresIn: 600 } });
     flaky = await startStandIn();
@@ -127,15 +130,6 @@ describe.each([
     for (const f of ['FA', 'FB', 'FC']) expect(await indexPatient(db, f)).toBeGreaterThan(5);
     regional = (await consent.identity.enrol(actor, { facilityId: 'FA', localId: '9999013' }, { evidence: 'ID card checked' })).regionalId;
     await consent.identity.enrol(actor, { facilityId: 'FB', localId: '9999013' }, { regionalId: regional, evidence: 'ID card checked' });
-    const terms = (aiServices: string[]) => ({
-      status: 'opted-in' as const,
-      disclosing: { mode: 'all' as const },
-      receiving: { kinds: ['hospital' as const], facilities: [], exclude: [] },
-      categories: { mode: 'all' as const },
-      purposes: { treatment: true, emergency: 'unspecified' as const, aiServices, research: false },
-      validFrom: h.clock.ms - 86_400_000,
-      validTo: null,
-    });
     await consent.consent.record(actor, regional, { terms: terms(['cv-risk', 'flaky', 'hanging']) });
     // Another patient consented to treatment, but to no AI service.
     noAiConsent = (await consent.identity.enrol(actor, { facilityId: 'FC', localId: '9999013' }, { evidence: 'ID card checked' })).regionalId;
@@ -186,6 +180,38 @@ describe.each([
     }
     throw new Error(`request ${id} did not settle`);
   }
+
+  /** Opted in, treatment and these AI services. */
+  const terms = (aiServices: string[]) => ({
+    status: 'opted-in' as const,
+    disclosing: { mode: 'all' as const },
+    receiving: { kinds: ['hospital' as const], facilities: [], exclude: [] },
+    categories: { mode: 'all' as const },
+    purposes: { treatment: true, emergency: 'unspecified' as const, aiServices, research: false },
+    validFrom: h.clock.ms - 86_400_000,
+    validTo: null,
+  });
+
+  /** The exchange's AI flow built again around a queue (and preparer) of the test's. */
+  const flowWith = (parts: Pick<Parameters<typeof createAiFlow>[0], 'queue' | 'preparer'>) => {
+    const ex = h.exchange;
+    return createAiFlow({
+      db: ex.db,
+      box: SecretBox.fromKeyFile(ex.config.auth.secretKeyFile),
+      audit: ex.viewer.audit,
+      clock: h.clock.now,
+      log: ex.log,
+      registry: ex.ai.registry,
+      client: ex.ai.client,
+      contexts: ex.consent.contexts,
+      // The job's decision context is read with its claim, as in the exchange.
+      consent: ex.consent,
+      roles: ex.viewer.roles,
+      pseudonymKey: pseudonymKeyFrom(ex.config.auth.secretKeyFile),
+      ...parts,
+    });
+  };
+  const doctorPrincipal = () => ({ userId: doctor.userId, username: 'doctor', displayName: 'doctor', facilityId: 'FB', role: 'physician' as const, sessionId: 's', deviceId: 'd', address: '127.0.0.1', expiresAt: new Date(h.clock.ms + 3_600_000) });
 
   const audits = (action: string) =>
     h.exchange.db.selectFrom('audit_event').select(['action', 'outcome', 'reason', 'detail', 'patient', 'user_id']).where('action', '=', action).orderBy('seq').execute();
@@ -357,23 +383,8 @@ describe.each([
   it('a withdrawal between submit and send stops the request before anything leaves', async () => {
     // The same flow, with a queue that holds the job until the test runs it.
     const held: string[] = [];
-    const ex = h.exchange;
-    const flow = createAiFlow({
-      db: ex.db,
-      box: SecretBox.fromKeyFile(ex.config.auth.secretKeyFile),
-      audit: ex.viewer.audit,
-      clock: h.clock.now,
-      log: ex.log,
-      registry: ex.ai.registry,
-      client: ex.ai.client,
-      contexts: ex.consent.contexts,
-      // The job's decision context is read with its claim, as in the exchange.
-      consent: ex.consent,
-      roles: ex.viewer.roles,
-      pseudonymKey: pseudonymKeyFrom(ex.config.auth.secretKeyFile),
-      queue: () => ({ kind: 'in-process', enqueue: async (id) => void held.push(id), start: async () => {}, idle: async () => {}, close: async () => {} }),
-    });
-    const principal = { userId: doctor.userId, username: 'doctor', displayName: 'doctor', facilityId: 'FB', role: 'physician' as const, sessionId: 's', deviceId: 'd', address: '127.0.0.1', expiresAt: new Date(h.clock.ms + 3_600_000) };
+    const flow = flowWith({ queue: () => ({ kind: 'in-process', enqueue: async (id) => void held.push(id), start: async () => {}, idle: async () => {}, close: async () => {} }) });
+    const principal = doctorPrincipal();
     const v = await flow.submit(principal, { serviceId: 'cv-risk', patientId: regional }, 'POST /api/ai/requests');
     expect(held).toEqual([v.id]);
     await consent.consent.withdraw(actor, regional, 'patient withdrew at the front desk');
@@ -392,27 +403,14 @@ describe.each([
 
   it('a decision that aged while the Bundle was prepared is taken again before sending: a withdrawal meanwhile stops it', async () => {
     const ex = h.exchange;
-    const key = pseudonymKeyFrom(ex.config.auth.secretKeyFile);
-    const box = SecretBox.fromKeyFile(ex.config.auth.secretKeyFile);
-    const inline = createInlinePreparer(key, undefined, box);
+    const inline = createInlinePreparer(pseudonymKeyFrom(ex.config.auth.secretKeyFile), undefined, SecretBox.fromKeyFile(ex.config.auth.secretKeyFile));
     // A preparer that holds the Bundle until the test lets it go, and a queue with a free place.
     let release!: () => void;
     const held = new Promise<void>((r) => (release = r));
     let started!: () => void;
     const preparing = new Promise<void>((r) => (started = r));
     const ran: Promise<void>[] = [];
-    const flow = createAiFlow({
-      db: ex.db,
-      box,
-      audit: ex.viewer.audit,
-      clock: h.clock.now,
-      log: ex.log,
-      registry: ex.ai.registry,
-      client: ex.ai.client,
-      contexts: ex.consent.contexts,
-      consent: ex.consent,
-      roles: ex.viewer.roles,
-      pseudonymKey: key,
+    const flow = flowWith({
       preparer: {
         kind: 'inline',
         async prepare(req, load) {
@@ -433,23 +431,13 @@ describe.each([
         close: async () => {},
       }),
     });
-    const principal = { userId: doctor.userId, username: 'doctor', displayName: 'doctor', facilityId: 'FB', role: 'physician' as const, sessionId: 's', deviceId: 'd', address: '127.0.0.1', expiresAt: new Date(h.clock.ms + 3_600_000) };
+    const principal = doctorPrincipal();
     // A patient of its own (at a facility of its own), so that the withdrawal leaves the other tests' patient alone.
     await insertFacility(ex.db, { id: 'FD', name: 'Facility FD', kind: 'hospital' });
     await consent.consent.setParticipation(actor, { facilityId: 'FD', kind: 'hospital', discloses: true, views: true }, 'joins the network');
     await indexPatient(ex.db, 'FD');
     const patient = (await consent.identity.enrol(actor, { facilityId: 'FD', localId: '9999013' }, { evidence: 'ID card checked' })).regionalId;
-    await consent.consent.record(actor, patient, {
-      terms: {
-        status: 'opted-in',
-        disclosing: { mode: 'all' },
-        receiving: { kinds: ['hospital'], facilities: [], exclude: [] },
-        categories: { mode: 'all' },
-        purposes: { treatment: true, emergency: 'unspecified', aiServices: ['cv-risk'], research: false },
-        validFrom: h.clock.ms - 86_400_000,
-        validTo: null,
-      },
-    });
+    await consent.consent.record(actor, patient, { terms: terms(['cv-risk']) });
     const before = stand.received.length;
     const v = await flow.submit(principal, { serviceId: 'cv-risk', patientId: patient }, 'POST /api/ai/requests');
     expect(v.status).toBe('sending');
