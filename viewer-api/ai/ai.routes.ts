@@ -11,7 +11,7 @@ import type { AiRegistry } from './registry.service.js';
 
 /**
  * AI endpoints of the viewer API:
- *   POST /api/ai/requests {serviceId, patientId}  -> 202, the request (status queued)
+ *   POST /api/ai/requests {serviceId, patientId}  -> 202, the request (status sending, or queued)
  *   GET  /api/ai/requests/:id                     -> the request's status and progress
  *   GET  /api/ai/requests/:id/result              -> the re-identified result (when done)
  *   GET  /api/ai/services                         -> services the caller may use
