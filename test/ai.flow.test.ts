@@ -193,9 +193,10 @@ describe.each([
   });
 
   /** The exchange's AI flow built again around a queue (and preparer) of the test's. */
-  const flowWith = (parts: Pick<Parameters<typeof createAiFlow>[0], 'queue' | 'preparer'>) => {
+  const flowWith = (parts: Partial<Pick<Parameters<typeof createAiFlow>[0], 'queue' | 'preparer' | 'audit'>>) => {
     const ex = h.exchange;
     return createAiFlow({
+      queue: () => ex.ai.queue,
       db: ex.db,
       box: SecretBox.fromKeyFile(ex.config.auth.secretKeyFile),
       audit: ex.viewer.audit,
@@ -378,6 +379,32 @@ describe.each([
     // With a session, the body's own problems are told.
     expect((await post('{not json', tokens['doctor'])).status).toBe(400);
     expect((await post(JSON.stringify({ serviceId: 'cv-risk', patientId: regional, extra: 1 }), tokens['doctor'])).status).toBe(400);
+  });
+
+  it('a submit whose row cannot be stored gives its place back and sends nothing', async () => {
+    const taken: string[] = [];
+    const flow = flowWith({
+      // The audit append (and with it the request's row) fails, as with the database unreachable.
+      audit: { record: async () => {}, recordWith: async () => Promise.reject(new Error('the database is unreachable')) },
+      queue: () => ({
+        kind: 'in-process',
+        enqueue: async () => {
+          throw new Error('not queued');
+        },
+        reserve: () => {
+          taken.push('taken');
+          return { run: () => void taken.push('ran'), release: () => void taken.push('released') };
+        },
+        start: async () => {},
+        idle: async () => {},
+        close: async () => {},
+      }),
+    });
+    const before = stand.received.length;
+    await expect(flow.submit(doctorPrincipal(), { serviceId: 'cv-risk', patientId: regional }, 'POST /api/ai/requests')).rejects.toThrow(/unreachable/);
+    expect(taken).toEqual(['taken', 'released']);
+    await new Promise((r) => setTimeout(r, 200));
+    expect(stand.received.length).toBe(before);
   });
 
   it('a withdrawal between submit and send stops the request before anything leaves', async () => {
