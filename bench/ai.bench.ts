@@ -21,7 +21,7 @@
  *
  * --probe-interval MS: the timeline client sends one request every MS milliseconds (default 50;
  * 0: each as soon as the one before has answered, as before 2026-11-22 06:00 UTC, when it made
- * 100-250 timeline requests a second and its load was counted in the exchange's CPU per request).
+ * 64-180 timeline requests a second and its load was counted in the exchange's CPU per request).
  *
  * --redis: the AI queue (and the exchange's other jobs) through BullMQ on that Redis, under a key
  * prefix of its own removed at the end; without it, the in-process queue.
