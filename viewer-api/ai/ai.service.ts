@@ -5,6 +5,7 @@ import { CATEGORIES } from '../../consent/categories.js';
 import { conflict, ExchangeError, forbidden, notFound } from '../../store/errors.js';
 import { contextOf, type DecisionContextLoader, type LoadedContext, type ParticipationCache } from '../../consent/decision-context.js';
 import type { SessionRecord } from '../auth/auth.repository.js';
+import type { DecisionRows } from '../../consent/consent.repository.js';
 import type { ConsentPolicy } from '../../consent/policy.js';
 import type { Category as IndexCategory, ClinicalRecord } from '../../ingest/records/types.js';
 import { queryPatientRecords, type RecordCursor } from '../../store/records/records.repository.js';
@@ -185,33 +186,24 @@ async function cacheKeyOf(db: Db, claimed: repo.IndexVersions, serviceId: string
 export function createAiFlow(deps: AiFlowDeps): AiFlow {
   const { db, box, audit, clock, client } = deps;
   const services = freshReads<AiService | undefined>();
-  const contextReads = freshReads<{ loaded: Awaited<ReturnType<DecisionContextLoader['load']>>; versions: repo.IndexVersions }>();
+  const contextReads = freshReads<Awaited<ReturnType<DecisionContextLoader['load']>>>();
   // With the consent policy and participation cache, the consent contexts of the requests in
   // flight are read together, one statement for many patients (store/group.ts): each read starts after
   // its request asked.
   const consent = deps.consent;
-  const decisionRows = grouped<{ regionalId: string; userId: string; at: number }, repo.DecisionWithVersions>((asks) => repo.decisionRowsMany(db, asks), { concurrency: GROUPS_IN_FLIGHT, atTurnEnd: true });
-  /** The consent context, with the published index versions of the patient's facilities when read with it. */
-  const loadContext = async (regionalId: string, requester: { userId: string }, at: number): Promise<{ loaded: Awaited<ReturnType<DecisionContextLoader['load']>>; versions: repo.IndexVersions }> => {
-    if (!consent) return { loaded: await deps.contexts.load(regionalId, requester, at), versions: new Map() };
-    const [rows, participation] = await Promise.all([decisionRows({ regionalId, userId: requester.userId, at }), consent.participation.get()]);
-    return { loaded: contextOf(rows.decision, participation, consent.policy), versions: rows.versions };
-  };
-  /**
-   * The registry and the consent context as of `since` (performance.now()) or later. The index
-   * versions read with the consent context are handed to `versions`.
-   */
-  const readsSince = (since: number, versions?: (v: repo.IndexVersions) => void) => ({
+  const decisionRows = grouped<{ regionalId: string; userId: string; at: number }, DecisionRows | undefined>((asks) => repo.decisionRowsMany(db, asks), { concurrency: GROUPS_IN_FLIGHT, atTurnEnd: true });
+  const loadContext: DecisionContextLoader['load'] = consent
+    ? async (regionalId, requester, at) => {
+        const [rows, participation] = await Promise.all([decisionRows({ regionalId, userId: requester.userId, at }), consent.participation.get()]);
+        return contextOf(rows, participation, consent.policy);
+      }
+    : (regionalId, requester, at) => deps.contexts.load(regionalId, requester, at);
+  /** The registry and the consent context as of `since` (performance.now()) or later. */
+  const readsSince = (since: number) => ({
     service: (id: string) => services(id, since, () => deps.registry.load(id)),
     gate: {
       roles: deps.roles,
-      contexts: {
-        load: async (regionalId, requester, at) => {
-          const got = consent ? await loadContext(regionalId, requester, at) : await contextReads(`${regionalId}\u0000${requester.userId}`, since, () => loadContext(regionalId, requester, at));
-          versions?.(got.versions);
-          return got.loaded;
-        },
-      } satisfies DecisionContextLoader,
+      contexts: { load: (regionalId, requester, at) => (consent ? loadContext(regionalId, requester, at) : contextReads(`${regionalId}\u0000${requester.userId}`, since, () => loadContext(regionalId, requester, at))) } satisfies DecisionContextLoader,
     },
   });
   const maxRecords = deps.maxRecords ?? 5000;
@@ -256,6 +248,20 @@ export function createAiFlow(deps: AiFlowDeps): AiFlow {
     // Everything that identifies the patient anywhere in the region is scrubbed, sent or not.
     const demographics = await fetchRecords(links.map((l) => ({ facilityId: l.facilityId, patientId: l.localId })), ['patient'], 1000);
     return { sent: records.slice(0, maxRecords), demographics, truncated: records.length > maxRecords };
+  }
+
+  /**
+   * The gate's reads with one consent context already read (with the session, or with the claim):
+   * used for that patient, user and time only; anything else is read as `fresh` reads it.
+   */
+  function gateWith(known: { regionalId: string; userId: number; at: number; context: () => Promise<LoadedContext | undefined> }, fresh: DecisionContextLoader): Parameters<typeof decideAiRequest>[0] {
+    return {
+      roles: deps.roles,
+      contexts: {
+        load: (regionalId, requester, when) =>
+          regionalId === known.regionalId && requester.userId === String(known.userId) && when === known.at ? known.context() : fresh.load(regionalId, requester, when),
+      },
+    };
   }
 
   async function owned(p: Principal, id: string): Promise<repo.AiRequestRow> {
@@ -422,8 +428,8 @@ export function createAiFlow(deps: AiFlowDeps): AiFlow {
   }
 
   return {
-    // Only the decision and a request row here: the records are read, mapped and de-identified
-    // by the job, off the request path (and off the event loop when workers prepare them).
+    // Only the decision and a request row before the 202: the records are read, mapped and
+    // de-identified after it (on the workers' threads), by the job or by the request sent at once.
     ...(consent && {
       async preloadSubmit(tokenHash: string, req: { serviceId: string; patientId: string }) {
         const at = clock();
@@ -434,28 +440,17 @@ export function createAiFlow(deps: AiFlowDeps): AiFlow {
         if (!got.session) return { session: undefined, reads: undefined };
         return {
           session: got.session,
-          reads: { regionalId: req.patientId, userId: got.session.userId, at, context: contextOf(got.decision.decision, participation, consent.policy), versions: got.decision.versions, service },
+          reads: { regionalId: req.patientId, userId: got.session.userId, at, context: contextOf(got.decision, participation, consent.policy), versions: got.versions, service },
         };
       },
     }),
 
     async submit(p, req, endpoint, pre) {
-      let versions: repo.IndexVersions = new Map();
-      const fresh = readsSince(performance.now(), (v) => (versions = v));
+      const fresh = readsSince(performance.now());
       const preloaded = pre && pre.regionalId === req.patientId && pre.userId === p.userId ? pre : undefined;
-      if (preloaded) versions = preloaded.versions;
-      const reads = preloaded
-        ? {
-            service: () => preloaded.service,
-            gate: {
-              roles: deps.roles,
-              contexts: {
-                load: async (regionalId, requester, when) =>
-                  regionalId === preloaded.regionalId && requester.userId === String(preloaded.userId) && when === preloaded.at ? preloaded.context : fresh.gate.contexts.load(regionalId, requester, when),
-              } satisfies DecisionContextLoader,
-            },
-          }
-        : fresh;
+      // Read with the session; otherwise read when the Bundle's cache key is made (cacheKeyOf).
+      const versions: repo.IndexVersions = preloaded?.versions ?? new Map();
+      const reads = preloaded ? { service: () => preloaded.service, gate: gateWith({ ...preloaded, context: async () => preloaded.context }, fresh.gate.contexts) } : fresh;
       const at = preloaded?.at ?? clock();
       const trail = {
         actor: { userId: p.userId, username: p.username, facilityId: p.facilityId, role: p.role },
@@ -569,16 +564,8 @@ export function createAiFlow(deps: AiFlowDeps): AiFlow {
       const { row, at } = claimed;
       // The decision is taken on the consent context read with the claim, i.e. after the job
       // started (without the consent module's cache and policy: read again here).
-      const gateDeps: Parameters<typeof decideAiRequest>[0] = consent
-        ? {
-            roles: deps.roles,
-            contexts: {
-              load: async (regionalId, requester, when) =>
-                regionalId === row.regionalId && requester.userId === String(row.userId) && when === at
-                  ? contextOf(claimed.decision, await consent.participation.get(), consent.policy)
-                  : reads.gate.contexts.load(regionalId, requester, when),
-            },
-          }
+      const gateDeps = consent
+        ? gateWith({ regionalId: row.regionalId, userId: row.userId, at, context: async () => contextOf(claimed.decision, await consent.participation.get(), consent.policy) }, reads.gate.contexts)
         : reads.gate;
       const fail = (status: 'failed' | 'denied', detail: string, reason: string) => end(row, requestId, row.serviceId, { status, detail, reason });
       const service = await reads.service(row.serviceId);

@@ -2,7 +2,8 @@ import type { Selectable } from 'kysely';
 import { preparedQuery, preparedRead, type Db } from '../../store/db.js';
 import { decisionRowsOf, decisionRowsSql, GRANT_WINDOW_MS, type DecisionRows } from '../../consent/consent.repository.js';
 import type { AuditCompanion } from '../audit/audit.repository.js';
-import { SESSION_SQL, sessionOf, type SessionRecord, type SessionRow } from '../auth/auth.repository.js';
+import { sessionOf, type SessionRecord } from '../auth/auth.repository.js';
+import { sessionAndContextSql, type SessionAndContextRow } from '../gate/session-context.js';
 import type { AiRequestTable } from './ai.tables.js';
 
 /** SQL of AI analysis requests. Sealed columns stay sealed here; the service opens them. */
@@ -199,50 +200,41 @@ export async function claimRequests(db: Db, ids: readonly string[], at: number):
  * in order, the rows, or undefined for an unknown patient.
  */
 const DECISION_MANY = `
-  select v.regional_id as ctx_regional_id, v.user_id as ctx_user_id, d.*, ${INDEX_VERSIONS_SQL('d.survivor')} as index_versions
+  select v.regional_id as ctx_regional_id, v.user_id as ctx_user_id, d.*
   from (select regional_id, user_id, max(at_ms) as at_ms from unnest($1::text[], $2::text[], $3::float8[]) as u(regional_id, user_id, at_ms)
         group by regional_id, user_id) v,
     lateral (select ${ts('v.at_ms')} as at, ${ts(`(v.at_ms - ${GRANT_WINDOW_MS})`)} as since) t,
     lateral (${decisionRowsSql({ regionalId: 'v.regional_id', userId: 'v.user_id', since: 't.since', at: 't.at' })}) d`;
 
-/** The consent decision context of a patient and user, with the published index version of every facility the patient is linked at. */
-export interface DecisionWithVersions {
-  decision: DecisionRows | undefined;
-  versions: IndexVersions;
-}
-
-export async function decisionRowsMany(db: Db, asks: readonly { regionalId: string; userId: string; at: number }[]): Promise<DecisionWithVersions[]> {
+export async function decisionRowsMany(db: Db, asks: readonly { regionalId: string; userId: string; at: number }[]): Promise<(DecisionRows | undefined)[]> {
   // Read only: over the pipelined connections, without waiting for a pooled one.
-  const rows = await preparedRead<{ ctx_regional_id: string; ctx_user_id: string; survivor: string | null; links: unknown; consents: unknown; grants: unknown; disasters: unknown; index_versions: unknown }>(
+  const rows = await preparedRead<{ ctx_regional_id: string; ctx_user_id: string; survivor: string | null; links: unknown; consents: unknown; grants: unknown; disasters: unknown }>(
     db,
     'ai-decision-rows-many',
     DECISION_MANY,
     [asks.map((a) => a.regionalId), asks.map((a) => a.userId), asks.map((a) => a.at)],
   );
-  const by = new Map(rows.map((r) => [`${r.ctx_regional_id}\u0000${r.ctx_user_id}`, { decision: decisionRowsOf(r), versions: versionsOf(r.index_versions) }]));
-  return asks.map((a) => by.get(`${a.regionalId}\u0000${a.userId}`) ?? { decision: undefined, versions: new Map() });
+  const by = new Map(rows.map((r) => [`${r.ctx_regional_id}\u0000${r.ctx_user_id}`, decisionRowsOf(r)]));
+  return asks.map((a) => by.get(`${a.regionalId}\u0000${a.userId}`));
 }
 
 /**
  * A submit's session (by token hash), and, when there is one, the decision context of the patient
  * and the session's user as of `at` with the patient's index versions: ONE statement, read on
- * this request (as the viewer's SESSION_AND_CONTEXT). The patient's rows are read only when the
+ * this request (the viewer's session-and-context statement with one column more). The patient's rows are read only when the
  * token names a session.
  */
-const SESSION_AND_DECISION = `
-  with sess as (${SESSION_SQL}),
-  ctx as (${decisionRowsSql({ regionalId: '(select $2::text where exists (select 1 from sess))', userId: '(select user_id::text from sess)', since: '$3', at: '$4' })})
-  select sess.*, ctx.*, ${INDEX_VERSIONS_SQL('ctx.survivor')} as index_versions from ctx left join sess on true`;
+const SESSION_AND_DECISION = sessionAndContextSql(`${INDEX_VERSIONS_SQL('ctx.survivor')} as index_versions`);
 
-export async function sessionAndDecision(db: Db, tokenHash: string, regionalId: string, at: number): Promise<{ session: SessionRecord | undefined; decision: DecisionWithVersions }> {
-  const [r] = await preparedRead<SessionRow & { survivor: string | null; links: unknown; consents: unknown; grants: unknown; disasters: unknown; index_versions: unknown }>(
-    db,
-    'ai-session-and-decision',
-    SESSION_AND_DECISION,
-    [tokenHash, regionalId, new Date(at - GRANT_WINDOW_MS), new Date(at)],
-  );
+export async function sessionAndDecision(
+  db: Db,
+  tokenHash: string,
+  regionalId: string,
+  at: number,
+): Promise<{ session: SessionRecord | undefined; decision: DecisionRows | undefined; versions: IndexVersions }> {
+  const [r] = await preparedRead<SessionAndContextRow & { index_versions: unknown }>(db, 'ai-session-and-decision', SESSION_AND_DECISION, [tokenHash, regionalId, new Date(at - GRANT_WINDOW_MS), new Date(at)]);
   const session = sessionOf(r);
-  return { session, decision: { decision: session ? decisionRowsOf(r) : undefined, versions: session ? versionsOf(r?.index_versions) : new Map() } };
+  return session ? { session, decision: decisionRowsOf(r), versions: versionsOf(r!.index_versions) } : { session, decision: undefined, versions: new Map() };
 }
 
 /** The published index version of these facilities (those without an index have none). */

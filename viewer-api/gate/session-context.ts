@@ -26,16 +26,25 @@ export interface SessionContextLoader {
   load(tokenHash: string, regionalId: string, at: number): Promise<{ session: SessionRecord | undefined; preloaded: PreloadedContext | undefined }>;
 }
 
-const SESSION_AND_CONTEXT = `
+/**
+ * The statement of a session (`$1`, the token hash) and the decision context of patient `$2` as of
+ * `$4` (grants since `$3`), read only when there is a session; `columns`, more columns of its
+ * own (SQL over `ctx`, the decision rows). Its row: SessionAndContextRow.
+ */
+export const sessionAndContextSql = (columns = '') => `
   with sess as (${SESSION_SQL}),
   ctx as (${decisionRowsSql({ regionalId: '(select $2::text where exists (select 1 from sess))', userId: '(select user_id::text from sess)', since: '$3', at: '$4' })})
-  select sess.*, ctx.* from ctx left join sess on true`;
+  select sess.*, ctx.*${columns ? `, ${columns}` : ''} from ctx left join sess on true`;
+
+export type SessionAndContextRow = SessionRow & { survivor: string | null; links: unknown; consents: unknown; grants: unknown; disasters: unknown };
+
+const SESSION_AND_CONTEXT = sessionAndContextSql();
 
 export function createSessionContextLoader(db: Db, deps: { policy: ConsentPolicy; participation: ParticipationCache }): SessionContextLoader {
   return {
     async load(tokenHash, regionalId, at) {
       const [rows, participation] = await Promise.all([
-        preparedRead<SessionRow & { survivor: string | null; links: unknown; consents: unknown; grants: unknown; disasters: unknown }>(
+        preparedRead<SessionAndContextRow>(
           db, 'viewer-session-and-context', SESSION_AND_CONTEXT, [tokenHash, regionalId, new Date(at - GRANT_WINDOW_MS), new Date(at)]),
         deps.participation.get(),
       ]);
