@@ -11,7 +11,7 @@ import type { ConsentModule } from '../consent/consent.module.js';
 import { verifyAuditChain } from '../viewer-api/audit/audit.service.js';
 import { startStandIn, type StandIn } from '../viewer-api/ai/standin.js';
 import { createAiFlow, REDECIDE_AFTER_MS } from '../viewer-api/ai/ai.service.js';
-import { createInlinePreparer } from '../viewer-api/ai/deid-pool.js';
+import { createInlinePreparer, createWorkerPreparer } from '../viewer-api/ai/deid-pool.js';
 import { pseudonymKeyFrom } from '../viewer-api/ai/ai.module.js';
 import { SecretBox } from '../viewer-api/auth/secret-box.js';
 import { SAMPLES_ROOT } from './support/tmp.js';
@@ -383,7 +383,19 @@ describe.each([
 
   it('a submit whose row cannot be stored gives its place back and sends nothing', async () => {
     const taken: string[] = [];
+    // Worker threads that keep the bodies they make: the one made for this request is let go.
+    const pool = createWorkerPreparer({ secret: pseudonymKeyFrom(h.exchange.config.auth.secretKeyFile), keyFile: h.exchange.config.auth.secretKeyFile, threads: 1 });
     const flow = flowWith({
+      preparer: {
+        kind: 'worker-threads',
+        prepare: (req, load) => pool.prepare(req, load),
+        prepareHeld: async (req, load) => {
+          const got = await pool.prepareHeld!(req, load);
+          const release = got.body.release;
+          return { ...got, body: { ...got.body, release: () => (taken.push('body let go'), release()) } };
+        },
+        close: () => pool.close(),
+      },
       // The audit append (and with it the request's row) fails, as with the database unreachable.
       audit: { record: async () => {}, recordWith: async () => Promise.reject(new Error('the database is unreachable')) },
       queue: () => ({
@@ -403,8 +415,10 @@ describe.each([
     const before = stand.received.length;
     await expect(flow.submit(doctorPrincipal(), { serviceId: 'cv-risk', patientId: regional }, 'POST /api/ai/requests')).rejects.toThrow(/unreachable/);
     expect(taken).toEqual(['taken', 'released']);
-    await new Promise((r) => setTimeout(r, 200));
+    // Once the worker (started cold here) has made it.
+    await expect.poll(() => taken, { timeout: 20_000 }).toEqual(['taken', 'released', 'body let go']);
     expect(stand.received.length).toBe(before);
+    await pool.close();
   });
 
   it('a withdrawal between submit and send stops the request before anything leaves', async () => {

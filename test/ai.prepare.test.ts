@@ -2,7 +2,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { createHash } from 'node:crypto';
-import { describe, expect, it } from 'vitest';
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { readStoredFile } from '../ingest/records/read.js';
 import type { ClinicalRecord } from '../ingest/records/types.js';
 import { bundleOf, identityOfRecords } from '../viewer-api/ai/bundle.js';
@@ -11,6 +11,10 @@ import { deidentify } from '../viewer-api/ai/deidentify.js';
 import { operationBody } from '../viewer-api/ai/request-body.js';
 import { PatientBundleCache, type PatientRecords, type Prepared, type PrepareRequest } from '../viewer-api/ai/prepare.js';
 import { SecretBox } from '../viewer-api/auth/secret-box.js';
+import { AiCallError, AiClient, LocalSendError } from '../viewer-api/ai/ai-client.js';
+import { createAnswerValidator } from '../viewer-api/ai/answer-validator.js';
+import type { AiService } from '../viewer-api/ai/registry.js';
+import { startStandIn, type Behaviour, type StandIn } from '../viewer-api/ai/standin.js';
 import { SAMPLES_ROOT } from './support/tmp.js';
 import { identifierForms, scanForIdentifiers, type KnownPatient } from './ai.support.js';
 
@@ -190,3 +194,138 @@ describe('de-identification on worker threads', () => {
     }
   }, 60_000);
 });
+
+describe('request bodies kept and sent by the worker thread that made them', () => {
+  const service = (base: string, over: Partial<AiService> = {}): AiService => ({
+    id: 'svc',
+    name: 'Risk model',
+    baseUrl: base,
+    operation: '$analyze',
+    auth: { kind: 'none' },
+    categories: ['labs'],
+    facilities: 'all',
+    roles: ['physician'],
+    timeoutMs: 2000,
+    rateLimit: { perMinute: 600_000, burst: 1000 },
+    location: { country: 'JP', region: 'Tokyo' },
+    allowOutsideJapan: false,
+    birthDate: 'age',
+    enabled: true,
+    createdAt: 0,
+    updatedAt: 0,
+    updatedBy: 'test',
+    ...over,
+  });
+  /** A client whose retries do not wait (the sleeps are recorded), as in ai.client.test.ts. */
+  const clientWith = (attempts = 4) => {
+    const sleeps: number[] = [];
+    const client = new AiClient({ retry: { attempts, baseDelayMs: 100, maxDelayMs: 5000 }, random: () => 0.5, validate: (r) => validator.validate(r), sleep: async (ms) => void sleeps.push(ms) });
+    return { client, sleeps };
+  };
+  const validator = createAnswerValidator();
+  let s: StandIn;
+  let pool: ReturnType<typeof createWorkerPreparer>;
+  beforeAll(async () => {
+    validator.warm(['RiskAssessment']);
+    s = await startStandIn();
+    pool = createWorkerPreparer({ secret: SECRET, threads: 1 });
+  });
+  afterAll(async () => {
+    await pool.close();
+    await s.close();
+    await validator.close();
+  });
+  afterEach(() => {
+    s.queue.length = 0;
+    s.fallback = { kind: 'ok' };
+    s.received.length = 0;
+  });
+  const held = (shiftDays = 77) => pool.prepareHeld!(request({ shiftDays }), async () => patient);
+  const failureOf = (p: Promise<unknown>) =>
+    p.then(
+      () => {
+        throw new Error('expected the call to fail');
+      },
+      (e: unknown) => e as Error,
+    );
+
+  it('the service receives exactly the bytes the same work in this thread makes, with their hash; the answer lets the body go', async () => {
+    const got = await held();
+    expect(got.body).not.toHaveProperty('bytes');
+    const want = await createInlinePreparer(SECRET).prepare(request(), async () => patient);
+    expect([got.body.sha256, got.body.byteLength, got.body.operation, got.key, got.records]).toEqual([want.body.sha256, want.body.bytes.byteLength, want.body.operation, want.key, want.records]);
+    const { client } = clientWith();
+    const r = await client.call(service(s.base), got.body);
+    expect(s.received).toHaveLength(1);
+    expect(Buffer.from(s.received[0]!.body, 'utf8').equals(Buffer.from(want.body.bytes))).toBe(true);
+    expect(r.sent).toEqual({ sha256: want.body.sha256, bytes: want.body.bytes.byteLength });
+    expect(r.resource['resourceType']).toBe('RiskAssessment');
+    // Timed in the worker, around the HTTP exchange alone.
+    expect(r.serviceMs).toBeGreaterThan(0);
+    // Answered once, sent never again.
+    const again = await failureOf(client.call(service(s.base), got.body));
+    expect(again).toBeInstanceOf(LocalSendError);
+    expect(s.received).toHaveLength(1);
+  });
+
+  it('retries, Retry-After, malformed answers, refused connections and timeouts come back as the service gave them, as in this thread', async () => {
+    const cases: { name: string; queue: Behaviour[]; svc?: Partial<AiService> }[] = [
+      { name: '503 with Retry-After, 500, then an answer', queue: [{ kind: 'error', status: 503, retryAfter: '2' }, { kind: 'error', status: 500 }] },
+      { name: 'not JSON', queue: [{ kind: 'not-json' }] },
+      { name: 'not FHIR', queue: [{ kind: 'invalid-fhir' }] },
+      { name: '400', queue: [{ kind: 'error', status: 400 }] },
+      { name: 'no answer in time', queue: [{ kind: 'hang' }], svc: { timeoutMs: 150 } },
+      { name: 'nothing listening', queue: [], svc: { baseUrl: 'http://127.0.0.1:9/fhir' } },
+    ];
+    const outcome = async (body: Parameters<AiClient['call']>[1], c: (typeof cases)[number]) => {
+      s.queue.length = 0;
+      s.queue.push(...c.queue);
+      const { client, sleeps } = clientWith(c.name === 'no answer in time' ? 1 : 4);
+      const r = await client.call(service(c.svc?.baseUrl ?? s.base, c.svc), body).then(
+        (ok) => ({ attempts: ok.attempts.map((a) => [a.outcome, a.status]) }),
+        (e: unknown) => (e instanceof AiCallError ? { kind: e.kind, detail: e.detail, attempts: e.attempts, sent: e.sent } : { other: String(e) }),
+      );
+      return { r, sleeps };
+    };
+    for (const c of cases) {
+      const inThread = await outcome((await createInlinePreparer(SECRET).prepare(request(), async () => patient)).body, c);
+      const fromWorker = await outcome((await held()).body, c);
+      expect(fromWorker, c.name).toEqual(inThread);
+    }
+  }, 30_000);
+
+  it('the caller’s signal stops the worker’s call; a worker that stops during a call fails it as the exchange’s trouble, not the service’s', async () => {
+    const { client } = clientWith();
+    s.fallback = { kind: 'hang' };
+    const stop = new AbortController();
+    const cancelled = failureOf(client.call(service(s.base), (await held()).body, { signal: stop.signal }));
+    await until(() => s.received.length === 1);
+    stop.abort();
+    expect(await cancelled).toMatchObject({ kind: 'cancelled' });
+
+    const other = createWorkerPreparer({ secret: SECRET, threads: 1 });
+    const body = (await other.prepareHeld!(request(), async () => patient)).body;
+    const lost = failureOf(client.call(service(s.base), body));
+    await until(() => s.received.length === 2);
+    await other.close();
+    const e = await lost;
+    expect(e).toBeInstanceOf(LocalSendError);
+    expect(e.message).toMatch(/de-identification workers were stopped/);
+    // What may have left is known all the same.
+    expect((e as LocalSendError).sent).toEqual({ sha256: body.sha256, bytes: body.byteLength });
+    expect(client.circuitState('svc')).toBe('closed');
+  });
+
+  it('a body let go unsent is not sent', async () => {
+    const { client } = clientWith();
+    const got = await held();
+    got.body.release();
+    expect(await failureOf(client.call(service(s.base), got.body))).toBeInstanceOf(LocalSendError);
+    expect(s.received).toHaveLength(0);
+  });
+});
+
+async function until(ok: () => boolean): Promise<void> {
+  for (let i = 0; i < 200 && !ok(); i++) await new Promise((r) => setTimeout(r, 10));
+  if (!ok()) throw new Error('timed out waiting');
+}

@@ -1,8 +1,8 @@
 import { createHash } from 'node:crypto';
-import { Client } from 'fhir-kit-client';
 import { loadFhirValidator, type SchemaIssue } from '../../ingest/fhir/schema.js';
 import type { FhirJson } from './deidentify.js';
-import type { PreparedBody } from './prepare.js';
+import { FhirPoster, type PostAnswer } from './fhir-post.js';
+import type { HeldBody, PreparedBody } from './prepare.js';
 import { operationBody } from './request-body.js';
 import { assertLocation, type AiService } from './registry.js';
 import {
@@ -23,6 +23,8 @@ import {
  * token-bucket rate limit per service, bearer or OAuth 2.0 client-credentials authentication
  * (RFC 6749 §4.4) with the token cached until it expires. The answer must be a FHIR R4 resource
  * (validated against the official JSON schema); anything else is a permanent, clearly named error.
+ * Each POST is made in this thread (fhir-post.ts), or by the worker thread that holds the body
+ * (HeldBody, deid-pool.ts); everything around it stays here.
  */
 
 export type AiCallErrorKind =
@@ -81,12 +83,23 @@ export class AiCallError extends Error {
   }
 }
 
-const isPrepared = (b: FhirJson | PreparedBody): b is PreparedBody => (b as PreparedBody).bytes instanceof Uint8Array && !('resourceType' in b);
+/** What a call may send: a Bundle, its body made ahead (PreparedBody), or a body a worker holds and sends (HeldBody). */
+export type CallBody = FhirJson | PreparedBody | HeldBody;
 
-/** What goes out: the exact bytes and their SHA-256 (hex). */
-interface Outgoing {
-  bytes: Uint8Array;
-  sha256: string;
+const isPrepared = (b: CallBody): b is PreparedBody => (b as PreparedBody).bytes instanceof Uint8Array && !('resourceType' in b);
+const isHeld = (b: CallBody): b is HeldBody => (b as HeldBody).held === true && !('resourceType' in b);
+
+/** What goes out: the exact bytes (or a worker's body) and their SHA-256 (hex) and size. */
+type Outgoing = { sha256: string; byteLength: number } & ({ bytes: Uint8Array } | { held: HeldBody });
+
+/**
+ * The exchange itself could not make the call (the worker thread holding the body stopped): not
+ * the service's failure, so it never counts towards the service's circuit.
+ */
+export class LocalSendError extends Error {
+  override name = 'LocalSendError';
+  /** The body's hash and size: it may have left before the worker stopped (AiClient.call sets it). */
+  sent: { sha256: string; bytes: number } | undefined;
 }
 
 export interface AttemptLog {
@@ -163,9 +176,7 @@ export class AiClient {
   private readonly circuitSettings: CircuitSettings;
   private readonly random: () => number;
   private readonly sleep: (ms: number, signal?: AbortSignal) => Promise<void>;
-  private readonly fhirClients = new Map<string, Client>();
-  /** The body of each call in flight, by the call's own signal, for the request hook (see fhirClient). */
-  private readonly outgoing = new WeakMap<AbortSignal, Uint8Array>();
+  private readonly poster = new FhirPoster();
 
   constructor(opts: AiClientOptions = {}) {
     this.clock = opts.clock ?? Date.now;
@@ -200,30 +211,31 @@ export class AiClient {
    * Sends the de-identified Bundle to the service's declared operation and returns its answer.
    * The Bundle may also come as the request body already encoded and hashed for this service's
    * operation (PreparedBody, as the de-identification workers make it): those bytes are then
-   * sent as they are.
+   * sent as they are; or as a body a worker thread made and keeps (HeldBody), which that thread
+   * sends. Retries, the circuit, the rate limit and authentication stay here either way.
    */
-  async call(service: AiService, bundle: FhirJson | PreparedBody, opts: { signal?: AbortSignal; onAttempt?: (a: AttemptLog) => void } = {}): Promise<AiCallResult> {
+  async call(service: AiService, bundle: CallBody, opts: { signal?: AbortSignal; onAttempt?: (a: AttemptLog) => void } = {}): Promise<AiCallResult> {
     try {
       return await this.attempt(service, bundle, opts);
     } catch (e) {
-      if (e instanceof AiCallError && e.attempts > 0) e.sent = this.sentOf(service, bundle);
+      if ((e instanceof AiCallError && e.attempts > 0) || e instanceof LocalSendError) e.sent = this.sentOf(service, bundle);
       throw e;
     }
   }
 
-  private sentOf(service: AiService, bundle: FhirJson | PreparedBody): { sha256: string; bytes: number } {
+  private sentOf(service: AiService, bundle: CallBody): { sha256: string; bytes: number } {
     const body = this.body(service, bundle);
-    return { sha256: body.sha256, bytes: body.bytes.byteLength };
+    return { sha256: body.sha256, bytes: body.byteLength };
   }
 
-  private async attempt(service: AiService, bundle: FhirJson | PreparedBody, opts: { signal?: AbortSignal; onAttempt?: (a: AttemptLog) => void }): Promise<AiCallResult> {
+  private async attempt(service: AiService, bundle: CallBody, opts: { signal?: AbortSignal; onAttempt?: (a: AttemptLog) => void }): Promise<AiCallResult> {
     try {
       assertLocation(service);
     } catch (e) {
       throw new AiCallError('refused', (e as Error).message, 0);
     }
     const body = this.body(service, bundle);
-    const sent = { sha256: body.sha256, bytes: body.bytes.byteLength };
+    const sent = { sha256: body.sha256, bytes: body.byteLength };
     const attempts: AttemptLog[] = [];
     let serviceMs = 0;
     const circuit = this.circuit(service.id);
@@ -236,11 +248,17 @@ export class AiClient {
       }
       let failure: AiCallError;
       const started = this.clock();
+      let posted: number | undefined;
+      // The service's time: waiting for the rate limit and a token, then the POST's round trip,
+      // as timed where it ran (a worker thread's own timing leaves out the hand-offs between threads).
+      const waited = (postMs: number | undefined) => (posted === undefined ? this.clock() - started : posted - started + (postMs ?? this.clock() - posted));
       try {
         await this.waitForToken(service, opts.signal);
         const headers = await this.authHeaders(service, opts.signal);
-        const result = await this.send(service, body.bytes, headers, opts.signal);
-        const ms = this.clock() - started;
+        const target = { baseUrl: service.baseUrl, operation: service.operation, timeoutMs: service.timeoutMs };
+        posted = this.clock();
+        const result: PostAnswer = 'held' in body ? await body.held.post(target, headers, opts.signal) : await this.poster.post(target, body.bytes, headers, opts.signal);
+        const ms = waited(result.ms);
         serviceMs += ms;
         const resource = await this.answer(result.data, attempts.length + 1);
         circuit.onSuccess();
@@ -248,9 +266,14 @@ export class AiClient {
         opts.onAttempt?.(attempts[attempts.length - 1]!);
         return { resource, sent, receivedBytes: result.bytes, attempts, serviceMs };
       } catch (e) {
-        serviceMs += this.clock() - started;
+        const ms = waited((e as { postMs?: number }).postMs);
+        serviceMs += ms;
+        if (e instanceof LocalSendError) {
+          circuit.onNeutral();
+          throw e;
+        }
         failure = this.classify(e, attempt, opts.signal);
-        attempts.push({ attempt, outcome: failure.kind, ...(statusOf(e) ? { status: statusOf(e) } : {}), ms: this.clock() - started });
+        attempts.push({ attempt, outcome: failure.kind, ...(statusOf(e) ? { status: statusOf(e) } : {}), ms });
         opts.onAttempt?.(attempts[attempts.length - 1]!);
         if (failure.kind === 'cancelled') {
           circuit.onNeutral();
@@ -277,13 +300,13 @@ export class AiClient {
     }
   }
 
-  private body(service: AiService, bundle: FhirJson | PreparedBody): Outgoing {
-    if (isPrepared(bundle)) {
+  private body(service: AiService, bundle: CallBody): Outgoing {
+    if (isPrepared(bundle) || isHeld(bundle)) {
       if (bundle.operation !== service.operation) throw new Error(`the body was made for operation ${bundle.operation}, not ${service.operation}`);
-      return bundle;
+      return isHeld(bundle) ? { held: bundle, sha256: bundle.sha256, byteLength: bundle.byteLength } : { bytes: bundle.bytes, sha256: bundle.sha256, byteLength: bundle.bytes.byteLength };
     }
     const bytes = Buffer.from(operationBody(service.operation, JSON.stringify(bundle)), 'utf8');
-    return { bytes, sha256: createHash('sha256').update(bytes).digest('hex') };
+    return { bytes, sha256: createHash('sha256').update(bytes).digest('hex'), byteLength: bytes.byteLength };
   }
 
   private async waitForToken(service: AiService, signal?: AbortSignal): Promise<void> {
@@ -344,54 +367,6 @@ export class AiClient {
     // Renew a little early: a token that expires in flight is a failed call.
     this.tokens.set(service.id, { token: json.access_token, expiresAt: this.clock() + Math.max(0, lifetime - Math.min(30_000, lifetime / 10)) });
     return json.access_token;
-  }
-
-  /** One fhir-kit-client per service base URL, kept between calls (its connections with it). */
-  private fhirClient(baseUrl: string): Client {
-    let c = this.fhirClients.get(baseUrl);
-    if (!c) {
-      c = new Client({
-        baseUrl,
-        // fhir-kit-client sends a string as it is and serialises anything else; the body here is
-        // already the exact bytes (encoded and hashed for the audit trail where it was made), so
-        // its request hook, which sees and may change the final request, puts those bytes in.
-        requestSigner: (_url, init) => {
-          const bytes = init.signal ? this.outgoing.get(init.signal) : undefined;
-          if (!bytes) throw new Error('a call to an AI service without its body');
-          this.outgoing.delete(init.signal!);
-          init.body = bytes as Uint8Array<ArrayBuffer>;
-        },
-      });
-      this.fhirClients.set(baseUrl, c);
-    }
-    return c;
-  }
-
-  /**
-   * One POST of exactly `body` through fhir-kit-client: the declared operation (`$name` or
-   * `Type/$name`) or a plain resource endpoint. A non-2xx answer, or a 2xx whose body is not
-   * JSON, is thrown as `{ response: { status, data }, config: { headers } }`.
-   */
-  private async send(service: AiService, body: Uint8Array, headers: Record<string, string>, signal?: AbortSignal): Promise<{ data: unknown; status: number; bytes: number }> {
-    const timeout = AbortSignal.timeout(service.timeoutMs);
-    const combined = signal ? AbortSignal.any([signal, timeout]) : timeout;
-    const client = this.fhirClient(service.baseUrl);
-    // A redirect is never followed: the Bundle goes to the registered base URL or nowhere (and
-    // fetch then keeps no copy of the request body for a second trip: less work per call).
-    const options = { signal: combined, headers: { ...headers, 'content-type': 'application/fhir+json' }, redirect: 'error' as const };
-    const m = /^(?:([A-Z][A-Za-z]+)\/)?\$(.+)$/.exec(service.operation);
-    // The request hook puts `body` in (see fhirClient); the client itself is given an empty text.
-    this.outgoing.set(combined, body);
-    try {
-      const data = m
-        ? await client.operation({ name: m[2]!, ...(m[1] ? { resourceType: m[1] } : {}), method: 'POST', input: '' as never, options })
-        : await client.request(service.operation, { method: 'POST', body: '' as never, options });
-      const response = (data as Record<string, unknown> & { __response?: Response }).__response;
-      const length = Number(response?.headers.get('content-length'));
-      return { data, status: response?.status ?? 200, bytes: Number.isInteger(length) && length >= 0 ? length : Buffer.byteLength(JSON.stringify(data), 'utf8') };
-    } finally {
-      this.outgoing.delete(combined);
-    }
   }
 
   private async answer(data: unknown, attempts: number): Promise<FhirJson> {

@@ -14,14 +14,14 @@ import type { AuditLog } from '../audit/audit.service.js';
 import type { Principal } from '../auth/auth.service.js';
 import type { SecretBox } from '../auth/secret-box.js';
 import type { Role, RolePolicy } from '../roles/roles.js';
-import { AiCallError, type AiClient } from './ai-client.js';
+import { AiCallError, LocalSendError, type AiClient } from './ai-client.js';
 import { decideAiRequest, type AiRequester, type PermittedSource } from './ai-gate.js';
 import type { AiQueue } from './ai.queue.js';
 import { consentCategoryOf } from './bundle.js';
 import { randomShiftDays } from './dates.js';
 import { createInlinePreparer, PreparationError, type Preparer } from './deid-pool.js';
 import { reidentify, type FhirJson, type ReidentificationKey } from './deidentify.js';
-import type { PatientRecords, Prepared } from './prepare.js';
+import type { HeldBody, PatientRecords, Prepared, PreparedBody } from './prepare.js';
 import type { AiService } from './registry.js';
 import type { AiRegistry } from './registry.service.js';
 import * as repo from './requests.repository.js';
@@ -312,12 +312,16 @@ export function createAiFlow(deps: AiFlowDeps): AiFlow {
     );
   }
 
+  /** A prepared request; from worker threads its body stays in the thread that made it, which sends it (HeldBody). */
+  type Ready = Prepared<PreparedBody | HeldBody>;
+
   /** Builds and de-identifies the Bundle of a decided request (on the preparer's threads); never rejects. */
-  function prepareFor(d: Decided): Promise<{ prepared: Prepared } | { error: unknown }> {
+  function prepareFor(d: Decided): Promise<{ prepared: Ready } | { error: unknown }> {
     return (async () => {
       const cacheKey = await cacheKeyOf(db, d.versions, d.service.id, d.row.regionalId, d.sources, d.links, maxRecords);
       const categories = CATEGORIES.filter((c) => d.sources.some((s) => s.categories.includes(c)));
-      return preparer.prepare(
+      const prepare: (...a: Parameters<Preparer['prepare']>) => Promise<Ready> = preparer.prepareHeld ? preparer.prepareHeld.bind(preparer) : preparer.prepare.bind(preparer);
+      return prepare(
         {
           cacheKey,
           serviceId: d.service.id,
@@ -343,7 +347,7 @@ export function createAiFlow(deps: AiFlowDeps): AiFlow {
    * answer re-identified and stored with the patient, or a clear failure. Nothing leaves the
    * exchange before the request's row and audit entry are committed (the caller's part).
    */
-  async function deliver(d: Decided, preparing: Promise<{ prepared: Prepared } | { error: unknown }>): Promise<void> {
+  async function deliver(d: Decided, preparing: Promise<{ prepared: Ready } | { error: unknown }>): Promise<void> {
     const { requestId, row, service } = d;
     const outcome = await preparing;
     if ('error' in outcome) {
@@ -352,6 +356,16 @@ export function createAiFlow(deps: AiFlowDeps): AiFlow {
       return end(row, requestId, service.id, { status: 'failed', detail: 'the exchange could not prepare the data for the AI service', reason: outcome.error.message });
     }
     const { prepared } = outcome;
+    try {
+      await send(d, prepared);
+    } finally {
+      // A body a worker holds is let go once the request is sent, or will not be.
+      if ('held' in prepared.body) prepared.body.release();
+    }
+  }
+
+  async function send(d: Decided, prepared: Ready): Promise<void> {
+    const { requestId, row, service } = d;
     if (prepared.records === 0) return end(row, requestId, service.id, { status: 'failed', detail: 'there are no records of the categories this service analyses', reason: 'no records of the consented categories' });
     const key = prepared.key;
     // Written with the outcome (one statement less per request than a separate note).
@@ -410,6 +424,10 @@ export function createAiFlow(deps: AiFlowDeps): AiFlow {
         },
       );
     } catch (e) {
+      if (e instanceof LocalSendError) {
+        deps.log.error({ requestId, err: e }, 'AI request could not be sent');
+        return end(row, requestId, service.id, { status: 'failed', detail: 'the exchange could not send the data to the AI service', reason: e.message, extra: { deidentification }, sent: e.sent, prepared: preparedFields });
+      }
       if (!(e instanceof AiCallError)) {
         if (e instanceof ExchangeError) return end(row, requestId, service.id, { status: 'failed', detail: 'the AI service answered something the exchange cannot use', reason: e.message, extra: { deidentification }, attempts: 1, prepared: preparedFields });
         throw e;
@@ -526,6 +544,8 @@ export function createAiFlow(deps: AiFlowDeps): AiFlow {
         );
       } catch (e) {
         slot?.release();
+        // Not sent: a body a worker made for it is let go.
+        void preparing?.then((o) => 'prepared' in o && 'held' in o.prepared.body && o.prepared.body.release());
         throw e;
       }
       if (slot && job && preparing) {

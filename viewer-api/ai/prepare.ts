@@ -3,6 +3,7 @@ import type { ClinicalRecord } from '../../ingest/records/types.js';
 import { bundleOf, identityOfRecords } from './bundle.js';
 import { createHash } from 'node:crypto';
 import { checkCacheScope, deidentificationCache, deidentify, deidentifyTemplate, type BirthDateNeed, type DeidentificationCache, type DeidentifiedTemplate, type DeidentifyReport, type FhirJson, type PseudonymEntry, type ReidentificationKey } from './deidentify.js';
+import type { PostAnswer, PostTarget } from './fhir-post.js';
 import { operationWrap } from './request-body.js';
 
 /**
@@ -51,9 +52,9 @@ export interface Sealer {
   seal(plain: Buffer, aad: string): Buffer;
 }
 
-export interface Prepared {
+export interface Prepared<B = PreparedBody> {
   /** The exact request body that will be sent (UTF-8 JSON), for `operation`. */
-  body: PreparedBody;
+  body: B;
   /** Its pseudonyms are left out (`{}`) when the caller said it holds them (pseudonymsHeld = pseudonymsId). */
   key: ReidentificationKey;
   /** Names the key's pseudonyms: the same id, the same pseudonyms. */
@@ -70,6 +71,21 @@ export interface PreparedBody {
   bytes: Uint8Array;
   sha256: string;
   operation: string;
+}
+
+/**
+ * A request body that stays in the worker thread that made it (deid-pool.ts): that thread sends
+ * it, so neither the bytes nor the call's HTTP work go through the viewer's event loop. Released
+ * once the request no longer needs it (after its last attempt, or when it is not sent).
+ */
+export interface HeldBody {
+  held: true;
+  sha256: string;
+  byteLength: number;
+  operation: string;
+  /** One POST of the body to `target` (fhir-post.ts) from the worker; a failure as fhir-kit-client throws it. */
+  post(target: PostTarget, headers: Record<string, string>, signal?: AbortSignal): Promise<PostAnswer>;
+  release(): void;
 }
 
 interface PatientEntry {
