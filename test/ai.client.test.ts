@@ -3,9 +3,9 @@ import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { AiCallError, AiClient } from '../viewer-api/ai/ai-client.js';
-import type { AiService } from '../viewer-api/ai/registry.js';
 import type { FhirJson } from '../viewer-api/ai/deidentify.js';
 import { startStandIn, type StandIn } from '../viewer-api/ai/standin.js';
+import { aiService, resetStandIn } from './ai.support.js';
 import { createAnswerValidator } from '../viewer-api/ai/answer-validator.js';
 
 const validator = createAnswerValidator();
@@ -32,28 +32,7 @@ const BUNDLE: FhirJson = {
   ],
 };
 
-function service(base: string, over: Partial<AiService> = {}): AiService {
-  return {
-    id: 'risk',
-    name: 'Risk model',
-    baseUrl: base,
-    operation: '$analyze',
-    auth: { kind: 'none' },
-    categories: ['labs'],
-    facilities: 'all',
-    roles: ['physician'],
-    timeoutMs: 2000,
-    rateLimit: { perMinute: 600_000, burst: 1000 },
-    location: { country: 'JP', region: 'Tokyo' },
-    allowOutsideJapan: false,
-    birthDate: 'age',
-    enabled: true,
-    createdAt: 0,
-    updatedAt: 0,
-    updatedBy: 'test',
-    ...over,
-  };
-}
+const service = aiService;
 
 /** A clock the test moves, and a sleep that only records (retries without waiting). */
 function harness(over: { attempts?: number; threshold?: number; coolDownMs?: number } = {}) {
@@ -91,11 +70,7 @@ afterAll(async () => {
   await s.close();
   await validator.close();
 });
-afterEach(() => {
-  s.queue.length = 0;
-  s.fallback = { kind: 'ok' };
-  s.received.length = 0;
-});
+afterEach(() => resetStandIn(s));
 
 describe('the AI service client against a real stand-in service', () => {
   it('calls the declared operation with the Bundle in Parameters and returns the validated answer', async () => {

@@ -16,7 +16,7 @@ import { createAnswerValidator } from '../viewer-api/ai/answer-validator.js';
 import type { AiService } from '../viewer-api/ai/registry.js';
 import { startStandIn, type Behaviour, type StandIn } from '../viewer-api/ai/standin.js';
 import { SAMPLES_ROOT } from './support/tmp.js';
-import { identifierForms, scanForIdentifiers, type KnownPatient } from './ai.support.js';
+import { aiService, identifierForms, resetStandIn, scanForIdentifiers, type KnownPatient } from './ai.support.js';
 
 /**
  * Preparing what an AI request sends, as the exchange does it under load: the patient's mapped
@@ -196,26 +196,8 @@ describe('de-identification on worker threads', () => {
 });
 
 describe('request bodies kept and sent by the worker thread that made them', () => {
-  const service = (base: string, over: Partial<AiService> = {}): AiService => ({
-    id: 'svc',
-    name: 'Risk model',
-    baseUrl: base,
-    operation: '$analyze',
-    auth: { kind: 'none' },
-    categories: ['labs'],
-    facilities: 'all',
-    roles: ['physician'],
-    timeoutMs: 2000,
-    rateLimit: { perMinute: 600_000, burst: 1000 },
-    location: { country: 'JP', region: 'Tokyo' },
-    allowOutsideJapan: false,
-    birthDate: 'age',
-    enabled: true,
-    createdAt: 0,
-    updatedAt: 0,
-    updatedBy: 'test',
-    ...over,
-  });
+  const service = (base: string, over: Partial<AiService> = {}) => aiService(base, { id: 'svc', ...over });
+
   /** A client whose retries do not wait (the sleeps are recorded), as in ai.client.test.ts. */
   const clientWith = (attempts = 4) => {
     const sleeps: number[] = [];
@@ -235,11 +217,7 @@ describe('request bodies kept and sent by the worker thread that made them', () 
     await s.close();
     await validator.close();
   });
-  afterEach(() => {
-    s.queue.length = 0;
-    s.fallback = { kind: 'ok' };
-    s.received.length = 0;
-  });
+  afterEach(() => resetStandIn(s));
   const held = (shiftDays = 77) => pool.prepareHeld!(request({ shiftDays }), async () => patient);
   const failureOf = (p: Promise<unknown>) =>
     p.then(

@@ -1,9 +1,44 @@
+import type { AiService } from '../viewer-api/ai/registry.js';
+import type { StandIn } from '../viewer-api/ai/standin.js';
+
 /**
  * A leak scanner for what leaves the exchange towards an AI service: given what is known about a
  * patient, it lists every written form of each identifier (independently of the de-identifier's
  * own folding) and looks for each one in every string of a JSON value, including base64
- * attachments decoded. Shared by the de-identification and the end-to-end tests.
+ * attachments decoded. Shared by the de-identification and the end-to-end tests. Also a
+ * registry entry for the client tests.
  */
+
+/** A stand-in as it started: answering normally, nothing queued, nothing received (between tests). */
+export function resetStandIn(s: StandIn): void {
+  s.queue.length = 0;
+  s.fallback = { kind: 'ok' };
+  s.received.length = 0;
+}
+
+/** A registered service at `base` (a stand-in's FHIR base), with what the client tests need. */
+export function aiService(base: string, over: Partial<AiService> = {}): AiService {
+  return {
+    id: 'risk',
+    name: 'Risk model',
+    baseUrl: base,
+    operation: '$analyze',
+    auth: { kind: 'none' },
+    categories: ['labs'],
+    facilities: 'all',
+    roles: ['physician'],
+    timeoutMs: 2000,
+    rateLimit: { perMinute: 600_000, burst: 1000 },
+    location: { country: 'JP', region: 'Tokyo' },
+    allowOutsideJapan: false,
+    birthDate: 'age',
+    enabled: true,
+    createdAt: 0,
+    updatedAt: 0,
+    updatedBy: 'test',
+    ...over,
+  };
+}
 
 export interface KnownPatient {
   names: { family?: string; given?: string }[];
