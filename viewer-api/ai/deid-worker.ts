@@ -57,27 +57,40 @@ export function serveDeidentification(): void {
     }
   }
 
+  // Preparations take their turn one at a time, with the thread's I/O between them: an answer to a
+  // call in flight (see post) waits for one preparation at most, not for a whole burst of them.
+  const preparing: Extract<WorkerIn, { request: PrepareRequest }>[] = [];
+  const drain = () => {
+    const m = preparing.shift();
+    if (m) prepare(m);
+    if (preparing.length) setImmediate(drain);
+  };
   port.on('message', (m: WorkerIn) => {
     if ('abort' in m) return posting.get(m.abort)?.abort(new DOMException('cancelled by the caller', 'AbortError'));
     if ('release' in m) return void held.delete(m.release);
     if ('post' in m) return void post(m.id, m.post);
+    preparing.push(m);
+    if (preparing.length === 1) setImmediate(drain);
+  });
+
+  function prepare(m: Extract<WorkerIn, { request: PrepareRequest }>): void {
     try {
       if (m.records) cache.load(m.request, m.records);
       const prepared = cache.prepare(m.request);
       const sealed = prepared?.sealedKey ? [prepared.sealedKey.buffer as ArrayBuffer] : [];
-      if (!prepared) port.postMessage({ id: m.id, miss: true });
+      if (!prepared) port!.postMessage({ id: m.id, miss: true });
       else if (m.hold) {
         const handle = nextHandle++;
         held.set(handle, prepared.body.bytes);
         if (held.size > MAX_HELD) held.delete(held.keys().next().value!);
         const { bytes, ...body } = prepared.body;
-        port.postMessage({ id: m.id, prepared: { ...prepared, body: { ...body, handle, byteLength: bytes.byteLength } } }, sealed);
+        port!.postMessage({ id: m.id, prepared: { ...prepared, body: { ...body, handle, byteLength: bytes.byteLength } } }, sealed);
       }
       // The body's bytes are handed over, not copied.
-      else port.postMessage({ id: m.id, prepared }, [prepared.body.bytes.buffer as ArrayBuffer, ...sealed]);
+      else port!.postMessage({ id: m.id, prepared }, [prepared.body.bytes.buffer as ArrayBuffer, ...sealed]);
     } catch (e) {
-      port.postMessage({ id: m.id, error: e instanceof Error ? e.message : String(e) });
+      port!.postMessage({ id: m.id, error: e instanceof Error ? e.message : String(e) });
     }
-  });
+  }
   port.postMessage({ ready: true });
 }
