@@ -314,13 +314,15 @@ export function createAiFlow(deps: AiFlowDeps): AiFlow {
 
   /** A prepared request; from worker threads its body stays in the thread that made it, which sends it (HeldBody). */
   type Ready = Prepared<PreparedBody | HeldBody>;
+  const prepare: (...a: Parameters<Preparer['prepare']>) => Promise<Ready> = preparer.prepareHeld ? preparer.prepareHeld.bind(preparer) : preparer.prepare.bind(preparer);
+  /** A body a worker holds is let go once its request is sent, or will not be. */
+  const letGo = (p: Ready) => 'held' in p.body && p.body.release();
 
   /** Builds and de-identifies the Bundle of a decided request (on the preparer's threads); never rejects. */
   function prepareFor(d: Decided): Promise<{ prepared: Ready } | { error: unknown }> {
     return (async () => {
       const cacheKey = await cacheKeyOf(db, d.versions, d.service.id, d.row.regionalId, d.sources, d.links, maxRecords);
       const categories = CATEGORIES.filter((c) => d.sources.some((s) => s.categories.includes(c)));
-      const prepare: (...a: Parameters<Preparer['prepare']>) => Promise<Ready> = preparer.prepareHeld ? preparer.prepareHeld.bind(preparer) : preparer.prepare.bind(preparer);
       return prepare(
         {
           cacheKey,
@@ -359,8 +361,7 @@ export function createAiFlow(deps: AiFlowDeps): AiFlow {
     try {
       await send(d, prepared);
     } finally {
-      // A body a worker holds is let go once the request is sent, or will not be.
-      if ('held' in prepared.body) prepared.body.release();
+      letGo(prepared);
     }
   }
 
@@ -545,7 +546,7 @@ export function createAiFlow(deps: AiFlowDeps): AiFlow {
       } catch (e) {
         slot?.release();
         // Not sent: a body a worker made for it is let go.
-        void preparing?.then((o) => 'prepared' in o && 'held' in o.prepared.body && o.prepared.body.release());
+        void preparing?.then((o) => 'prepared' in o && letGo(o.prepared));
         throw e;
       }
       if (slot && job && preparing) {

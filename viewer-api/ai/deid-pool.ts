@@ -136,7 +136,7 @@ class Slot {
 
   /** A message with no answer, to the running worker of `generation` only (a replaced one held nothing of the new one's). */
   tell(generation: number, msg: Extract<WorkerIn, { abort: number } | { release: number }>): void {
-    if (this.worker && this.generation === generation) this.post(msg);
+    if (this.runs(generation)) this.post(msg);
   }
 
   /** Whether the worker of `generation` is the one running. */

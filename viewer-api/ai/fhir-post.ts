@@ -120,4 +120,3 @@ export function failureError(f: PostFailure): Error {
     ...(f.ms !== undefined ? { postMs: f.ms } : {}),
   });
 }
-
