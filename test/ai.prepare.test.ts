@@ -296,6 +296,16 @@ describe('request bodies kept and sent by the worker thread that made them', () 
     expect(client.circuitState('svc')).toBe('closed');
   });
 
+  it('a signal that aborted before the post stops the worker’s call at once, not at the timeout', async () => {
+    s.fallback = { kind: 'hang' };
+    const body = (await held()).body;
+    const started = Date.now();
+    const e = await failureOf(body.post({ baseUrl: s.base, operation: '$analyze', timeoutMs: 5000 }, {}, AbortSignal.abort()));
+    expect(e.name).toBe('AbortError');
+    expect(Date.now() - started).toBeLessThan(4000);
+    body.release();
+  });
+
   it('a body let go unsent is not sent', async () => {
     const { client } = clientWith();
     const got = await held();

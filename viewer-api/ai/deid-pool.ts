@@ -163,12 +163,15 @@ function unwrap(r: Reply): Prepared | Prepared<HeldReply> | undefined {
 /** The post's answer, or its failure as fhir-kit-client would throw it; a worker that fails is the exchange's trouble (LocalSendError). */
 async function postFrom(slot: Slot, generation: number, handle: number, target: PostTarget, headers: Record<string, string>, signal?: AbortSignal): Promise<PostAnswer> {
   if (!slot.runs(generation)) throw new LocalSendError('the de-identification worker that held the request body stopped');
-  let id: number | undefined;
-  const onAbort = () => id !== undefined && slot.tell(generation, { abort: id });
-  signal?.addEventListener('abort', onAbort, { once: true });
+  let id = -1;
+  // The worker's own timeout (target.timeoutMs) ends the call first; this one is for a worker that hangs.
+  const asked = slot.ask({ post: { handle, target, headers } }, target.timeoutMs + 30_000, (i) => (id = i));
+  const onAbort = () => slot.tell(generation, { abort: id });
+  // A signal that aborted before the post went is passed on as well (as fhir-post.ts does in one thread).
+  if (signal?.aborted) onAbort();
+  else signal?.addEventListener('abort', onAbort, { once: true });
   try {
-    // The worker's own timeout (target.timeoutMs) ends the call first; this one is for a worker that hangs.
-    const r = await slot.ask({ post: { handle, target, headers } }, target.timeoutMs + 30_000, (i) => (id = i)).catch((e: unknown) => {
+    const r = await asked.catch((e: unknown) => {
       throw new LocalSendError(e instanceof Error ? e.message : String(e));
     });
     if ('answer' in r) return r.answer;
